@@ -6,8 +6,16 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::daemon;
+use crate::demo;
+use crate::spec::MountSpec;
+
 #[derive(Parser, Debug)]
-#[command(name = "stratafs", version, about = "Union filesystem for container root filesystems")]
+#[command(
+    name = "stratafs",
+    version,
+    about = "Union filesystem for container root filesystems"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -40,14 +48,37 @@ pub struct MountArgs {
     /// Return once the mount is live and serve it from a background process.
     #[arg(long)]
     pub daemon: bool,
+    /// Serve reads in the daemon instead of FUSE passthrough.
+    #[arg(long)]
+    pub no_passthrough: bool,
+    /// Number of request threads (default: number of CPUs, at least 2).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     pub mountpoint: PathBuf,
 }
 
 pub fn run(args: Vec<OsString>) -> Result<(), String> {
-    let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
-    match cli.command {
-        Command::Mount(_) | Command::Umount { .. } | Command::Demo { .. } => {
-            Err("not implemented yet".into())
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        // --help and --version are not errors; clap prints them.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return Ok(());
         }
+        Err(e) => return Err(e.to_string().trim_end().replace('\n', " ")),
+    };
+    match cli.command {
+        Command::Mount(args) => {
+            let spec = MountSpec {
+                layers: args.layers,
+                mountpoint: args.mountpoint,
+                passthrough: !args.no_passthrough,
+                threads: args.threads,
+                fsname: None,
+            };
+            daemon::mount(&spec, args.daemon)
+        }
+        Command::Umount { mountpoint } => daemon::umount(&mountpoint),
+        Command::Demo { mountpoint } => demo::run(&mountpoint),
     }
 }

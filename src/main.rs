@@ -1,6 +1,19 @@
 //! stratafs: a union filesystem for container root filesystems, served over FUSE.
 
+mod attr;
 mod cli;
+mod daemon;
+mod demo;
+mod fs;
+mod index;
+mod inode;
+mod layer;
+mod merge;
+mod mountinfo;
+mod sharded;
+mod spec;
+mod sys;
+mod whiteout;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,157 @@
+//! Inode numbers and the table of inodes the kernel knows about.
+//!
+//! Numbering (FUSE uses the node id as st_ino, so it must be unique and is user-visible):
+//! `ino = tag << 48 | host_ino`, where tag = layer slot + 1 for an object that comes from a lower
+//! layer (slot 0 = bottom layer) and `UPPER_TAG` for an object created in the upper dir. A merged
+//! directory takes the number of its topmost lower copy. The numbers therefore depend only on the
+//! layer order and the layers' own inode numbers: stable across remounts, and readdir can
+//! compute d_ino without a lookup. Host inode numbers of 2^48 and more (rare: ext4 and xfs
+//! stay below) are folded into 48 bits. Inode 1 is the merged root.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use fuser::FileType;
+use parking_lot::RwLock;
+
+use crate::attr::Attr;
+
+pub const ROOT_INO: u64 = 1;
+#[allow(dead_code)] // used by the writable layer
+pub const UPPER_TAG: u64 = 0xFFFF;
+const HOST_BITS: u32 = 48;
+const HOST_MASK: u64 = (1 << HOST_BITS) - 1;
+
+fn fold(host: u64) -> u64 {
+    if host <= HOST_MASK {
+        host
+    } else {
+        (host ^ (host >> HOST_BITS)) & HOST_MASK
+    }
+}
+
+pub fn lower_ino(slot: u16, host_ino: u64) -> u64 {
+    ((slot as u64 + 1) << HOST_BITS) | fold(host_ino)
+}
+
+#[allow(dead_code)] // used by the writable layer
+pub fn upper_ino(host_ino: u64) -> u64 {
+    (UPPER_TAG << HOST_BITS) | fold(host_ino)
+}
+
+/// Where a node's lower copy lives.
+#[derive(Clone, Debug)]
+pub struct LowerRef {
+    /// Layer of the winning object.
+    pub slot: u16,
+    /// Path relative to every layer root (the same in each layer).
+    pub rel: Vec<u8>,
+    /// For directories: the lower layers merged under it, top first.
+    pub dir_layers: Vec<u16>,
+}
+
+pub struct NodeInner {
+    pub parent: u64,
+    #[allow(dead_code)] // used by the writable layer
+    pub name: Vec<u8>,
+    pub lower: Option<LowerRef>,
+    pub attr: Attr,
+}
+
+pub struct Node {
+    pub ino: u64,
+    pub kind: FileType,
+    lookups: AtomicU64,
+    pub inner: RwLock<NodeInner>,
+}
+
+impl Node {
+    pub fn new(ino: u64, kind: FileType, inner: NodeInner) -> Node {
+        Node {
+            ino,
+            kind,
+            lookups: AtomicU64::new(0),
+            inner: RwLock::new(inner),
+        }
+    }
+}
+
+const SHARDS: usize = 64;
+
+/// Inodes by number, sharded so that lookups in different directories rarely contend.
+pub struct NodeTable {
+    shards: Vec<RwLock<HashMap<u64, Arc<Node>>>>,
+}
+
+impl Default for NodeTable {
+    fn default() -> Self {
+        NodeTable {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl NodeTable {
+    fn shard(&self, ino: u64) -> &RwLock<HashMap<u64, Arc<Node>>> {
+        // Mix the tag bits in so that every layer spreads over all shards.
+        let h = ino ^ (ino >> HOST_BITS) ^ (ino >> 17);
+        &self.shards[(h as usize) % SHARDS]
+    }
+
+    pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
+        self.shard(ino).read().get(&ino).cloned()
+    }
+
+    /// Inserts a pinned node that is never forgotten (the root).
+    pub fn insert_pinned(&self, node: Node) {
+        node.lookups.store(1 << 62, Ordering::Relaxed);
+        self.shard(node.ino)
+            .write()
+            .insert(node.ino, Arc::new(node));
+    }
+
+    /// Returns the node for `ino`, creating it with `make` if absent, and counts one kernel
+    /// lookup reference on it.
+    pub fn lookup_or_insert(&self, ino: u64, make: impl FnOnce() -> Node) -> Arc<Node> {
+        let mut shard = self.shard(ino).write();
+        let node = shard.entry(ino).or_insert_with(|| Arc::new(make()));
+        node.lookups.fetch_add(1, Ordering::Relaxed);
+        node.clone()
+    }
+
+    /// Drops `n` kernel references; the node goes when none is left.
+    pub fn forget(&self, ino: u64, n: u64) {
+        if ino == ROOT_INO {
+            return;
+        }
+        let mut shard = self.shard(ino).write();
+        if let Some(node) = shard.get(&ino) {
+            let prev = node.lookups.fetch_sub(
+                n.min(node.lookups.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
+            if prev <= n {
+                shard.remove(&ino);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_numbers_separate_layers_and_upper() {
+        assert_ne!(lower_ino(0, 5), lower_ino(1, 5));
+        assert_ne!(lower_ino(0, 5), upper_ino(5));
+        assert_eq!(lower_ino(0, 5) & HOST_MASK, 5);
+        assert!(lower_ino(0, 1) > ROOT_INO);
+        assert_eq!(lower_ino(3, u64::MAX) >> HOST_BITS, 4);
+    }
+}

@@ -1,0 +1,57 @@
+//! A read-only image layer: a directory reached only through fds relative to its root.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use crate::sys;
+
+pub struct Layer {
+    /// Position in the stack, 0 = bottom. Part of every inode number the layer produces.
+    pub slot: u16,
+    pub path: PathBuf,
+    root: OwnedFd,
+}
+
+impl Layer {
+    pub fn open_root(slot: u16, path: &Path) -> io::Result<Layer> {
+        Ok(Layer {
+            slot,
+            path: path.to_path_buf(),
+            root: sys::open_dir_path(path)?,
+        })
+    }
+
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    /// Opens `rel` (a path relative to the layer root, "." for the root) without following any
+    /// symlink and without leaving the root.
+    pub fn open(&self, rel: &CStr, flags: i32) -> io::Result<OwnedFd> {
+        sys::open_beneath(self.root(), rel, flags, 0)
+    }
+}
+
+/// Helpers for relative paths stored as bytes ("." is the root).
+pub mod relpath {
+    use std::ffi::CString;
+    use std::io;
+
+    pub fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+        if parent == b"." {
+            name.to_vec()
+        } else {
+            let mut p = Vec::with_capacity(parent.len() + 1 + name.len());
+            p.extend_from_slice(parent);
+            p.push(b'/');
+            p.extend_from_slice(name);
+            p
+        }
+    }
+
+    pub fn to_cstring(rel: &[u8]) -> io::Result<CString> {
+        crate::sys::cstr(rel)
+    }
+}

@@ -1,0 +1,157 @@
+//! Builds the merged view of one directory from the lower layers that hold it.
+//!
+//! Rules (kernel overlayfs and OCI, see whiteout.rs for the formats):
+//! - layers are visited top first; the first layer that has a name wins it;
+//! - a whiteout in layer k hides the name in layers below k, never in layer k itself;
+//! - a directory name keeps merging the same-named directories of lower layers until a layer
+//!   where the name is a non-directory or whited out, or the directory is opaque there;
+//! - an opaque directory (xattr or `.wh..wh..opq`) hides every layer below it.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::AsFd;
+
+use crate::attr::Attr;
+use crate::index::{DirIndex, PendingEntry};
+use crate::layer::{relpath, Layer};
+use crate::sys;
+use crate::whiteout::{self, NameKind, Opacity};
+
+enum Decision {
+    /// Index into the pending list; `open` while lower dirs may still merge into it.
+    Present {
+        idx: usize,
+        open: bool,
+    },
+    Hidden,
+}
+
+/// Merges directory `rel` of `sources` (layer slots, top first). `layers` is indexed by slot.
+/// A layer whose copy of the directory cannot be read is logged and skipped: the merged view
+/// shows what can be read rather than failing the whole directory.
+pub fn merge_lower_dir(layers: &[Layer], rel: &[u8], sources: &[u16]) -> io::Result<DirIndex> {
+    let rel_c = relpath::to_cstring(rel)?;
+    let mut pending: Vec<PendingEntry> = Vec::new();
+    let mut decided: HashMap<Vec<u8>, Decision> = HashMap::new();
+
+    for &slot in sources {
+        let layer = &layers[slot as usize];
+        let dir = match layer.open(&rel_c, libc::O_RDONLY | libc::O_DIRECTORY) {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::warn!(
+                    "layer {}: cannot open {:?}: {e}",
+                    layer.path.display(),
+                    String::from_utf8_lossy(rel)
+                );
+                continue;
+            }
+        };
+        let opacity = whiteout::dir_opacity(dir.as_fd());
+        let raw_entries = sys::dir::read_all(dir.try_clone()?)?;
+        let mut whiteouts: Vec<Vec<u8>> = Vec::new();
+        let mut opaque_marker = false;
+
+        for raw in raw_entries {
+            match whiteout::classify_name(&raw.name) {
+                NameKind::OpaqueMarker => opaque_marker = true,
+                NameKind::Hidden => {}
+                NameKind::Whiteout(target) => whiteouts.push(target.to_vec()),
+                NameKind::Plain => {
+                    merge_entry(&mut pending, &mut decided, &dir, slot, opacity, raw);
+                }
+            }
+        }
+        // A whiteout hides the name below this layer; an entry of this same layer stays.
+        for name in whiteouts {
+            match decided.get_mut(&name) {
+                None => {
+                    decided.insert(name, Decision::Hidden);
+                }
+                Some(Decision::Present { open, .. }) => *open = false,
+                Some(Decision::Hidden) => {}
+            }
+        }
+        if opacity == Opacity::Opaque || opaque_marker {
+            break;
+        }
+    }
+    Ok(DirIndex::build(pending))
+}
+
+fn merge_entry(
+    pending: &mut Vec<PendingEntry>,
+    decided: &mut HashMap<Vec<u8>, Decision>,
+    dir: &std::os::fd::OwnedFd,
+    slot: u16,
+    opacity: Opacity,
+    raw: sys::dir::RawEntry,
+) {
+    match decided.get_mut(&raw.name) {
+        Some(Decision::Hidden) => {}
+        Some(Decision::Present { idx, open }) => {
+            if !*open {
+                return;
+            }
+            // The name is a directory from a higher layer: merge this layer's directory into
+            // it, or end the merge at the first non-directory.
+            let is_dir = match raw.d_type {
+                libc::DT_DIR => true,
+                libc::DT_UNKNOWN => stat_entry(dir, &raw.name)
+                    .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .unwrap_or(false),
+                _ => false,
+            };
+            if is_dir {
+                pending[*idx].dir_layers.push(slot);
+            } else {
+                *open = false;
+            }
+        }
+        None => {
+            let st = match stat_entry(dir, &raw.name) {
+                Ok(st) => st,
+                Err(e) => {
+                    log::warn!("cannot stat {:?}: {e}", String::from_utf8_lossy(&raw.name));
+                    return;
+                }
+            };
+            if whiteout::is_device_whiteout(&st)
+                || (opacity == Opacity::HasXattrWhiteouts && is_xattr_whiteout(dir, &raw.name, &st))
+            {
+                decided.insert(raw.name, Decision::Hidden);
+                return;
+            }
+            let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            pending.push(PendingEntry {
+                name: raw.name.clone(),
+                layer: slot,
+                attr: Attr::from_stat(&st),
+                dir_layers: if is_dir { vec![slot] } else { Vec::new() },
+            });
+            decided.insert(
+                raw.name,
+                Decision::Present {
+                    idx: pending.len() - 1,
+                    open: is_dir,
+                },
+            );
+        }
+    }
+}
+
+fn stat_entry(dir: &std::os::fd::OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
+    sys::stat_at(dir.as_fd(), &sys::cstr(name)?)
+}
+
+fn is_xattr_whiteout(dir: &std::os::fd::OwnedFd, name: &[u8], st: &libc::stat) -> bool {
+    if st.st_size != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return false;
+    }
+    match sys::cstr(name)
+        .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
+    {
+        Ok(fd) => whiteout::is_xattr_whiteout(fd.as_fd(), st),
+        Err(_) => false,
+    }
+}

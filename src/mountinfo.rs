@@ -1,0 +1,69 @@
+//! Reading the mount table (/proc/self/mountinfo).
+
+use std::path::{Path, PathBuf};
+
+/// Undoes the octal escapes (`\040` for space, `\012` newline, `\\`) mountinfo uses in paths.
+fn unescape(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len() + 1
+            && b[i + 1..].len() >= 3
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+pub struct MountEntry {
+    pub mount_point: PathBuf,
+    pub fs_type: String,
+    pub source: String,
+}
+
+pub fn mounts() -> Vec<MountEntry> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let sep = fields.iter().position(|f| *f == "-")?;
+            Some(MountEntry {
+                mount_point: unescape(fields.get(4)?),
+                fs_type: fields.get(sep + 1)?.to_string(),
+                source: fields.get(sep + 2).unwrap_or(&"").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The mount whose mount point is exactly `path` (the last one, if stacked).
+pub fn mount_at(path: &Path) -> Option<MountEntry> {
+    let canon = path.canonicalize().ok()?;
+    mounts().into_iter().rev().find(|m| m.mount_point == canon)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_decoded() {
+        assert_eq!(unescape("/a\\040b\\012c"), PathBuf::from("/a b\nc"));
+        assert_eq!(unescape("/plain"), PathBuf::from("/plain"));
+        assert_eq!(unescape("/end\\04"), PathBuf::from("/end\\04"));
+    }
+
+    #[test]
+    fn root_is_mounted() {
+        assert!(mount_at(Path::new("/")).is_some());
+    }
+}

@@ -1,0 +1,241 @@
+//! The thin syscall layer: every `unsafe` block of stratafs lives under this module.
+//!
+//! Each wrapper takes and returns owned Rust types (`OwnedFd`, `CString`, `Vec<u8>`) and maps
+//! failures to `io::Error`, so the rest of the daemon stays safe code.
+
+pub mod dir;
+pub mod xattr;
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Converts a byte string to a `CString`, refusing interior NULs (EINVAL, as the kernel would).
+pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as usize)
+    }
+}
+
+/// Resolution flags for every path walk inside a layer, volume or bind root: the walk must stay
+/// beneath the root and may not follow any symlink (a symlink inside a layer is data to show,
+/// never a path for the daemon to take).
+const RESOLVE_STRICT: u64 =
+    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+
+/// `openat2` confined beneath `dir` without following any symlink. `path` is relative; "." is `dir`.
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: i32,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain old data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = mode as u64;
+    how.resolve = RESOLVE_STRICT;
+    loop {
+        // SAFETY: `how` is a valid open_how of the size passed; `path` is NUL-terminated; the
+        // returned fd is fresh and owned by the caller.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        if ret >= 0 {
+            // SAFETY: the kernel just returned this fd to us.
+            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
+        }
+        let err = io::Error::last_os_error();
+        // openat2 returns EAGAIN when a concurrent rename raced the walk: retry.
+        if err.raw_os_error() != Some(libc::EAGAIN) {
+            return Err(err);
+        }
+    }
+}
+
+/// Opens a directory by absolute host path (used for layer, upper and work roots at mount time).
+pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let c = cstr(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is NUL-terminated; the fd is owned by the caller.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    check(fd)?;
+    // SAFETY: fresh fd from open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; an empty name stats `dir` itself.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    let flags = if name.is_empty() {
+        libc::AT_SYMLINK_NOFOLLOW | libc::AT_EMPTY_PATH
+    } else {
+        libc::AT_SYMLINK_NOFOLLOW
+    };
+    // SAFETY: `st` is a valid out-buffer for struct stat; `name` is NUL-terminated.
+    check(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags) })?;
+    // SAFETY: fstatat succeeded and filled the struct.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    stat_at(fd, c"")
+}
+
+/// Reads the target of the symlink `name` in `dir` (empty name: `dir` is an O_PATH fd of the link).
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
+    // SAFETY: buf is writable for buf.len() bytes; name is NUL-terminated.
+    let n = check_size(unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    })?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: valid out-buffer; fd is open for the duration of the call.
+    check(unsafe { libc::fstatvfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatvfs succeeded.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn fstatfs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: valid out-buffer; fd is open.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstatfs succeeded.
+    Ok(unsafe { st.assume_init() }.f_type)
+}
+
+/// Process-level calls used by the daemon launcher.
+pub mod process {
+    use super::check;
+    use std::io;
+
+    pub enum Forked {
+        Parent,
+        Child,
+    }
+
+    /// Forks the process. Only called before any thread is started (the FUSE session has
+    /// mounted and completed INIT synchronously, but its worker threads do not exist yet).
+    pub fn fork() -> io::Result<Forked> {
+        // SAFETY: the process is single-threaded at this point (see above), so the child may run
+        // arbitrary code.
+        let pid = unsafe { libc::fork() };
+        match check(pid)? {
+            0 => Ok(Forked::Child),
+            _ => Ok(Forked::Parent),
+        }
+    }
+
+    /// Detaches the daemon from the caller: new session, stdio on /dev/null, so that a caller that
+    /// reads our stderr until EOF (podman) is released.
+    pub fn detach_stdio() -> io::Result<()> {
+        // SAFETY: setsid has no memory-safety preconditions.
+        unsafe { libc::setsid() };
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?;
+        use std::os::fd::AsRawFd;
+        for target in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors; `null` stays open during the call.
+            check(unsafe { libc::dup2(null.as_raw_fd(), target) })?;
+        }
+        Ok(())
+    }
+
+    /// Blocks SIGTERM/SIGINT/SIGHUP in the calling thread (and threads it spawns later), so that a
+    /// dedicated thread can receive them with `wait_for_signal`.
+    pub fn block_termination_signals() -> io::Result<libc::sigset_t> {
+        // SAFETY: sigset manipulation on a local, zero-initialised set.
+        unsafe {
+            let mut set = std::mem::zeroed::<libc::sigset_t>();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            libc::sigaddset(&mut set, libc::SIGHUP);
+            let ret = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if ret != 0 {
+                return Err(io::Error::from_raw_os_error(ret));
+            }
+            Ok(set)
+        }
+    }
+
+    /// Waits for one of the signals in `set` (which the caller has blocked).
+    pub fn wait_for_signal(set: &libc::sigset_t) -> i32 {
+        let mut sig = 0;
+        // SAFETY: `set` is a valid sigset and `sig` a valid out-parameter.
+        unsafe { libc::sigwait(set, &mut sig) };
+        sig
+    }
+
+    /// Raises the soft open-files limit to the hard limit: the daemon holds one fd per open file.
+    pub fn raise_nofile_limit() {
+        // SAFETY: getrlimit/setrlimit on a local struct.
+        unsafe {
+            let mut lim = std::mem::zeroed::<libc::rlimit>();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    }
+
+    /// Unmounts `path` (MNT_DETACH when `lazy`).
+    pub fn umount(path: &std::path::Path, lazy: bool) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = super::cstr(path.as_os_str().as_bytes())?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: `c` is NUL-terminated.
+        check(unsafe { libc::umount2(c.as_ptr(), flags) })?;
+        Ok(())
+    }
+}
+
+/// Positioned read into `buf` (used by the non-passthrough read path).
+pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: buf is writable for its length.
+    check_size(unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            offset as i64,
+        )
+    })
+}
