@@ -48,6 +48,9 @@ pub struct MountArgs {
     /// Return once the mount is live and serve it from a background process.
     #[arg(long)]
     pub daemon: bool,
+    /// Skip every fsync of the writable layer (faster; a crash may lose recent changes).
+    #[arg(long)]
+    pub volatile: bool,
     /// Serve reads in the daemon instead of FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
@@ -72,6 +75,9 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
             let spec = MountSpec {
                 layers: args.layers,
                 mountpoint: args.mountpoint,
+                upper: args.upper,
+                work: args.work,
+                volatile: args.volatile,
                 passthrough: !args.no_passthrough,
                 threads: args.threads,
                 fsname: None,

@@ -17,9 +17,14 @@ use crate::sys::process;
 pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
     let layers = spec.open_layers()?;
     spec.check_mountpoint()?;
+    // Objects are created with exactly the mode the caller asked for.
+    crate::sys::ops::set_umask(0);
+    let upper = spec.open_upper()?;
+    let read_only = upper.is_none();
     process::raise_nofile_limit();
     let fs = StrataFs::new(
         layers,
+        upper,
         Options {
             passthrough: spec.passthrough,
         },
@@ -33,8 +38,11 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
         MountOption::DefaultPermissions,
         MountOption::Dev,
         MountOption::Suid,
-        MountOption::RO,
+        MountOption::NoAtime,
     ];
+    if read_only {
+        config.mount_options.push(MountOption::RO);
+    }
     config.acl = SessionACL::All;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -18,7 +18,6 @@ use parking_lot::RwLock;
 use crate::attr::Attr;
 
 pub const ROOT_INO: u64 = 1;
-#[allow(dead_code)] // used by the writable layer
 pub const UPPER_TAG: u64 = 0xFFFF;
 const HOST_BITS: u32 = 48;
 const HOST_MASK: u64 = (1 << HOST_BITS) - 1;
@@ -35,7 +34,6 @@ pub fn lower_ino(slot: u16, host_ino: u64) -> u64 {
     ((slot as u64 + 1) << HOST_BITS) | fold(host_ino)
 }
 
-#[allow(dead_code)] // used by the writable layer
 pub fn upper_ino(host_ino: u64) -> u64 {
     (UPPER_TAG << HOST_BITS) | fold(host_ino)
 }
@@ -52,10 +50,15 @@ pub struct LowerRef {
 }
 
 pub struct NodeInner {
-    pub parent: u64,
-    #[allow(dead_code)] // used by the writable layer
+    /// The directory holding the name this node was reached by (None for the root).
+    pub parent: Option<Arc<Node>>,
     pub name: Vec<u8>,
     pub lower: Option<LowerRef>,
+    /// The object exists in the upper layer at the node's path.
+    pub upper: bool,
+    /// The name was removed: the object lives on only through open files.
+    pub unlinked: bool,
+    /// Attributes of the lower object (upper objects are stat'ed on demand).
     pub attr: Attr,
 }
 
@@ -64,6 +67,8 @@ pub struct Node {
     pub kind: FileType,
     lookups: AtomicU64,
     pub inner: RwLock<NodeInner>,
+    /// Serialises copy-up of this node; held only by the copy-up itself.
+    pub copy_up: parking_lot::Mutex<()>,
 }
 
 impl Node {
@@ -73,6 +78,7 @@ impl Node {
             kind,
             lookups: AtomicU64::new(0),
             inner: RwLock::new(inner),
+            copy_up: parking_lot::Mutex::new(()),
         }
     }
 }

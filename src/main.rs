@@ -2,17 +2,21 @@
 
 mod attr;
 mod cli;
+mod copyup;
 mod daemon;
 mod demo;
+mod dirstate;
 mod fs;
 mod index;
 mod inode;
 mod layer;
 mod merge;
 mod mountinfo;
+mod ovl;
 mod sharded;
 mod spec;
 mod sys;
+mod upper;
 mod whiteout;
 
 use std::process::ExitCode;

@@ -4,12 +4,18 @@ use std::path::{Path, PathBuf};
 
 use crate::layer::Layer;
 use crate::mountinfo;
+use crate::upper::Upper;
 
 #[derive(Debug, Clone, Default)]
 pub struct MountSpec {
     /// Bottom layer first.
     pub layers: Vec<PathBuf>,
     pub mountpoint: PathBuf,
+    /// Writable layer: upper dir and work dir (both or neither).
+    pub upper: Option<PathBuf>,
+    pub work: Option<PathBuf>,
+    /// Skip fsync (volatile / fsync=0): faster, and a crash may lose recent changes.
+    pub volatile: bool,
     pub passthrough: bool,
     pub threads: Option<usize>,
     pub fsname: Option<String>,
@@ -57,6 +63,77 @@ impl MountSpec {
             layers.push(layer);
         }
         Ok(layers)
+    }
+
+    /// Validates and opens the writable layer, if any.
+    pub fn open_upper(&self) -> Result<Option<Upper>, String> {
+        let (upper, work) = match (&self.upper, &self.work) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(
+                    "--upper needs --work: pass an empty directory on the same filesystem".into(),
+                )
+            }
+            (None, Some(_)) => {
+                return Err("--work needs --upper: pass the writable layer's directory".into())
+            }
+            (Some(u), Some(w)) => (u, w),
+        };
+        require_dir(upper, "upper dir", "create it first with mkdir")?;
+        require_dir(work, "work dir", "create it first with mkdir")?;
+        let canon = |p: &Path| {
+            p.canonicalize()
+                .map_err(|e| format!("{}: {e}", describe(p)))
+        };
+        let (cu, cw) = (canon(upper)?, canon(work)?);
+        if cu.starts_with(&cw) || cw.starts_with(&cu) {
+            return Err(format!(
+                "upper dir {} and work dir {} overlap: use two separate directories side by side",
+                describe(upper),
+                describe(work)
+            ));
+        }
+        for layer in &self.layers {
+            let cl = canon(layer)?;
+            for (what, p, c) in [("upper dir", upper, &cu), ("work dir", work, &cw)] {
+                if c.starts_with(&cl) || cl.starts_with(c) {
+                    return Err(format!(
+                        "{what} {} overlaps layer {}: keep the writable layer outside every image layer",
+                        describe(p),
+                        describe(layer)
+                    ));
+                }
+            }
+        }
+        let cm = canon(&self.mountpoint)?;
+        for (what, p, c) in [("upper dir", upper, &cu), ("work dir", work, &cw)] {
+            if c.starts_with(&cm) {
+                return Err(format!(
+                    "{what} {} is inside the mountpoint: keep it outside",
+                    describe(p)
+                ));
+            }
+        }
+        let dev = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                .map_err(|e| e.to_string())
+        };
+        if dev(upper)? != dev(work)? {
+            return Err(format!(
+                "work dir {} is not on the same filesystem as upper dir {}: the atomic rename needs one filesystem",
+                describe(work),
+                describe(upper)
+            ));
+        }
+        Upper::open(upper, work, !self.volatile)
+            .map(Some)
+            .map_err(|e| {
+                format!(
+                    "upper dir {}: cannot open the writable layer: {e}",
+                    describe(upper)
+                )
+            })
     }
 
     pub fn check_mountpoint(&self) -> Result<(), String> {

@@ -9,24 +9,60 @@ use fuser::{
     Errno, FileHandle, FileType, FopenFlags, INodeNo, ReplyDirectory, ReplyDirectoryPlus, ReplyOpen,
 };
 
-use super::{file::Handle, StrataFs, TTL};
+use super::{errno, file::Handle, StrataFs, TTL};
+use crate::dirstate::{ListEntry, Resolved};
 use crate::index::DirIndex;
 use crate::inode::lower_ino;
 
-/// Offsets: 1 = after ".", 2 = after "..", 2 + i + 1 = after index entry i.
+/// Offsets: 1 = after ".", 2 = after "..", 2 + i + 1 = after listing entry i.
 const DOT_ENTRIES: u64 = 2;
+
+/// What an open directory lists: the lower index itself when the upper layer adds nothing
+/// (no copy), else a merged listing.
+pub struct DirSnapshot {
+    lower: Arc<DirIndex>,
+    merged: Option<Vec<ListEntry>>,
+}
+
+impl DirSnapshot {
+    fn len(&self) -> usize {
+        self.merged.as_ref().map_or(self.lower.len(), Vec::len)
+    }
+
+    /// (name, ino, kind) of entry i.
+    fn get(&self, i: usize) -> (&[u8], u64, FileType) {
+        let lower_entry = |j: usize| {
+            let e = self.lower.entry(j);
+            (
+                self.lower.name(e),
+                lower_ino(e.layer, e.attr.host_ino),
+                e.attr.kind(),
+            )
+        };
+        match &self.merged {
+            None => lower_entry(i),
+            Some(list) => match &list[i] {
+                ListEntry::Lower(j) => lower_entry(*j),
+                ListEntry::Upper { name, ino, kind } => (name, *ino, *kind),
+            },
+        }
+    }
+}
 
 impl StrataFs {
     pub(super) fn do_opendir(&self, ino: INodeNo, reply: ReplyOpen) {
-        let node = match self.node(ino) {
-            Ok(n) => n,
-            Err(e) => return reply.error(e),
-        };
-        match self.dir_index(&node) {
-            Ok(idx) => {
+        let result = self.node(ino).and_then(|node| self.dir_state(&node));
+        match result {
+            Ok(state) => {
+                let state = state.read();
+                let snapshot = DirSnapshot {
+                    lower: state.lower.clone(),
+                    merged: state.listing(),
+                };
                 let fh = self.alloc_fh();
-                self.handles
-                    .insert(fh, Arc::new(Handle::Dir { index: idx }));
+                self.handles.insert(fh, Arc::new(Handle::Dir(snapshot)));
+                // Every change to a directory goes through the daemon, which keeps the
+                // kernel's cached listing valid (the kernel drops it on create/unlink/rename).
                 reply.opened(
                     FileHandle(fh),
                     FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
@@ -36,9 +72,9 @@ impl StrataFs {
         }
     }
 
-    fn dir_snapshot(&self, fh: FileHandle) -> Result<Arc<DirIndex>, Errno> {
-        match self.handles.get(fh.0).as_deref() {
-            Some(Handle::Dir { index }) => Ok(index.clone()),
+    fn snapshot(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        match self.handles.get(fh.0) {
+            Some(h) if matches!(*h, Handle::Dir(_)) => Ok(h),
             _ => Err(Errno::EBADF),
         }
     }
@@ -46,7 +82,7 @@ impl StrataFs {
     fn parent_ino(&self, ino: INodeNo) -> u64 {
         self.nodes
             .get(ino.0)
-            .map(|n| n.inner.read().parent)
+            .and_then(|n| n.inner.read().parent.as_ref().map(|p| p.ino))
             .unwrap_or(ino.0)
     }
 
@@ -57,9 +93,12 @@ impl StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let idx = match self.dir_snapshot(fh) {
-            Ok(i) => i,
+        let handle = match self.snapshot(fh) {
+            Ok(h) => h,
             Err(e) => return reply.error(e),
+        };
+        let Handle::Dir(snap) = &*handle else {
+            return reply.error(Errno::EBADF);
         };
         let mut off = offset;
         while off < DOT_ENTRIES {
@@ -73,14 +112,13 @@ impl StrataFs {
             }
             off += 1;
         }
-        for i in (off - DOT_ENTRIES) as usize..idx.len() {
-            let e = idx.entry(i);
-            let d_ino = lower_ino(e.layer, e.attr.host_ino);
+        for i in (off - DOT_ENTRIES) as usize..snap.len() {
+            let (name, d_ino, kind) = snap.get(i);
             if reply.add(
                 INodeNo(d_ino),
                 DOT_ENTRIES + i as u64 + 1,
-                e.attr.kind(),
-                OsStr::from_bytes(idx.name(e)),
+                kind,
+                OsStr::from_bytes(name),
             ) {
                 break;
             }
@@ -95,9 +133,12 @@ impl StrataFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let idx = match self.dir_snapshot(fh) {
-            Ok(i) => i,
+        let handle = match self.snapshot(fh) {
+            Ok(h) => h,
             Err(e) => return reply.error(e),
+        };
+        let Handle::Dir(snap) = &*handle else {
+            return reply.error(Errno::EBADF);
         };
         let dir = match self.node(ino) {
             Ok(n) => n,
@@ -112,8 +153,8 @@ impl StrataFs {
                 self.parent_ino(ino)
             };
             let attr = match self
-                .do_getattr(INodeNo(target))
-                .or_else(|_| self.do_getattr(ino))
+                .do_getattr(INodeNo(target), None)
+                .or_else(|_| self.do_getattr(ino, None))
             {
                 Ok(a) => a,
                 Err(e) => return reply.error(e),
@@ -131,15 +172,34 @@ impl StrataFs {
             }
             off += 1;
         }
-        for i in (off - DOT_ENTRIES) as usize..idx.len() {
-            let e = idx.entry(i);
-            let name = idx.name(e);
-            let ino_e = lower_ino(e.layer, e.attr.host_ino);
-            let attr = e.attr.to_file_attr(ino_e);
+        let state = match self.dir_state(&dir) {
+            Ok(s) => s,
+            Err(e) => return reply.error(e),
+        };
+        for i in (off - DOT_ENTRIES) as usize..snap.len() {
+            let (name, _, _) = snap.get(i);
+            // The snapshot may be older than the directory: skip names that are gone.
+            let state = state.read();
+            let Some(resolved) = state.resolve(name) else {
+                continue;
+            };
+            let attr = match resolved {
+                Resolved::Lower(e) => e.attr.to_file_attr(resolved.ino()),
+                Resolved::Upper { .. } => match self.nodes.get(resolved.ino()) {
+                    Some(node) => match self.node_attr(&node) {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                    None => match self.upper_child_attr(&dir, name, resolved.ino()) {
+                        Ok(a) => a,
+                        Err(_) => continue,
+                    },
+                },
+            };
             // Count the reference only if the entry fits: an entry that does not fit is not
             // sent, and the kernel would never forget it.
             if reply.add(
-                INodeNo(ino_e),
+                INodeNo(attr.ino.0),
                 DOT_ENTRIES + i as u64 + 1,
                 OsStr::from_bytes(name),
                 &TTL,
@@ -148,8 +208,22 @@ impl StrataFs {
             ) {
                 break;
             }
-            self.node_for_entry(&dir, &idx, e, name);
+            if let Err(e) = self.node_for(&dir, &state, name, resolved) {
+                log::warn!("readdirplus: {e:?}");
+            }
         }
         reply.ok()
+    }
+
+    fn upper_child_attr(
+        &self,
+        dir: &crate::inode::Node,
+        name: &[u8],
+        ino: u64,
+    ) -> Result<fuser::FileAttr, Errno> {
+        let mut rel = self.upper_rel(dir)?;
+        rel = crate::layer::relpath::join(&rel, name);
+        let st = self.upper()?.stat(&rel).map_err(|e| errno(&e))?;
+        Ok(crate::attr::Attr::from_stat(&st).to_file_attr(ino))
     }
 }

@@ -1,19 +1,31 @@
-//! open / read / release of regular files. Lower files are served by FUSE passthrough when the
-//! kernel offers it (the kernel reads the backing file directly), else by pread in the daemon.
+//! open / create / read / write / fsync and friends on regular files.
+//!
+//! Reads and writes go through FUSE passthrough when the kernel offers it: the kernel then
+//! reads and writes the backing file itself. The kernel allows one backing file per inode and
+//! will happily write through a backing file that was registered read-only, so a lower file's
+//! backing is never handed to a writer: when a lower file with live passthrough readers is
+//! copied up, its name moves to a new inode (the open gets ESTALE and the kernel retries it on
+//! the new inode), and the old readers keep reading the lower file.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Weak};
 
 use fuser::{
-    BackingId, Errno, FileHandle, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyData, ReplyOpen,
+    BackingId, Errno, FileHandle, FopenFlags, INodeNo, OpenAccMode, OpenFlags, ReplyCreate,
+    ReplyData, ReplyOpen,
 };
 use parking_lot::Mutex;
 
-use super::{errno, StrataFs};
-use crate::index::DirIndex;
+use super::copy::Data;
+use super::dir::DirSnapshot;
+use super::{errno, StrataFs, TTL};
+use crate::inode::{upper_ino, Node};
 use crate::layer::relpath;
 use crate::sys;
+use crate::sys::ops;
 
 pub enum Handle {
     File {
@@ -21,42 +33,70 @@ pub enum Handle {
         /// Keeps the kernel's backing id alive until release.
         _backing: Option<Arc<BackingId>>,
     },
-    Dir {
-        index: Arc<DirIndex>,
-    },
+    Dir(DirSnapshot),
+}
+
+struct Backing {
+    id: Weak<BackingId>,
+    /// Registered from a lower-layer file (read-only data).
+    lower: bool,
 }
 
 /// One backing id per inode at a time (the kernel refuses a second one for the same inode).
 #[derive(Default)]
 pub struct BackingCache {
-    by_ino: Mutex<std::collections::HashMap<u64, Weak<BackingId>>>,
+    by_ino: Mutex<HashMap<u64, Backing>>,
+}
+
+impl BackingCache {
+    fn live_lower(&self, ino: u64) -> bool {
+        self.by_ino
+            .lock()
+            .get(&ino)
+            .is_some_and(|b| b.lower && b.id.strong_count() > 0)
+    }
+}
+
+/// Flags passed on to the host open of the object: access mode and behaviour, never creation.
+fn host_open_flags(flags: i32) -> i32 {
+    let keep = libc::O_ACCMODE
+        | libc::O_APPEND
+        | libc::O_TRUNC
+        | libc::O_DIRECT
+        | libc::O_SYNC
+        | libc::O_DSYNC
+        | libc::O_NOATIME;
+    (flags & keep) | libc::O_NOFOLLOW
 }
 
 impl StrataFs {
     pub(super) fn do_open(&self, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0 {
-            return reply.error(Errno::EROFS);
-        }
         let node = match self.node(ino) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
-        let Some(lower) = node.inner.read().lower.clone() else {
-            return reply.error(Errno::ENOENT);
-        };
-        let layer = &self.layers[lower.slot as usize];
-        let file = match relpath::to_cstring(&lower.rel).and_then(|rel| {
-            layer.open(
-                &rel,
-                libc::O_RDONLY | libc::O_NOFOLLOW | (flags.0 & libc::O_DIRECT),
-            )
-        }) {
-            Ok(fd) => File::from(fd),
-            Err(e) => return reply.error(errno(&e)),
+        let writes = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        if writes {
+            let data = if flags.0 & libc::O_TRUNC != 0 {
+                Data::None
+            } else {
+                Data::All
+            };
+            if let Err(e) = self.upper().and_then(|_| self.ensure_upper(&node, data)) {
+                return reply.error(e);
+            }
+        }
+        if node.inner.read().upper && self.backing.live_lower(node.ino) {
+            return reply.error(self.move_to_new_inode(&node));
+        }
+        let file = match self.open_node_file(&node, host_open_flags(flags.0)) {
+            Ok(f) => f,
+            Err(e) => return reply.error(e),
         };
         let fh = self.alloc_fh();
+        let is_upper = node.inner.read().upper;
         if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
-            match self.backing_for(ino.0, &file, &reply) {
+            match self.backing_for(node.ino, &file, !is_upper, |f| reply.open_backing(f)) {
                 Ok(backing) => {
                     self.handles.insert(
                         fh,
@@ -77,28 +117,156 @@ impl StrataFs {
                 _backing: None,
             }),
         );
-        // Lower content never changes: keep the page cache across opens.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+        // Lower content never changes: keep the page cache across opens of lower files.
+        let keep = if is_upper {
+            FopenFlags::empty()
+        } else {
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        reply.opened(FileHandle(fh), keep)
+    }
+
+    /// Opens the node's current object (upper copy if any, else lower, read-only).
+    fn open_node_file(&self, node: &Node, flags: i32) -> Result<File, Errno> {
+        let (is_upper, lower) = {
+            let inner = node.inner.read();
+            (inner.upper, inner.lower.clone())
+        };
+        let fd = if is_upper {
+            let rel = self.upper_rel(node)?;
+            let c = sys::cstr(&rel).map_err(|e| errno(&e))?;
+            sys::open_beneath(self.upper()?.root(), &c, flags, 0).map_err(|e| errno(&e))?
+        } else {
+            let lower = lower.ok_or(Errno::ENOENT)?;
+            let layer = &self.layers[lower.slot as usize];
+            let rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
+            let ro = (flags & !(libc::O_ACCMODE | libc::O_TRUNC | libc::O_APPEND)) | libc::O_RDONLY;
+            layer.open(&rel, ro).map_err(|e| errno(&e))?
+        };
+        Ok(File::from(fd))
+    }
+
+    /// The copied-up object gets its own inode number, under the same name; the caller replies
+    /// ESTALE so that the kernel looks the name up again and opens the new inode.
+    fn move_to_new_inode(&self, node: &Arc<Node>) -> Errno {
+        let result = (|| {
+            let rel = self.upper_rel(node)?;
+            let st = self.upper()?.stat(&rel).map_err(|e| errno(&e))?;
+            let new_ino = upper_ino(st.st_ino);
+            let (parent, name) = {
+                let inner = node.inner.read();
+                (inner.parent.clone().ok_or(Errno::EIO)?, inner.name.clone())
+            };
+            let state = self.dir_state(&parent)?;
+            state.write().set_present(&name, new_ino, node.kind);
+            // The old inode keeps serving its open readers from the lower file.
+            let mut inner = node.inner.write();
+            inner.upper = false;
+            inner.unlinked = true;
+            Ok::<(), Errno>(())
+        })();
+        match result {
+            Ok(()) => Errno::ESTALE,
+            Err(e) => e,
+        }
     }
 
     fn backing_for(
         &self,
         ino: u64,
         file: &File,
-        reply: &ReplyOpen,
+        lower: bool,
+        register: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> std::io::Result<Arc<BackingId>> {
         let mut map = self.backing.by_ino.lock();
-        if let Some(id) = map.get(&ino).and_then(Weak::upgrade) {
-            return Ok(id);
+        if let Some(b) = map.get(&ino) {
+            if let Some(id) = b.id.upgrade() {
+                if b.lower == lower {
+                    return Ok(id);
+                }
+                return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+            }
         }
-        let id = Arc::new(reply.open_backing(file.as_fd())?);
-        map.insert(ino, Arc::downgrade(&id));
+        let id = Arc::new(register(file)?);
+        map.insert(
+            ino,
+            Backing {
+                id: Arc::downgrade(&id),
+                lower,
+            },
+        );
         Ok(id)
     }
 
+    pub(super) fn do_create(
+        &self,
+        req: &fuser::Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let spec = super::write::NewObject::File {
+            mode,
+            flags: host_open_flags(flags),
+        };
+        let (attr, node, file) = match self.create_entry(req, parent, name, spec) {
+            Ok((attr, node, file)) => (attr, node, file.expect("a file was created")),
+            Err(e) => return reply.error(e),
+        };
+        let fh = self.alloc_fh();
+        if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.backing_for(node.ino, &file, false, |f| reply.open_backing(f)) {
+                Ok(backing) => {
+                    self.handles.insert(
+                        fh,
+                        Arc::new(Handle::File {
+                            file,
+                            _backing: Some(backing.clone()),
+                        }),
+                    );
+                    return reply.created_passthrough(
+                        &TTL,
+                        &attr,
+                        fuser::Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &backing,
+                    );
+                }
+                Err(e) => log::debug!("passthrough unavailable for a new file: {e}"),
+            }
+        }
+        self.handles.insert(
+            fh,
+            Arc::new(Handle::File {
+                file,
+                _backing: None,
+            }),
+        );
+        reply.created(
+            &TTL,
+            &attr,
+            fuser::Generation(0),
+            FileHandle(fh),
+            FopenFlags::empty(),
+        )
+    }
+
+    fn file_of(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        match self.handles.get(fh.0) {
+            Some(h) if matches!(*h, Handle::File { .. }) => Ok(h),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
     pub(super) fn do_read(&self, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
-        let handle = self.handles.get(fh.0);
-        let Some(Handle::File { file, .. }) = handle.as_deref() else {
+        let handle = match self.file_of(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Handle::File { file, .. } = &*handle else {
             return reply.error(Errno::EBADF);
         };
         let mut buf = vec![0u8; size as usize];
@@ -113,5 +281,95 @@ impl StrataFs {
             }
         }
         reply.data(&buf[..done])
+    }
+
+    pub(super) fn do_write(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<usize, Errno> {
+        let handle = self.file_of(fh)?;
+        let Handle::File { file, .. } = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        let mut done = 0;
+        while done < data.len() {
+            match ops::pwrite(file.as_fd(), &data[done..], offset + done as u64) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if done > 0 => {
+                    log::debug!("short write: {e}");
+                    break;
+                }
+                Err(e) => return Err(errno(&e)),
+            }
+        }
+        Ok(done)
+    }
+
+    pub(super) fn do_fsync(&self, fh: FileHandle, datasync: bool) -> Result<(), Errno> {
+        let handle = self.file_of(fh)?;
+        let Handle::File { file, .. } = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        if self.upper.as_ref().is_some_and(|u| !u.fsync) {
+            return Ok(());
+        }
+        ops::fsync(file.as_fd(), datasync).map_err(|e| errno(&e))
+    }
+
+    pub(super) fn do_fsyncdir(&self, ino: INodeNo, datasync: bool) -> Result<(), Errno> {
+        let node = self.node(ino)?;
+        let Some(upper) = self.upper.as_ref().filter(|u| u.fsync) else {
+            return Ok(());
+        };
+        if !node.inner.read().upper {
+            return Ok(());
+        }
+        let dir = upper
+            .open_dir(&self.upper_rel(&node)?)
+            .map_err(|e| errno(&e))?;
+        ops::fsync(dir.as_fd(), datasync).map_err(|e| errno(&e))
+    }
+
+    pub(super) fn do_fallocate(
+        &self,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<(), Errno> {
+        let handle = self.file_of(fh)?;
+        let Handle::File { file, .. } = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        ops::fallocate(file.as_fd(), mode, offset, length).map_err(|e| errno(&e))
+    }
+
+    pub(super) fn do_lseek(&self, fh: FileHandle, offset: i64, whence: i32) -> Result<i64, Errno> {
+        let handle = self.file_of(fh)?;
+        let Handle::File { file, .. } = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        ops::lseek(file.as_fd(), offset, whence).map_err(|e| errno(&e))
+    }
+
+    pub(super) fn do_copy_file_range(
+        &self,
+        fh_in: FileHandle,
+        off_in: u64,
+        fh_out: FileHandle,
+        off_out: u64,
+        len: u64,
+    ) -> Result<usize, Errno> {
+        let hin = self.file_of(fh_in)?;
+        let hout = self.file_of(fh_out)?;
+        let (Handle::File { file: fin, .. }, Handle::File { file: fout, .. }) = (&*hin, &*hout)
+        else {
+            return Err(Errno::EBADF);
+        };
+        let len = len.min(1 << 30) as usize;
+        ops::copy_file_range(fin.as_fd(), off_in, fout.as_fd(), off_out, len).map_err(|e| errno(&e))
     }
 }

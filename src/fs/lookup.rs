@@ -1,35 +1,127 @@
-//! Name resolution against the index, and attributes.
+//! Name resolution through the merged directory state, paths, and attributes.
 
 use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use fuser::{Errno, FileAttr, INodeNo};
+use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo};
+use parking_lot::RwLock;
 
-use super::{errno, StrataFs};
+use super::{errno, file::Handle, StrataFs};
+use crate::attr::{kind_of_mode, Attr};
+use crate::dirstate::{DirState, Resolved, UpperEntry};
 use crate::index::DirIndex;
-use crate::inode::{lower_ino, LowerRef, Node, NodeInner};
+use crate::inode::{lower_ino, upper_ino, LowerRef, Node, NodeInner};
 use crate::layer::relpath;
-use crate::merge;
 use crate::sys;
+use crate::whiteout::{self, NameKind, Opacity};
 
 impl StrataFs {
-    /// The merged lower index of directory `dir`, built on first use.
-    pub(super) fn dir_index(&self, dir: &Node) -> Result<Arc<DirIndex>, Errno> {
-        if let Some(idx) = self.dirs.get(dir.ino) {
-            return Ok(idx);
+    /// The merged state of directory `dir`, loaded on first use.
+    pub(super) fn dir_state(&self, dir: &Node) -> Result<Arc<RwLock<DirState>>, Errno> {
+        if let Some(st) = self.dirs.get(dir.ino) {
+            return Ok(st);
         }
-        if dir.kind != fuser::FileType::Directory {
+        if dir.kind != FileType::Directory {
             return Err(Errno::ENOTDIR);
         }
-        let lower = dir.inner.read().lower.clone();
-        let idx = match lower {
-            Some(l) => merge::merge_lower_dir(&self.layers, &l.rel, &l.dir_layers)
-                .map_err(|e| errno(&e))?,
-            None => DirIndex::default(),
+        let state = self.load_dir_state(dir)?;
+        // Two threads may race to load it; both results are equal, keep the first.
+        Ok(self
+            .dirs
+            .get_or_insert(dir.ino, Arc::new(RwLock::new(state))))
+    }
+
+    fn load_dir_state(&self, dir: &Node) -> Result<DirState, Errno> {
+        let (lower, has_upper) = {
+            let inner = dir.inner.read();
+            (inner.lower.clone(), inner.upper)
         };
-        // Two threads may race to build it; both results are equal, keep the first.
-        Ok(self.dirs.get_or_insert(dir.ino, Arc::new(idx)))
+        let mut state = DirState::default();
+        let mut upper_entries = Vec::new();
+        if has_upper {
+            let rel = self.upper_rel(dir)?;
+            let upper = self.upper()?;
+            let fd = upper.open_dir(&rel).map_err(|e| errno(&e))?;
+            let opacity = whiteout::dir_opacity(fd.as_fd());
+            state.opaque = opacity == Opacity::Opaque;
+            for raw in
+                sys::dir::read_all(fd.try_clone().map_err(|e| errno(&e))?).map_err(|e| errno(&e))?
+            {
+                match whiteout::classify_name(&raw.name) {
+                    NameKind::OpaqueMarker => state.opaque = true,
+                    NameKind::Hidden => {}
+                    // The rootless fuse-overlayfs format: `.wh.NAME` files in the upper dir.
+                    NameKind::Whiteout(target) => {
+                        state.upper.insert(target.to_vec(), UpperEntry::Whiteout);
+                    }
+                    NameKind::Plain => upper_entries.push(raw.name),
+                }
+            }
+            if !state.opaque {
+                state.lower = self.lower_index(lower.as_ref())?;
+            }
+            for name in upper_entries {
+                let Ok(st) = sys::cstr(&name).and_then(|c| sys::stat_at(fd.as_fd(), &c)) else {
+                    continue;
+                };
+                if whiteout::is_device_whiteout(&st) {
+                    state.upper.insert(name, UpperEntry::Whiteout);
+                    continue;
+                }
+                let ino = self.upper_entry_ino(&fd, &name, &st, state.lower.find(&name));
+                state.upper.entry(name).or_insert(UpperEntry::Present {
+                    ino,
+                    kind: kind_of_mode(st.st_mode),
+                });
+            }
+        } else {
+            state.lower = self.lower_index(lower.as_ref())?;
+        }
+        Ok(state)
+    }
+
+    fn lower_index(&self, lower: Option<&LowerRef>) -> Result<Arc<DirIndex>, Errno> {
+        match lower {
+            Some(l) if !l.dir_layers.is_empty() => {
+                crate::merge::merge_lower_dir(&self.layers, &l.rel, &l.dir_layers)
+                    .map(Arc::new)
+                    .map_err(|e| errno(&e))
+            }
+            _ => Ok(Arc::default()),
+        }
+    }
+
+    /// The inode number of an upper entry: the lower object's number when the upper object
+    /// continues it (a merged directory, or a copied-up file carrying an origin), so numbers
+    /// survive copy-up and remount; otherwise a number of the upper layer.
+    fn upper_entry_ino(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        st: &libc::stat,
+        lower: Option<&crate::index::IndexEntry>,
+    ) -> u64 {
+        let own = upper_ino(st.st_ino);
+        let Some(lower) = lower else { return own };
+        let lower_is_dir = lower.attr.kind() == FileType::Directory;
+        let upper_is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let Ok(obj) = sys::cstr(name)
+            .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
+        else {
+            return own;
+        };
+        let continues = if upper_is_dir {
+            lower_is_dir && !is_opaque_dir(&obj)
+        } else {
+            !lower_is_dir && crate::ovl::has_origin(obj.as_fd())
+        };
+        if continues {
+            lower_ino(lower.layer, lower.attr.host_ino)
+        } else {
+            own
+        }
     }
 
     /// Resolves `name` in `parent` and counts a kernel reference on the result.
@@ -39,73 +131,181 @@ impl StrataFs {
         name: &OsStr,
     ) -> Result<(FileAttr, Arc<Node>), Errno> {
         let parent_node = self.node(parent)?;
-        let idx = self.dir_index(&parent_node)?;
+        let state = self.dir_state(&parent_node)?;
+        let state = state.read();
         let name = name.as_bytes();
-        let entry = idx.find(name).ok_or(Errno::ENOENT)?;
-        let node = self.node_for_entry(&parent_node, &idx, entry, name);
-        let attr = node.inner.read().attr.to_file_attr(node.ino);
+        let resolved = state.resolve(name).ok_or(Errno::ENOENT)?;
+        let node = self.node_for(&parent_node, &state, name, resolved)?;
+        let attr = self.node_attr(&node)?;
         Ok((attr, node))
     }
 
-    /// The node for an index entry (created if the kernel did not know it), with one more
+    /// The node for a resolved name (created if the kernel did not know it), with one more
     /// kernel reference.
-    pub(super) fn node_for_entry(
+    pub(super) fn node_for(
         &self,
-        parent: &Node,
-        idx: &DirIndex,
-        entry: &crate::index::IndexEntry,
+        parent: &Arc<Node>,
+        state: &DirState,
         name: &[u8],
-    ) -> Arc<Node> {
-        let ino = lower_ino(entry.layer, entry.attr.host_ino);
-        self.nodes.lookup_or_insert(ino, || {
-            let parent_rel = parent
-                .inner
-                .read()
-                .lower
-                .as_ref()
-                .map(|l| l.rel.clone())
-                .unwrap_or_else(|| b".".to_vec());
+        resolved: Resolved<'_>,
+    ) -> Result<Arc<Node>, Errno> {
+        let ino = resolved.ino();
+        let parent_lower_rel = parent.inner.read().lower.as_ref().map(|l| l.rel.clone());
+        let lower_entry = state
+            .lower_entry(name)
+            .filter(|e| lower_ino(e.layer, e.attr.host_ino) == ino);
+        let lower = match (parent_lower_rel, lower_entry) {
+            (Some(prel), Some(e)) => Some(LowerRef {
+                slot: e.layer,
+                rel: relpath::join(&prel, name),
+                dir_layers: state.lower.dir_layers(e).to_vec(),
+            }),
+            _ => None,
+        };
+        let is_upper = matches!(resolved, Resolved::Upper { .. });
+        let attr = match resolved {
+            Resolved::Lower(e) => e.attr,
+            Resolved::Upper { .. } => Attr::default(),
+        };
+        let node = self.nodes.lookup_or_insert(ino, || {
             Node::new(
                 ino,
-                entry.attr.kind(),
+                resolved.kind(),
                 NodeInner {
-                    parent: parent.ino,
+                    parent: Some(parent.clone()),
                     name: name.to_vec(),
-                    lower: Some(LowerRef {
-                        slot: entry.layer,
-                        rel: relpath::join(&parent_rel, name),
-                        dir_layers: idx.dir_layers(entry).to_vec(),
-                    }),
-                    attr: entry.attr,
+                    lower,
+                    upper: is_upper,
+                    unlinked: false,
+                    attr,
                 },
             )
-        })
+        });
+        // A hard link reached by another name, or a name whose node lost its path: point the
+        // node at a name that exists.
+        {
+            let mut inner = node.inner.write();
+            if inner.unlinked {
+                inner.unlinked = false;
+                inner.parent = Some(parent.clone());
+                inner.name = name.to_vec();
+                inner.upper = is_upper;
+            }
+        }
+        Ok(node)
     }
 
-    pub(super) fn do_getattr(&self, ino: INodeNo) -> Result<FileAttr, Errno> {
+    /// The node's path relative to the upper root ("." for the root).
+    pub(super) fn upper_rel(&self, node: &Node) -> Result<Vec<u8>, Errno> {
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        let mut cur = {
+            let inner = node.inner.read();
+            if inner.unlinked {
+                return Err(Errno::ENOENT);
+            }
+            match &inner.parent {
+                None => return Ok(b".".to_vec()),
+                Some(p) => {
+                    parts.push(inner.name.clone());
+                    p.clone()
+                }
+            }
+        };
+        loop {
+            let next = {
+                let inner = cur.inner.read();
+                match &inner.parent {
+                    None => break,
+                    Some(p) => {
+                        parts.push(inner.name.clone());
+                        p.clone()
+                    }
+                }
+            };
+            cur = next;
+        }
+        parts.reverse();
+        Ok(parts.join(&b'/'))
+    }
+
+    /// Attributes of a node: the upper object is stat'ed (its size and times move with
+    /// writes); a lower object's come from the index.
+    pub(super) fn node_attr(&self, node: &Node) -> Result<FileAttr, Errno> {
+        let (is_upper, cached, lower_dirs) = {
+            let inner = node.inner.read();
+            (
+                inner.upper && !inner.unlinked,
+                inner.attr,
+                inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
+            )
+        };
+        let mut attr = if is_upper {
+            let rel = self.upper_rel(node)?;
+            Attr::from_stat(&self.upper()?.stat(&rel).map_err(|e| errno(&e))?)
+        } else {
+            cached
+        };
+        if node.kind == FileType::Directory {
+            // Like the kernel: a directory merged from several layers reports one link, since
+            // counting its subdirectories would mean reading every layer.
+            let opaque = self.dirs.get(node.ino).is_some_and(|s| s.read().opaque);
+            let sources = usize::from(is_upper) + if opaque { 0 } else { lower_dirs };
+            if sources >= 2 {
+                attr.nlink = 1;
+            }
+        }
+        Ok(attr.to_file_attr(node.ino))
+    }
+
+    pub(super) fn do_getattr(
+        &self,
+        ino: INodeNo,
+        fh: Option<FileHandle>,
+    ) -> Result<FileAttr, Errno> {
         let node = self.node(ino)?;
-        let inner = node.inner.read();
-        Ok(inner.attr.to_file_attr(node.ino))
+        // An unlinked file that is still open: stat it through its handle.
+        if node.inner.read().unlinked {
+            if let Some(Handle::File { file, .. }) =
+                fh.and_then(|fh| self.handles.get(fh.0)).as_deref()
+            {
+                let st = sys::fstat(file.as_fd()).map_err(|e| errno(&e))?;
+                return Ok(Attr::from_stat(&st).to_file_attr(node.ino));
+            }
+        }
+        self.node_attr(&node)
     }
 
     pub(super) fn do_readlink(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
         let node = self.node(ino)?;
-        let lower = node.inner.read().lower.clone().ok_or(Errno::EINVAL)?;
-        let layer = &self.layers[lower.slot as usize];
-        let rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
-        let fd = layer
-            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
-            .map_err(|e| errno(&e))?;
-        sys::readlink_at(std::os::fd::AsFd::as_fd(&fd), c"").map_err(|e| errno(&e))
+        let fd = self.open_node_path(&node)?;
+        sys::readlink_at(fd.as_fd(), c"").map_err(|e| errno(&e))
     }
 
-    /// An O_PATH fd of the node's object in its layer (never following a symlink).
-    pub(super) fn open_lower_path(&self, node: &Node) -> Result<std::os::fd::OwnedFd, Errno> {
-        let lower = node.inner.read().lower.clone().ok_or(Errno::ENOENT)?;
+    /// An O_PATH fd of the node's current object (upper copy if any, else lower), never
+    /// following a symlink.
+    pub(super) fn open_node_path(&self, node: &Node) -> Result<OwnedFd, Errno> {
+        let (is_upper, lower) = {
+            let inner = node.inner.read();
+            (inner.upper, inner.lower.clone())
+        };
+        if is_upper {
+            let rel = self.upper_rel(node)?;
+            return self.upper()?.open_path(&rel).map_err(|e| errno(&e));
+        }
+        let lower = lower.ok_or(Errno::ENOENT)?;
         let layer = &self.layers[lower.slot as usize];
         let rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
         layer
             .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(|e| errno(&e))
     }
+}
+
+fn is_opaque_dir(dir: &OwnedFd) -> bool {
+    whiteout::dir_opacity(dir.as_fd()) == Opacity::Opaque
+        || sys::stat_at(
+            dir.as_fd(),
+            &sys::cstr(whiteout::OPAQUE_MARKER).expect("no NUL"),
+        )
+        .is_ok()
 }

@@ -1,32 +1,39 @@
-//! The FUSE filesystem: request handlers over the layer index.
+//! The FUSE filesystem: request handlers over the layer index and the upper layer.
 //!
 //! Handlers take `&self` and run on several session threads at once; shared state is in sharded
-//! maps and per-node locks, never behind one global lock.
+//! maps, per-directory locks and per-node locks, never behind one global lock. Every change is
+//! applied to disk first, then to the in-memory state, then replied.
 
+mod copy;
 mod dir;
 mod file;
 mod lookup;
-mod readonly;
+mod setattr;
+mod write;
 mod xattr;
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileHandle, Filesystem, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags,
-    ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen,
-    ReplyStatfs, ReplyXattr, Request,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use parking_lot::RwLock;
 
 use crate::attr::Attr;
-use crate::index::DirIndex;
+use crate::dirstate::DirState;
 use crate::inode::{LowerRef, Node, NodeInner, NodeTable, ROOT_INO};
 use crate::layer::Layer;
 use crate::sharded::ShardedMap;
 use crate::sys;
+use crate::upper::Upper;
 
 pub use file::Handle;
 
@@ -40,9 +47,10 @@ pub struct Options {
 
 pub struct StrataFs {
     layers: Vec<Layer>,
+    upper: Option<Upper>,
     nodes: NodeTable,
-    /// Merged lower directories, by directory inode; kept for the life of the mount.
-    dirs: ShardedMap<Arc<DirIndex>>,
+    /// Merged directories by inode, loaded on first use and kept for the life of the mount.
+    dirs: ShardedMap<Arc<RwLock<DirState>>>,
     handles: ShardedMap<Arc<Handle>>,
     next_fh: AtomicU64,
     passthrough: AtomicBool,
@@ -56,12 +64,20 @@ fn errno(e: &std::io::Error) -> Errno {
 
 impl StrataFs {
     /// `layers` is bottom first; slot i is `layers[i]`.
-    pub fn new(layers: Vec<Layer>, opts: Options) -> std::io::Result<StrataFs> {
+    pub fn new(
+        layers: Vec<Layer>,
+        upper: Option<Upper>,
+        opts: Options,
+    ) -> std::io::Result<StrataFs> {
         let top = layers
             .last()
             .ok_or_else(|| std::io::Error::other("no layers"))?;
-        let root_stat = sys::fstat(top.root())?;
+        let root_stat = match &upper {
+            Some(u) => sys::fstat(u.root())?,
+            None => sys::fstat(top.root())?,
+        };
         let top_slot = top.slot;
+        let all_layers: Vec<u16> = (0..layers.len() as u16).rev().collect();
         let fs = StrataFs {
             nodes: NodeTable::default(),
             dirs: ShardedMap::default(),
@@ -71,19 +87,22 @@ impl StrataFs {
             backing: file::BackingCache::default(),
             want_passthrough: opts.passthrough,
             layers,
+            upper,
         };
-        let all_layers: Vec<u16> = (0..fs.layers.len() as u16).rev().collect();
+        let has_upper = fs.upper.is_some();
         fs.nodes.insert_pinned(Node::new(
             ROOT_INO,
             fuser::FileType::Directory,
             NodeInner {
-                parent: ROOT_INO,
+                parent: None,
                 name: Vec::new(),
                 lower: Some(LowerRef {
                     slot: top_slot,
                     rel: b".".to_vec(),
                     dir_layers: all_layers,
                 }),
+                upper: has_upper,
+                unlinked: false,
                 attr: Attr::from_stat(&root_stat),
             },
         ));
@@ -92,6 +111,10 @@ impl StrataFs {
 
     fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
         self.nodes.get(ino.0).ok_or(Errno::ENOENT)
+    }
+
+    fn upper(&self) -> Result<&Upper, Errno> {
+        self.upper.as_ref().ok_or(Errno::EROFS)
     }
 
     fn alloc_fh(&self) -> u64 {
@@ -103,22 +126,40 @@ impl StrataFs {
     fn passthrough_stack_depth(&self) -> u32 {
         const OVERLAYFS_MAGIC: i64 = 0x794c7630;
         const FUSE_MAGIC: i64 = 0x65735546;
-        let stacked = self.layers.iter().any(|l| {
-            matches!(sys::fstatfs_type(l.root().as_fd()), Ok(t) if t == OVERLAYFS_MAGIC || t == FUSE_MAGIC)
-        });
-        if stacked {
+        let stacked = |fd: std::os::fd::BorrowedFd<'_>| matches!(sys::fstatfs_type(fd), Ok(t) if t == OVERLAYFS_MAGIC || t == FUSE_MAGIC);
+        let upper_stacked = self.upper.as_ref().is_some_and(|u| stacked(u.root()));
+        if upper_stacked || self.layers.iter().any(|l| stacked(l.root().as_fd())) {
             2
         } else {
             1
         }
     }
 
-    /// Design figure: bytes of index per indexed entry, over all loaded directories.
+    /// Design figure: entries and heap bytes of the lower index over all loaded directories.
     pub fn index_stats(&self) -> (usize, usize) {
-        self.dirs
-            .values()
-            .iter()
-            .fold((0, 0), |(n, b), d| (n + d.len(), b + d.heap_bytes()))
+        self.dirs.values().iter().fold((0, 0), |(n, b), d| {
+            let d = d.read();
+            (n + d.lower.len(), b + d.lower.heap_bytes())
+        })
+    }
+}
+
+fn time_or_now(t: Option<TimeOrNow>) -> (i64, i64) {
+    match t {
+        None => (0, sys::ops::UTIME_OMIT),
+        Some(TimeOrNow::Now) => (0, sys::ops::UTIME_NOW),
+        Some(TimeOrNow::SpecificTime(st)) => match st.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
+            Err(e) => {
+                let d = e.duration();
+                let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i64);
+                if n == 0 {
+                    (-s, 0)
+                } else {
+                    (-s - 1, 1_000_000_000 - n)
+                }
+            }
+        },
     }
 }
 
@@ -129,6 +170,7 @@ impl Filesystem for StrataFs {
             | InitFlags::FUSE_CACHE_SYMLINKS
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             | InitFlags::FUSE_EXPORT_SUPPORT;
         // add_capabilities is all-or-nothing: ask only for what the kernel offers.
         let _ = config.add_capabilities(wanted & offered);
@@ -157,9 +199,9 @@ impl Filesystem for StrataFs {
         match self.do_lookup(parent, name) {
             Ok((attr, _)) => reply.entry(&TTL, &attr, fuser::Generation(0)),
             Err(e) if e == Errno::ENOENT => {
-                // A negative entry: the kernel caches the absence, lowers cannot change.
-                let mut attr = Attr::default().to_file_attr(0);
-                attr.ino = INodeNo(0);
+                // A negative entry the kernel may cache: a later create goes through the daemon
+                // and replaces it.
+                let attr = Attr::default().to_file_attr(0);
                 reply.entry(&TTL, &attr, fuser::Generation(0))
             }
             Err(e) => reply.error(e),
@@ -170,8 +212,40 @@ impl Filesystem for StrataFs {
         self.nodes.forget(ino.0, nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.do_getattr(ino) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.do_getattr(ino, fh) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let change = setattr::Change {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: time_or_now(atime),
+            mtime: time_or_now(mtime),
+        };
+        match self.do_setattr(req, ino, fh, change) {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
         }
@@ -180,6 +254,105 @@ impl Filesystem for StrataFs {
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.do_readlink(ino) {
             Ok(target) => reply.data(&target),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let spec = write::NewObject::Node {
+            mode: mode & !umask,
+            rdev,
+        };
+        match self.do_create_object(req, parent, name, spec) {
+            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let spec = write::NewObject::Dir {
+            mode: mode & !umask,
+        };
+        match self.do_create_object(req, parent, name, spec) {
+            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_remove(parent, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_remove(parent, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let spec = write::NewObject::Symlink {
+            target: target.as_os_str(),
+        };
+        match self.do_create_object(req, parent, link_name, spec) {
+            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_rename(parent, name, newparent, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        match self.do_link(ino, newparent, newname) {
+            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
             Err(e) => reply.error(e),
         }
     }
@@ -200,6 +373,24 @@ impl Filesystem for StrataFs {
         reply: ReplyData,
     ) {
         self.do_read(fh, offset, size, reply)
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.do_write(fh, offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn flush(
@@ -225,6 +416,20 @@ impl Filesystem for StrataFs {
     ) {
         self.handles.remove(fh.0);
         reply.ok()
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_fsync(fh, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -265,9 +470,26 @@ impl Filesystem for StrataFs {
         reply.ok()
     }
 
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_fsyncdir(ino, datasync) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let top = self.layers.last().expect("at least one layer");
-        match sys::fstatvfs(top.root()) {
+        let fd = match &self.upper {
+            Some(u) => u.root(),
+            None => self.layers.last().expect("at least one layer").root(),
+        };
+        match sys::fstatvfs(fd) {
             Ok(s) => reply.statfs(
                 s.f_blocks,
                 s.f_bfree,
@@ -282,6 +504,22 @@ impl Filesystem for StrataFs {
         }
     }
 
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_setxattr(ino, name, Some((value, flags))) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         self.do_getxattr(ino, name, size, reply)
     }
@@ -290,13 +528,83 @@ impl Filesystem for StrataFs {
         self.do_listxattr(ino, size, reply)
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_setxattr(ino, name, None) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.node(ino) {
-            Ok(_) if mask.contains(fuser::AccessFlags::W_OK) => reply.error(Errno::EROFS),
+            Ok(_) if mask.contains(AccessFlags::W_OK) && self.upper.is_none() => {
+                reply.error(Errno::EROFS)
+            }
             Ok(_) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
-    readonly::deny_writes!();
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        self.do_create(req, parent, name, mode & !umask, flags, reply)
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_fallocate(fh, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        match self.do_lseek(fh, offset, whence) {
+            Ok(off) => reply.offset(off),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self.do_copy_file_range(fh_in, offset_in, fh_out, offset_out, len) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
 }

@@ -45,10 +45,29 @@ fn reply_sized(data: &[u8], size: u32, reply: ReplyXattr) {
 }
 
 impl StrataFs {
+    /// setxattr (`Some((value, flags))`) or removexattr (`None`), on the upper copy.
+    pub(super) fn do_setxattr(
+        &self,
+        ino: INodeNo,
+        name: &OsStr,
+        set: Option<(&[u8], i32)>,
+    ) -> Result<(), Errno> {
+        self.upper()?;
+        let node = self.node(ino)?;
+        self.ensure_upper(&node, super::copy::Data::All)?;
+        let fd = self.open_node_path(&node)?;
+        let cname = sys::cstr(&stored_name(name.as_bytes())).map_err(|e| errno(&e))?;
+        match set {
+            Some((value, flags)) => sys::xattr::set(fd.as_fd(), &cname, value, flags),
+            None => sys::xattr::remove(fd.as_fd(), &cname),
+        }
+        .map_err(|e| errno(&e))
+    }
+
     pub(super) fn do_getxattr(&self, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let result = (|| {
             let node = self.node(ino)?;
-            let fd = self.open_lower_path(&node)?;
+            let fd = self.open_node_path(&node)?;
             let cname = sys::cstr(&stored_name(name.as_bytes())).map_err(|e| errno(&e))?;
             sys::xattr::get(fd.as_fd(), &cname)
                 .map_err(|e| errno(&e))?
@@ -63,7 +82,7 @@ impl StrataFs {
     pub(super) fn do_listxattr(&self, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let result = (|| {
             let node = self.node(ino)?;
-            let fd = self.open_lower_path(&node)?;
+            let fd = self.open_node_path(&node)?;
             sys::xattr::list(fd.as_fd()).map_err(|e| errno(&e))
         })();
         match result {

@@ -4,6 +4,7 @@
 //! failures to `io::Error`, so the rest of the daemon stays safe code.
 
 pub mod dir;
+pub mod ops;
 pub mod xattr;
 
 use std::ffi::{CStr, CString};

@@ -72,7 +72,6 @@ pub fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
         .collect())
 }
 
-#[allow(dead_code)] // used by the writable layer
 pub fn set(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Result<()> {
     let path = proc_path(fd)?;
     // SAFETY: pointers valid for the given lengths.
@@ -88,7 +87,6 @@ pub fn set(fd: BorrowedFd<'_>, name: &CStr, value: &[u8], flags: i32) -> io::Res
     Ok(())
 }
 
-#[allow(dead_code)] // used by the writable layer
 pub fn remove(fd: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     let path = proc_path(fd)?;
     // SAFETY: NUL-terminated strings.

@@ -1,0 +1,152 @@
+//! Copy-up of one object into the upper layer through the work dir.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::sys;
+use crate::sys::ops;
+
+pub struct CopyOptions {
+    /// Copy the file's data (false: an empty file, for open(O_TRUNC) and truncate(0)).
+    pub with_data: bool,
+    pub fsync: bool,
+}
+
+/// Copies the object behind `src` (an O_PATH fd) into `dest_dir/name`, atomically: the copy is
+/// made complete in `work` and then renamed into place.
+pub fn copy_up(
+    src: BorrowedFd<'_>,
+    work: BorrowedFd<'_>,
+    dest_dir: BorrowedFd<'_>,
+    name: &CStr,
+    opts: &CopyOptions,
+) -> io::Result<()> {
+    let st = sys::fstat(src)?;
+    let tmp = sys::cstr(format!("#copyup-{}-{}", std::process::id(), next_id()).as_bytes())?;
+    let result = make_copy(src, &st, work, &tmp, opts)
+        .and_then(|()| ops::rename_at(work, &tmp, dest_dir, name, rename_flags(&st)));
+    if result.is_err() {
+        let _ = crate::upper::remove_tree(work, &tmp);
+    }
+    result
+}
+
+fn rename_flags(st: &libc::stat) -> u32 {
+    // A directory copy never replaces anything; a file may replace nothing either (a whiteout
+    // at its name would mean it is not visible and would not be copied up).
+    let _ = st;
+    ops::RENAME_NOREPLACE
+}
+
+fn next_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn make_copy(
+    src: BorrowedFd<'_>,
+    st: &libc::stat,
+    work: BorrowedFd<'_>,
+    tmp: &CStr,
+    opts: &CopyOptions,
+) -> io::Result<()> {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => {
+            let out = sys::open_beneath(
+                work,
+                tmp,
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                0o600,
+            )?;
+            if opts.with_data {
+                let input = ops::reopen(src, libc::O_RDONLY)?;
+                copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+            }
+            copy_metadata(src, st, out.as_fd(), c"")?;
+            if opts.fsync {
+                ops::fsync(out.as_fd(), false)?;
+            }
+            Ok(())
+        }
+        libc::S_IFDIR => {
+            ops::mkdir_at(work, tmp, 0o700)?;
+            let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            copy_metadata(src, st, fd.as_fd(), c"")
+        }
+        libc::S_IFLNK => {
+            let target = sys::readlink_at(src, c"")?;
+            ops::symlink_at(&sys::cstr(&target)?, work, tmp)?;
+            let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            copy_metadata(src, st, fd.as_fd(), c"")
+        }
+        _ => {
+            ops::mknod_at(work, tmp, st.st_mode & libc::S_IFMT, st.st_rdev)?;
+            let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            copy_metadata(src, st, fd.as_fd(), c"")
+        }
+    }
+}
+
+/// Data copy that keeps holes: only the data extents are copied, in-kernel.
+fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    let mut pos: u64 = 0;
+    while pos < size {
+        let data = match ops::lseek(input, pos as i64, libc::SEEK_DATA) {
+            Ok(d) => d as u64,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
+            Err(_) => pos,
+        };
+        let hole = ops::lseek(input, data as i64, libc::SEEK_HOLE)
+            .map(|h| h as u64)
+            .unwrap_or(size);
+        let mut off = data;
+        while off < hole {
+            let n = ops::copy_file_range(input, off, out, off, (hole - off).min(1 << 30) as usize)?;
+            if n == 0 {
+                break;
+            }
+            off += n as u64;
+        }
+        pos = hole;
+    }
+    ops::ftruncate(out, size)
+}
+
+/// Owner, xattrs, times and mode (mode last: chown clears setuid bits).
+fn copy_metadata(
+    src: BorrowedFd<'_>,
+    st: &libc::stat,
+    dst: BorrowedFd<'_>,
+    _name: &CStr,
+) -> io::Result<()> {
+    ops::chown_at(dst, c"", st.st_uid, st.st_gid)?;
+    for name in sys::xattr::list(src)? {
+        if crate::ovl::is_private(&name) {
+            continue;
+        }
+        let c = sys::cstr(&name)?;
+        if let Some(v) = sys::xattr::get(src, &c)? {
+            if let Err(e) = sys::xattr::set(dst, &c, &v, 0) {
+                // security.* may be refused by an LSM on the upper fs: log, do not fail.
+                log::warn!(
+                    "copy-up: cannot copy xattr {}: {e}",
+                    String::from_utf8_lossy(&name)
+                );
+            }
+        }
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+        let path = sys::cstr(
+            format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&dst)).as_bytes(),
+        )?;
+        ops::chmod_at(dst, &path, st.st_mode & 0o7777)?;
+    }
+    ops::utimens_at(
+        dst,
+        c"",
+        (st.st_atime, st.st_atime_nsec),
+        (st.st_mtime, st.st_mtime_nsec),
+    )
+}

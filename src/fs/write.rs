@@ -1,0 +1,564 @@
+//! Namespace changes: create, mknod, mkdir, symlink, link, unlink, rmdir, rename.
+//!
+//! Lock order: never copy up while holding a directory state lock; directory state locks are
+//! taken shallower directory first (then by inode number), so parent-before-child holds
+//! everywhere.
+
+use std::ffi::{CStr, OsStr};
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+use fuser::{Errno, FileAttr, FileType, INodeNo, RenameFlags, Request};
+use parking_lot::RwLock;
+
+use super::copy::Data;
+use super::{errno, StrataFs};
+use crate::attr::kind_of_mode;
+use crate::dirstate::{DirState, Resolved, UpperEntry};
+use crate::inode::{upper_ino, Node, NodeInner};
+use crate::sys;
+use crate::sys::ops;
+use crate::whiteout;
+
+pub enum NewObject<'a> {
+    File { mode: u32, flags: i32 },
+    Dir { mode: u32 },
+    Node { mode: u32, rdev: u32 },
+    Symlink { target: &'a OsStr },
+}
+
+fn check_name(name: &[u8]) -> Result<(), Errno> {
+    // Names starting with `.wh.` are whiteouts in every layer format: such a file could not be
+    // told apart from a whiteout by any reader of the upper dir.
+    if name.starts_with(whiteout::WH_PREFIX) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+fn depth(node: &Node) -> usize {
+    let mut d = 0;
+    let mut cur = node.inner.read().parent.clone();
+    while let Some(p) = cur {
+        d += 1;
+        cur = p.inner.read().parent.clone();
+    }
+    d
+}
+
+impl StrataFs {
+    /// Creates one object in the upper copy of `parent`, owned by the caller.
+    fn create_in_upper(
+        &self,
+        req: &Request,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        spec: &NewObject<'_>,
+        over_whiteout: bool,
+    ) -> Result<Option<File>, Errno> {
+        let upper = self.upper()?;
+        let parent_st = sys::fstat(dir).map_err(|e| errno(&e))?;
+        // In a setgid directory the new object takes the directory's group, as on any fs.
+        let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
+            u32::MAX
+        } else {
+            req.gid()
+        };
+        // Over a whiteout, the object is made in the work dir and swapped in atomically.
+        let tmp = upper.temp_name();
+        let (at, at_name): (BorrowedFd<'_>, &CStr) = if over_whiteout {
+            (upper.work(), &tmp)
+        } else {
+            (dir, name)
+        };
+        let mut file = None;
+        let made = match spec {
+            NewObject::File { mode, flags } => {
+                let fl = (flags & !libc::O_ACCMODE) | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
+                sys::open_beneath(at, at_name, fl, *mode & 0o7777)
+                    .map(|fd: OwnedFd| file = Some(File::from(fd)))
+            }
+            NewObject::Dir { mode } => ops::mkdir_at(at, at_name, *mode & 0o7777),
+            NewObject::Node { mode, rdev } => ops::mknod_at(at, at_name, *mode, *rdev as u64),
+            NewObject::Symlink { target } => {
+                sys::cstr(target.as_bytes()).and_then(|t| ops::symlink_at(&t, at, at_name))
+            }
+        };
+        made.map_err(|e| errno(&e))?;
+        let finish = (|| {
+            ops::chown_at(at, at_name, req.uid(), gid)?;
+            if over_whiteout {
+                if matches!(spec, NewObject::Dir { .. }) {
+                    // A directory made where a lower one was deleted must hide the old content.
+                    let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+                    sys::xattr::set(fd.as_fd(), c"trusted.overlay.opaque", b"y", 0)?;
+                    // A directory cannot replace a whiteout by rename: swap them, drop the whiteout.
+                    ops::rename_at(at, at_name, dir, name, ops::RENAME_EXCHANGE)?;
+                    ops::unlink_at(at, at_name, false)?;
+                } else {
+                    ops::rename_at(at, at_name, dir, name, 0)?;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        })();
+        if let Err(e) = finish {
+            if over_whiteout {
+                upper.discard(at_name);
+            } else {
+                let _ = ops::unlink_at(dir, name, matches!(spec, NewObject::Dir { .. }));
+            }
+            return Err(errno(&e));
+        }
+        Ok(file)
+    }
+
+    /// The common path of create, mknod, mkdir and symlink.
+    pub(super) fn create_entry(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        spec: NewObject<'_>,
+    ) -> Result<(FileAttr, Arc<Node>, Option<File>), Errno> {
+        let name = name.as_bytes();
+        check_name(name)?;
+        let upper = self.upper()?;
+        let parent_node = self.node(parent)?;
+        self.ensure_upper(&parent_node, Data::All)?;
+        let state = self.dir_state(&parent_node)?;
+        let mut state = state.write();
+        if state.resolve(name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let over_whiteout = matches!(state.upper.get(name), Some(UpperEntry::Whiteout));
+        let dir = upper
+            .open_dir(&self.upper_rel(&parent_node)?)
+            .map_err(|e| errno(&e))?;
+        let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
+        let file = self.create_in_upper(req, dir.as_fd(), &name_c, &spec, over_whiteout)?;
+        upper.sync_dir(dir.as_fd());
+        let st = sys::stat_at(dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
+        let ino = upper_ino(st.st_ino);
+        let kind = kind_of_mode(st.st_mode);
+        state.set_present(name, ino, kind);
+        let node = self.nodes.lookup_or_insert(ino, || {
+            Node::new(
+                ino,
+                kind,
+                NodeInner {
+                    parent: Some(parent_node.clone()),
+                    name: name.to_vec(),
+                    lower: None,
+                    upper: true,
+                    unlinked: false,
+                    attr: crate::attr::Attr::from_stat(&st),
+                },
+            )
+        });
+        if kind == FileType::Directory {
+            // A new directory hides whatever the lower layers had under its name.
+            self.dirs.insert(
+                ino,
+                Arc::new(RwLock::new(DirState {
+                    opaque: true,
+                    ..Default::default()
+                })),
+            );
+        }
+        let attr = crate::attr::Attr::from_stat(&st).to_file_attr(ino);
+        Ok((attr, node, file))
+    }
+
+    pub(super) fn do_create_object(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        spec: NewObject<'_>,
+    ) -> Result<FileAttr, Errno> {
+        self.create_entry(req, parent, name, spec)
+            .map(|(attr, _, _)| attr)
+    }
+
+    /// A node for `name` without counting a kernel reference (for internal use).
+    fn peek_node(
+        &self,
+        parent: &Arc<Node>,
+        state: &DirState,
+        name: &[u8],
+        resolved: Resolved<'_>,
+    ) -> Result<Arc<Node>, Errno> {
+        if let Some(n) = self.nodes.get(resolved.ino()) {
+            return Ok(n);
+        }
+        let node = self.node_for(parent, state, name, resolved)?;
+        self.nodes.forget(node.ino, 1);
+        Ok(node)
+    }
+
+    pub(super) fn do_remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        is_dir: bool,
+    ) -> Result<(), Errno> {
+        let name = name.as_bytes();
+        let upper = self.upper()?;
+        let parent_node = self.node(parent)?;
+        self.ensure_upper(&parent_node, Data::All)?;
+        let state_lock = self.dir_state(&parent_node)?;
+        let mut state = state_lock.write();
+        let resolved = state.resolve(name).ok_or(Errno::ENOENT)?;
+        let kind = resolved.kind();
+        match (is_dir, kind == FileType::Directory) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        let child = self.peek_node(&parent_node, &state, name, resolved)?;
+        if is_dir {
+            let child_state = self.dir_state(&child)?;
+            if !child_state.read().is_empty() {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let dir = upper
+            .open_dir(&self.upper_rel(&parent_node)?)
+            .map_err(|e| errno(&e))?;
+        let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
+        let lower_has = state.lower_entry(name).is_some();
+        let in_upper = matches!(resolved, Resolved::Upper { .. });
+        let done = match (in_upper, lower_has) {
+            (true, true) => upper.replace_with_whiteout(dir.as_fd(), &name_c),
+            (true, false) if is_dir => upper.remove_via_work(dir.as_fd(), &name_c),
+            (true, false) => ops::unlink_at(dir.as_fd(), &name_c, false),
+            (false, _) => upper.make_whiteout(dir.as_fd(), &name_c),
+        };
+        done.map_err(|e| errno(&e))?;
+        upper.sync_dir(dir.as_fd());
+        state.remove_name(name);
+        drop(state);
+        self.detach_node(&child, &parent_node, name);
+        Ok(())
+    }
+
+    /// After a name is gone: the node keeps living for open files, without a path.
+    fn detach_node(&self, node: &Arc<Node>, parent: &Arc<Node>, name: &[u8]) {
+        let mut inner = node.inner.write();
+        let same_name = inner
+            .parent
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, parent))
+            && inner.name == name;
+        if same_name {
+            inner.unlinked = true;
+        }
+        drop(inner);
+        if node.kind == FileType::Directory {
+            self.dirs.remove(node.ino);
+        }
+    }
+
+    pub(super) fn do_link(
+        &self,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+    ) -> Result<FileAttr, Errno> {
+        let newname = newname.as_bytes();
+        check_name(newname)?;
+        let upper = self.upper()?;
+        let node = self.node(ino)?;
+        if node.kind == FileType::Directory {
+            return Err(Errno::EPERM);
+        }
+        self.ensure_upper(&node, Data::All)?;
+        let parent_node = self.node(newparent)?;
+        self.ensure_upper(&parent_node, Data::All)?;
+        let src_rel = self.upper_rel(&node)?;
+        let state_lock = self.dir_state(&parent_node)?;
+        let mut state = state_lock.write();
+        if state.resolve(newname).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        let over_whiteout = matches!(state.upper.get(newname), Some(UpperEntry::Whiteout));
+        let dir = upper
+            .open_dir(&self.upper_rel(&parent_node)?)
+            .map_err(|e| errno(&e))?;
+        let name_c = sys::cstr(newname).map_err(|e| errno(&e))?;
+        let src_c = sys::cstr(&src_rel).map_err(|e| errno(&e))?;
+        let linked = if over_whiteout {
+            let tmp = upper.temp_name();
+            ops::link_at(upper.root(), &src_c, upper.work(), &tmp).and_then(|()| {
+                ops::rename_at(upper.work(), &tmp, dir.as_fd(), &name_c, 0)
+                    .inspect_err(|_| upper.discard(&tmp))
+            })
+        } else {
+            ops::link_at(upper.root(), &src_c, dir.as_fd(), &name_c)
+        };
+        linked.map_err(|e| errno(&e))?;
+        upper.sync_dir(dir.as_fd());
+        state.set_present(newname, node.ino, node.kind);
+        drop(state);
+        let node = self
+            .nodes
+            .lookup_or_insert(node.ino, || unreachable!("the node is alive"));
+        self.node_attr(&node)
+    }
+
+    pub(super) fn do_rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<(), Errno> {
+        let (name, newname) = (name.as_bytes(), newname.as_bytes());
+        check_name(newname)?;
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        if flags.contains(RenameFlags::RENAME_WHITEOUT) || (exchange && noreplace) {
+            return Err(Errno::EINVAL);
+        }
+        let upper = self.upper()?;
+        let src_parent = self.node(parent)?;
+        let dst_parent = self.node(newparent)?;
+        self.ensure_upper(&src_parent, Data::All)?;
+        self.ensure_upper(&dst_parent, Data::All)?;
+
+        // Copy up what will move before taking any directory lock.
+        let src_node = {
+            let st = self.dir_state(&src_parent)?;
+            let st = st.read();
+            let r = st.resolve(name).ok_or(Errno::ENOENT)?;
+            self.peek_node(&src_parent, &st, name, r)?
+        };
+        self.ensure_upper(&src_node, Data::All)?;
+        let dst_node = {
+            let st = self.dir_state(&dst_parent)?;
+            let st = st.read();
+            match st.resolve(newname) {
+                Some(r) => Some(self.peek_node(&dst_parent, &st, newname, r)?),
+                None => None,
+            }
+        };
+        if exchange {
+            let dst = dst_node.as_ref().ok_or(Errno::ENOENT)?;
+            self.ensure_upper(dst, Data::All)?;
+        }
+
+        let same_dir = Arc::ptr_eq(&src_parent, &dst_parent);
+        let src_lock = self.dir_state(&src_parent)?;
+        let dst_lock = self.dir_state(&dst_parent)?;
+        let (mut src_state, mut dst_state_guard);
+        if same_dir {
+            src_state = src_lock.write();
+            dst_state_guard = None;
+        } else if (depth(&src_parent), src_parent.ino) < (depth(&dst_parent), dst_parent.ino) {
+            src_state = src_lock.write();
+            dst_state_guard = Some(dst_lock.write());
+        } else {
+            dst_state_guard = Some(dst_lock.write());
+            src_state = src_lock.write();
+        }
+
+        // Re-check under the locks: another request may have changed either name.
+        let src_now = src_state.resolve(name).ok_or(Errno::ENOENT)?;
+        if src_now.ino() != src_node.ino {
+            return Err(Errno::EAGAIN);
+        }
+        let src_is_dir = src_node.kind == FileType::Directory;
+        let dst_now = match &dst_state_guard {
+            Some(d) => d.resolve(newname).map(|r| (r.ino(), r.kind())),
+            None => src_state.resolve(newname).map(|r| (r.ino(), r.kind())),
+        };
+        if same_dir && name == newname {
+            return Ok(());
+        }
+        if let Some((dst_ino, dst_kind)) = dst_now {
+            if dst_ino == src_node.ino {
+                // Two names of one inode: rename(2) does nothing.
+                return Ok(());
+            }
+            if noreplace {
+                return Err(Errno::EEXIST);
+            }
+            if !exchange {
+                let dst_is_dir = dst_kind == FileType::Directory;
+                if src_is_dir && !dst_is_dir {
+                    return Err(Errno::ENOTDIR);
+                }
+                if !src_is_dir && dst_is_dir {
+                    return Err(Errno::EISDIR);
+                }
+                if dst_is_dir {
+                    let dn = dst_node.as_ref().ok_or(Errno::EIO)?;
+                    if !self.dir_state(dn)?.read().is_empty() {
+                        return Err(Errno::ENOTEMPTY);
+                    }
+                }
+            }
+        } else if exchange {
+            return Err(Errno::ENOENT);
+        }
+
+        let src_dir = upper
+            .open_dir(&self.upper_rel(&src_parent)?)
+            .map_err(|e| errno(&e))?;
+        let dst_dir = if same_dir {
+            src_dir.try_clone().map_err(|e| errno(&e))?
+        } else {
+            upper
+                .open_dir(&self.upper_rel(&dst_parent)?)
+                .map_err(|e| errno(&e))?
+        };
+        let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
+        let newname_c = sys::cstr(newname).map_err(|e| errno(&e))?;
+        let dst_state: &mut DirState = match dst_state_guard.as_mut() {
+            Some(g) => g,
+            None => &mut src_state,
+        };
+        let _ = dst_state;
+
+        // Directories keep reading their lower content from where it was: record it.
+        let src_path_now = self.upper_rel(&src_node)?;
+        self.mark_moved_dir(
+            &src_node,
+            &src_path_now,
+            dst_now.is_some() || self.lower_has(&dst_state_guard, &src_state, newname),
+        )?;
+
+        if exchange {
+            ops::rename_at(
+                src_dir.as_fd(),
+                &name_c,
+                dst_dir.as_fd(),
+                &newname_c,
+                ops::RENAME_EXCHANGE,
+            )
+            .map_err(|e| errno(&e))?;
+            if let Some(dn) = &dst_node {
+                let dn_path = self.upper_rel(dn)?;
+                self.mark_moved_dir(dn, &dn_path, true)?;
+            }
+        } else {
+            let src_lower_has = src_state.lower_entry(name).is_some();
+            let dst_upper_entry = match &dst_state_guard {
+                Some(d) => d.upper.get(newname).copied(),
+                None => src_state.upper.get(newname).copied(),
+            };
+            // An empty directory being replaced may still hold whiteouts: clear it first.
+            if let (
+                Some(UpperEntry::Present {
+                    kind: FileType::Directory,
+                    ..
+                }),
+                true,
+            ) = (dst_upper_entry, src_is_dir)
+            {
+                upper
+                    .remove_via_work(dst_dir.as_fd(), &newname_c)
+                    .map_err(|e| errno(&e))?;
+            }
+            let dst_is_whiteout = matches!(dst_upper_entry, Some(UpperEntry::Whiteout));
+            if src_is_dir && dst_is_whiteout {
+                // A directory cannot replace a whiteout: swap, then keep or drop the whiteout.
+                ops::rename_at(
+                    src_dir.as_fd(),
+                    &name_c,
+                    dst_dir.as_fd(),
+                    &newname_c,
+                    ops::RENAME_EXCHANGE,
+                )
+                .map_err(|e| errno(&e))?;
+                if !src_lower_has {
+                    ops::unlink_at(src_dir.as_fd(), &name_c, false).map_err(|e| errno(&e))?;
+                }
+            } else {
+                let fl = if src_lower_has {
+                    ops::RENAME_WHITEOUT
+                } else {
+                    0
+                };
+                ops::rename_at(src_dir.as_fd(), &name_c, dst_dir.as_fd(), &newname_c, fl)
+                    .map_err(|e| errno(&e))?;
+            }
+        }
+        upper.sync_dir(src_dir.as_fd());
+        if !same_dir {
+            upper.sync_dir(dst_dir.as_fd());
+        }
+
+        // Disk is done: now the in-memory view.
+        if exchange {
+            let dn = dst_node.clone().ok_or(Errno::EIO)?;
+            src_state.set_present(name, dn.ino, dn.kind);
+            match dst_state_guard.as_mut() {
+                Some(d) => d.set_present(newname, src_node.ino, src_node.kind),
+                None => src_state.set_present(newname, src_node.ino, src_node.kind),
+            }
+            let mut a = src_node.inner.write();
+            let mut b = dn.inner.write();
+            std::mem::swap(&mut a.name, &mut b.name);
+            std::mem::swap(&mut a.parent, &mut b.parent);
+        } else {
+            src_state.remove_name(name);
+            match dst_state_guard.as_mut() {
+                Some(d) => d.set_present(newname, src_node.ino, src_node.kind),
+                None => src_state.set_present(newname, src_node.ino, src_node.kind),
+            }
+            drop(src_state);
+            drop(dst_state_guard);
+            if let Some(dn) = &dst_node {
+                self.detach_node(dn, &dst_parent, newname);
+            }
+            let mut inner = src_node.inner.write();
+            inner.parent = Some(dst_parent.clone());
+            inner.name = newname.to_vec();
+        }
+        Ok(())
+    }
+
+    fn lower_has(
+        &self,
+        dst: &Option<parking_lot::RwLockWriteGuard<'_, DirState>>,
+        src: &DirState,
+        name: &[u8],
+    ) -> bool {
+        match dst {
+            Some(d) => d.lower_entry(name).is_some(),
+            None => src.lower_entry(name).is_some(),
+        }
+    }
+
+    /// Before a directory moves: a directory with lower content gets a redirect to its lower
+    /// path (the kernel's redirect_dir format), and a pure upper directory landing where a
+    /// lower name exists becomes opaque, so nothing of the new place leaks into it.
+    fn mark_moved_dir(
+        &self,
+        node: &Node,
+        upper_path: &[u8],
+        lands_on_lower: bool,
+    ) -> Result<(), Errno> {
+        if node.kind != FileType::Directory {
+            return Ok(());
+        }
+        let upper = self.upper()?;
+        let lower = node.inner.read().lower.clone();
+        let fd = upper.open_path(upper_path).map_err(|e| errno(&e))?;
+        match lower {
+            Some(l) if !l.dir_layers.is_empty() => {
+                let mut target = b"/".to_vec();
+                target.extend_from_slice(&l.rel);
+                sys::xattr::set(fd.as_fd(), c"trusted.overlay.redirect", &target, 0)
+                    .map_err(|e| errno(&e))
+            }
+            _ if lands_on_lower => sys::xattr::set(fd.as_fd(), c"trusted.overlay.opaque", b"y", 0)
+                .map_err(|e| errno(&e)),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Modifying calls on the upper layer, each relative to a directory fd.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use super::{check, check_size};
+
+pub fn mknod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32, rdev: u64) -> io::Result<()> {
+    // SAFETY: NUL-terminated name; plain integer arguments.
+    check(unsafe { libc::mknodat(dir.as_raw_fd(), name.as_ptr(), mode, rdev) })?;
+    Ok(())
+}
+
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: NUL-terminated name.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode) })?;
+    Ok(())
+}
+
+pub fn symlink_at(target: &CStr, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+    // SAFETY: NUL-terminated strings.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) })?;
+    Ok(())
+}
+
+pub fn link_at(
+    old_dir: BorrowedFd<'_>,
+    old: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new: &CStr,
+) -> io::Result<()> {
+    // SAFETY: NUL-terminated names; no AT_SYMLINK_FOLLOW, so a symlink is linked itself.
+    check(unsafe {
+        libc::linkat(
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, is_dir: bool) -> io::Result<()> {
+    let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: NUL-terminated name.
+    check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    Ok(())
+}
+
+pub const RENAME_NOREPLACE: u32 = 1;
+pub const RENAME_EXCHANGE: u32 = 2;
+pub const RENAME_WHITEOUT: u32 = 4;
+
+pub fn rename_at(
+    old_dir: BorrowedFd<'_>,
+    old: &CStr,
+    new_dir: BorrowedFd<'_>,
+    new: &CStr,
+    flags: u32,
+) -> io::Result<()> {
+    // SAFETY: NUL-terminated names; renameat2 via the raw syscall (glibc wrapper may be absent).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            old_dir.as_raw_fd(),
+            old.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            flags,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// chown without following a symlink; `u32::MAX` leaves an id unchanged.
+pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: NUL-terminated name.
+    check(unsafe { libc::fchownat(dir.as_raw_fd(), name.as_ptr(), uid, gid, flags) })?;
+    Ok(())
+}
+
+/// chmod of a non-symlink (symlink modes cannot change on Linux).
+pub fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    // SAFETY: NUL-terminated name.
+    check(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode, 0) })?;
+    Ok(())
+}
+
+pub const UTIME_OMIT: i64 = libc::UTIME_OMIT;
+pub const UTIME_NOW: i64 = libc::UTIME_NOW;
+
+/// Sets atime/mtime given as (sec, nsec) with UTIME_NOW/UTIME_OMIT allowed in nsec.
+pub fn utimens_at(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    atime: (i64, i64),
+    mtime: (i64, i64),
+) -> io::Result<()> {
+    let times = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: `times` is an array of two timespecs; name is NUL-terminated.
+    check(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) })?;
+    Ok(())
+}
+
+pub fn ftruncate(fd: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::ftruncate(fd.as_raw_fd(), size as i64) })?;
+    Ok(())
+}
+
+pub fn fallocate(fd: BorrowedFd<'_>, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset as i64, len as i64) })?;
+    Ok(())
+}
+
+pub fn lseek(fd: BorrowedFd<'_>, offset: i64, whence: i32) -> io::Result<i64> {
+    // SAFETY: plain fd call.
+    let ret = unsafe { libc::lseek(fd.as_raw_fd(), offset, whence) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ret)
+}
+
+pub fn fsync(fd: BorrowedFd<'_>, data_only: bool) -> io::Result<()> {
+    // SAFETY: plain fd calls.
+    check(unsafe {
+        if data_only {
+            libc::fdatasync(fd.as_raw_fd())
+        } else {
+            libc::fsync(fd.as_raw_fd())
+        }
+    })?;
+    Ok(())
+}
+
+pub fn pwrite(fd: BorrowedFd<'_>, data: &[u8], offset: u64) -> io::Result<usize> {
+    // SAFETY: data is readable for its length.
+    check_size(unsafe {
+        libc::pwrite(
+            fd.as_raw_fd(),
+            data.as_ptr().cast(),
+            data.len(),
+            offset as i64,
+        )
+    })
+}
+
+pub fn copy_file_range(
+    fd_in: BorrowedFd<'_>,
+    off_in: u64,
+    fd_out: BorrowedFd<'_>,
+    off_out: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut oi = off_in as i64;
+    let mut oo = off_out as i64;
+    // SAFETY: offsets are local variables the kernel updates; fds are open.
+    check_size(unsafe {
+        libc::copy_file_range(
+            fd_in.as_raw_fd(),
+            &mut oi,
+            fd_out.as_raw_fd(),
+            &mut oo,
+            len,
+            0,
+        )
+    } as libc::ssize_t)
+}
+
+/// Sets the process umask (the daemon creates files with the caller's exact mode).
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask has no failure mode.
+    unsafe { libc::umask(mask) };
+}
+
+/// Reopens an O_PATH fd with real access flags through its /proc magic link (the object stays
+/// the same; no path in any layer is walked again).
+pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<std::os::fd::OwnedFd> {
+    let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: NUL-terminated path; the fd is owned by the caller afterwards.
+    let ret = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+    check(ret)?;
+    // SAFETY: fresh fd.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(ret) })
+}
