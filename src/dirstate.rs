@@ -8,7 +8,7 @@ use std::sync::Arc;
 use fuser::FileType;
 
 use crate::index::{DirIndex, IndexEntry};
-use crate::inode::lower_ino;
+use crate::inode::{lower_ino, LowerRef};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpperEntry {
@@ -20,6 +20,9 @@ pub enum UpperEntry {
 pub struct DirState {
     pub lower: Arc<DirIndex>,
     pub upper: BTreeMap<Vec<u8>, UpperEntry>,
+    /// Upper directories that were renamed: where their lower content lives (the kernel's
+    /// redirect_dir). Keyed by the name in this directory.
+    pub redirects: std::collections::HashMap<Vec<u8>, LowerRef>,
     /// The upper copy hides every lower layer (the lower index is then empty).
     pub opaque: bool,
 }
@@ -92,6 +95,7 @@ impl DirState {
 
     /// Removes `name` from the view: a whiteout remains when a lower entry must stay hidden.
     pub fn remove_name(&mut self, name: &[u8]) {
+        self.redirects.remove(name);
         if self.lower.find(name).is_some() {
             self.upper.insert(name.to_vec(), UpperEntry::Whiteout);
         } else {

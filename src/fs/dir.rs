@@ -9,8 +9,8 @@ use fuser::{
     Errno, FileHandle, FileType, FopenFlags, INodeNo, ReplyDirectory, ReplyDirectoryPlus, ReplyOpen,
 };
 
-use super::{errno, file::Handle, StrataFs, TTL};
-use crate::dirstate::{ListEntry, Resolved};
+use super::{file::Handle, StrataFs, TTL};
+use crate::dirstate::ListEntry;
 use crate::index::DirIndex;
 use crate::inode::lower_ino;
 
@@ -183,47 +183,32 @@ impl StrataFs {
             let Some(resolved) = state.resolve(name) else {
                 continue;
             };
-            let attr = match resolved {
-                Resolved::Lower(e) => e.attr.to_file_attr(resolved.ino()),
-                Resolved::Upper { .. } => match self.nodes.get(resolved.ino()) {
-                    Some(node) => match self.node_attr(&node) {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    },
-                    None => match self.upper_child_attr(&dir, name, resolved.ino()) {
-                        Ok(a) => a,
-                        Err(_) => continue,
-                    },
-                },
+            // The entry counts as a lookup once it is sent; the reference taken here is given
+            // back if it does not fit.
+            let node = match self.node_for(&dir, &state, name, resolved) {
+                Ok(n) => n,
+                Err(_) => continue,
             };
-            // Count the reference only if the entry fits: an entry that does not fit is not
-            // sent, and the kernel would never forget it.
+            drop(state);
+            let attr = match self.node_attr(&node) {
+                Ok(a) => a,
+                Err(_) => {
+                    self.nodes.forget(node.ino, 1);
+                    continue;
+                }
+            };
             if reply.add(
-                INodeNo(attr.ino.0),
+                INodeNo(node.ino),
                 DOT_ENTRIES + i as u64 + 1,
                 OsStr::from_bytes(name),
                 &TTL,
                 &attr,
                 fuser::Generation(0),
             ) {
+                self.nodes.forget(node.ino, 1);
                 break;
-            }
-            if let Err(e) = self.node_for(&dir, &state, name, resolved) {
-                log::warn!("readdirplus: {e:?}");
             }
         }
         reply.ok()
-    }
-
-    fn upper_child_attr(
-        &self,
-        dir: &crate::inode::Node,
-        name: &[u8],
-        ino: u64,
-    ) -> Result<fuser::FileAttr, Errno> {
-        let mut rel = self.upper_rel(dir)?;
-        rel = crate::layer::relpath::join(&rel, name);
-        let st = self.upper()?.stat(&rel).map_err(|e| errno(&e))?;
-        Ok(crate::attr::Attr::from_stat(&st).to_file_attr(ino))
     }
 }

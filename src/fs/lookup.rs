@@ -70,6 +70,20 @@ impl StrataFs {
                     state.upper.insert(name, UpperEntry::Whiteout);
                     continue;
                 }
+                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    if let Some(target) = self.redirect_target(&fd, &name, lower.as_ref()) {
+                        let ino = lower_ino(target.slot, target.host_ino);
+                        state.redirects.insert(name.clone(), target.lower);
+                        state.upper.insert(
+                            name,
+                            UpperEntry::Present {
+                                ino,
+                                kind: FileType::Directory,
+                            },
+                        );
+                        continue;
+                    }
+                }
                 let ino = self.upper_entry_ino(&fd, &name, &st, state.lower.find(&name));
                 state.upper.entry(name).or_insert(UpperEntry::Present {
                     ino,
@@ -91,6 +105,59 @@ impl StrataFs {
             }
             _ => Ok(Arc::default()),
         }
+    }
+
+    /// Follows a `trusted.overlay.redirect` on upper directory `name`: an absolute path from
+    /// the root of the lower layers, or a name relative to the parent's lower path.
+    fn redirect_target(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        parent_lower: Option<&LowerRef>,
+    ) -> Option<RedirectTarget> {
+        let obj = sys::cstr(name)
+            .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
+            .ok()?;
+        let value = [c"trusted.overlay.redirect", c"user.overlay.redirect"]
+            .iter()
+            .find_map(|n| sys::xattr::get(obj.as_fd(), n).ok().flatten())?;
+        let path: Vec<u8> = match value.strip_prefix(b"/") {
+            Some(abs) => abs.to_vec(),
+            None => relpath::join(&parent_lower?.rel, &value),
+        };
+        self.resolve_lower_path(&path)
+    }
+
+    /// Walks the lower layers (never the upper) from the root along `path`.
+    fn resolve_lower_path(&self, path: &[u8]) -> Option<RedirectTarget> {
+        let mut sources: Vec<u16> = (0..self.layers.len() as u16).rev().collect();
+        let mut rel = b".".to_vec();
+        let mut found = None;
+        for part in path
+            .split(|b| *b == b'/')
+            .filter(|p| !p.is_empty() && *p != b".")
+        {
+            if part == b".." {
+                return None;
+            }
+            let idx = crate::merge::merge_lower_dir(&self.layers, &rel, &sources).ok()?;
+            let e = idx.find(part)?;
+            if e.attr.kind() != FileType::Directory {
+                return None;
+            }
+            rel = relpath::join(&rel, part);
+            sources = idx.dir_layers(e).to_vec();
+            found = Some(RedirectTarget {
+                slot: e.layer,
+                host_ino: e.attr.host_ino,
+                lower: LowerRef {
+                    slot: e.layer,
+                    rel: rel.clone(),
+                    dir_layers: sources.clone(),
+                },
+            });
+        }
+        found
     }
 
     /// The inode number of an upper entry: the lower object's number when the upper object
@@ -155,6 +222,7 @@ impl StrataFs {
             .lower_entry(name)
             .filter(|e| lower_ino(e.layer, e.attr.host_ino) == ino);
         let lower = match (parent_lower_rel, lower_entry) {
+            _ if state.redirects.contains_key(name) => state.redirects.get(name).cloned(),
             (Some(prel), Some(e)) => Some(LowerRef {
                 slot: e.layer,
                 rel: relpath::join(&prel, name),
@@ -299,6 +367,12 @@ impl StrataFs {
             .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(|e| errno(&e))
     }
+}
+
+struct RedirectTarget {
+    slot: u16,
+    host_ino: u64,
+    lower: LowerRef,
 }
 
 fn is_opaque_dir(dir: &OwnedFd) -> bool {

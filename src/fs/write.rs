@@ -417,11 +417,6 @@ impl StrataFs {
         };
         let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
         let newname_c = sys::cstr(newname).map_err(|e| errno(&e))?;
-        let dst_state: &mut DirState = match dst_state_guard.as_mut() {
-            Some(g) => g,
-            None => &mut src_state,
-        };
-        let _ = dst_state;
 
         // Directories keep reading their lower content from where it was: record it.
         let src_path_now = self.upper_rel(&src_node)?;
@@ -506,9 +501,19 @@ impl StrataFs {
             std::mem::swap(&mut a.parent, &mut b.parent);
         } else {
             src_state.remove_name(name);
-            match dst_state_guard.as_mut() {
-                Some(d) => d.set_present(newname, src_node.ino, src_node.kind),
-                None => src_state.set_present(newname, src_node.ino, src_node.kind),
+            let moved_lower = src_node
+                .inner
+                .read()
+                .lower
+                .clone()
+                .filter(|l| !l.dir_layers.is_empty());
+            let dst_state: &mut DirState = match dst_state_guard.as_mut() {
+                Some(d) => d,
+                None => &mut src_state,
+            };
+            dst_state.set_present(newname, src_node.ino, src_node.kind);
+            if let (FileType::Directory, Some(l)) = (src_node.kind, moved_lower) {
+                dst_state.redirects.insert(newname.to_vec(), l);
             }
             drop(src_state);
             drop(dst_state_guard);
