@@ -2,6 +2,9 @@
 
 mod attr;
 mod cli;
+// The fuse-overlayfs command line; the CLI dispatch to it comes next.
+#[allow(dead_code)]
+mod compat;
 mod copyup;
 mod daemon;
 mod demo;
