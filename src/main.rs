@@ -3,13 +3,13 @@
 mod attr;
 mod cli;
 // The fuse-overlayfs command line; the CLI dispatch to it comes next.
-#[allow(dead_code)]
 mod compat;
 mod copyup;
 mod daemon;
 mod demo;
 mod dirstate;
 mod fs;
+mod idmap;
 mod index;
 mod inode;
 mod layer;
