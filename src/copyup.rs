@@ -65,6 +65,7 @@ fn make_copy(
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
             }
             copy_metadata(src, st, out.as_fd())?;
+            record_origin(src, out.as_fd());
             if opts.fsync {
                 ops::fsync(out.as_fd(), false)?;
             }
@@ -73,19 +74,38 @@ fn make_copy(
         libc::S_IFDIR => {
             ops::mkdir_at(work, tmp, 0o700)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
         libc::S_IFLNK => {
             let target = sys::readlink_at(src, c"")?;
             ops::symlink_at(&sys::cstr(&target)?, work, tmp)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
         _ => {
             ops::mknod_at(work, tmp, st.st_mode & libc::S_IFMT, st.st_rdev)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
+    }
+}
+
+/// Records where the copy came from (the kernel's origin xattr): it keeps the object's
+/// inode number across remounts, here and under kernel overlayfs.
+fn record_origin(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
+    match crate::ovl::origin_value(src) {
+        Ok(v) => {
+            if let Err(e) = sys::xattr::set(dst, crate::ovl::ORIGIN, &v, 0) {
+                log::debug!("copy-up: cannot record the origin: {e}");
+            }
+        }
+        Err(e) => log::debug!("copy-up: no file handle for the origin: {e}"),
     }
 }
 

@@ -23,6 +23,8 @@ pub struct DirState {
     /// Upper directories that were renamed: where their lower content lives (the kernel's
     /// redirect_dir). Keyed by the name in this directory.
     pub redirects: std::collections::HashMap<Vec<u8>, LowerRef>,
+    /// Lower names of hard-linked files whose copy is in the index: name -> index entry.
+    pub indexed: std::collections::HashMap<Vec<u8>, std::ffi::CString>,
     /// The upper copy hides every lower layer (the lower index is then empty).
     pub opaque: bool,
 }

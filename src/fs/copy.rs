@@ -13,6 +13,7 @@ use crate::copyup::{self, CopyOptions};
 use crate::inode::Node;
 use crate::layer::relpath;
 use crate::sys;
+use crate::sys::ops;
 
 /// How much of a regular file's data a copy-up brings along.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -46,19 +47,42 @@ impl StrataFs {
         let dest_dir = upper.open_dir(&parent_rel).map_err(|e| errno(&e))?;
         let name = node.inner.read().name.clone();
         let name_c = sys::cstr(&name).map_err(|e| errno(&e))?;
-        let opts = CopyOptions {
-            with_data: data == Data::All,
-            fsync: upper.fsync,
+        let hard_linked = node.kind == FileType::RegularFile && node.inner.read().attr.nlink > 1;
+        let index_entry = if hard_linked {
+            crate::ovl::origin_value(src.as_fd())
+                .ok()
+                .and_then(|o| sys::cstr(crate::ovl::index_name(&o).as_bytes()).ok())
+        } else {
+            None
         };
-        copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
-            |e| {
-                log::warn!(
-                    "copy-up of {:?} failed: {e}",
-                    String::from_utf8_lossy(&lower.rel)
-                );
-                errno(&e)
-            },
-        )?;
+        let indexed_copy = index_entry
+            .as_ref()
+            .filter(|idx| sys::stat_at(upper.index(), idx).is_ok());
+        if let Some(idx) = indexed_copy {
+            // Another name of this hard-linked file was copied up: this name joins that copy.
+            ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
+        } else {
+            let opts = CopyOptions {
+                with_data: data == Data::All,
+                fsync: upper.fsync,
+            };
+            copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
+                |e| {
+                    log::warn!(
+                        "copy-up of {:?} failed: {e}",
+                        String::from_utf8_lossy(&lower.rel)
+                    );
+                    errno(&e)
+                },
+            )?;
+            if let Some(idx) = &index_entry {
+                // Later lookups of the other names (also after a remount) find the copy here.
+                match ops::link_at(dest_dir.as_fd(), &name_c, upper.index(), idx) {
+                    Ok(()) => upper.mark_index_used(),
+                    Err(e) => log::warn!("copy-up: cannot record the hard link in the index: {e}"),
+                }
+            }
+        }
         upper.sync_dir(dest_dir.as_fd());
 
         // Disk first, then memory: the parent now holds the name in its upper copy.

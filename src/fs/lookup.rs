@@ -93,7 +93,45 @@ impl StrataFs {
         } else {
             state.lower = self.lower_index(lower.as_ref())?;
         }
+        self.find_indexed(&mut state, lower.as_ref());
         Ok(state)
+    }
+
+    /// Hard-linked lower files copied up under another name have an index entry: record it so
+    /// this name shows (and later links) that copy.
+    fn find_indexed(&self, state: &mut DirState, lower: Option<&LowerRef>) {
+        let (Some(upper), Some(lower)) = (self.upper.as_ref(), lower) else {
+            return;
+        };
+        if !upper.index_in_use() {
+            return;
+        }
+        for i in 0..state.lower.len() {
+            let e = state.lower.entry(i);
+            let name = state.lower.name(e);
+            if e.attr.nlink < 2
+                || e.attr.kind() != FileType::RegularFile
+                || state.upper.contains_key(name)
+            {
+                continue;
+            }
+            let layer = &self.layers[e.layer as usize];
+            let Ok(rel) = relpath::to_cstring(&relpath::join(&lower.rel, name)) else {
+                continue;
+            };
+            let Ok(obj) = layer.open(&rel, libc::O_PATH | libc::O_NOFOLLOW) else {
+                continue;
+            };
+            let Ok(origin) = crate::ovl::origin_value(obj.as_fd()) else {
+                continue;
+            };
+            let Ok(idx) = sys::cstr(crate::ovl::index_name(&origin).as_bytes()) else {
+                continue;
+            };
+            if sys::stat_at(upper.index(), &idx).is_ok() {
+                state.indexed.insert(name.to_vec(), idx);
+            }
+        }
     }
 
     fn lower_index(&self, lower: Option<&LowerRef>) -> Result<Arc<DirIndex>, Errno> {
@@ -231,6 +269,11 @@ impl StrataFs {
             _ => None,
         };
         let is_upper = matches!(resolved, Resolved::Upper { .. });
+        let index = if is_upper {
+            None
+        } else {
+            state.indexed.get(name).cloned()
+        };
         let attr = match resolved {
             Resolved::Lower(e) => e.attr,
             Resolved::Upper { .. } => Attr::default(),
@@ -245,6 +288,7 @@ impl StrataFs {
                     lower,
                     upper: is_upper,
                     unlinked: false,
+                    index,
                     attr,
                 },
             )
@@ -307,9 +351,12 @@ impl StrataFs {
                 inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
             )
         };
+        let index = node.inner.read().index.clone();
         let mut attr = if is_upper {
             let rel = self.upper_rel(node)?;
             Attr::from_stat(&self.upper()?.stat(&rel).map_err(|e| errno(&e))?)
+        } else if let Some(idx) = index {
+            Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx).map_err(|e| errno(&e))?)
         } else {
             cached
         };
@@ -359,6 +406,15 @@ impl StrataFs {
         if is_upper {
             let rel = self.upper_rel(node)?;
             return self.upper()?.open_path(&rel).map_err(|e| errno(&e));
+        }
+        if let Some(idx) = node.inner.read().index.clone() {
+            return sys::open_beneath(
+                self.upper()?.index(),
+                &idx,
+                libc::O_PATH | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(|e| errno(&e));
         }
         let lower = lower.ok_or(Errno::ENOENT)?;
         let layer = &self.layers[lower.slot as usize];
