@@ -10,6 +10,9 @@ use crate::sys::ops;
 pub struct CopyOptions {
     /// Copy the file's data (false: an empty file, for open(O_TRUNC) and truncate(0)).
     pub with_data: bool,
+    /// Copy metadata only (the kernel's metacopy format): a sparse file of the right size
+    /// marked `trusted.overlay.metacopy`, whose data stays in the lower layer until a write.
+    pub metacopy: bool,
     pub fsync: bool,
 }
 
@@ -60,7 +63,10 @@ fn make_copy(
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                 0o600,
             )?;
-            if opts.with_data {
+            if opts.metacopy {
+                ops::ftruncate(out.as_fd(), st.st_size as u64)?;
+                sys::xattr::set(out.as_fd(), crate::ovl::METACOPY, b"", 0)?;
+            } else if opts.with_data {
                 let input = ops::reopen(src, libc::O_RDONLY)?;
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
             }

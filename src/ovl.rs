@@ -5,6 +5,12 @@ use std::os::fd::BorrowedFd;
 use crate::sys;
 
 pub const ORIGIN: &std::ffi::CStr = c"trusted.overlay.origin";
+pub const METACOPY: &std::ffi::CStr = c"trusted.overlay.metacopy";
+
+/// The upper file holds metadata only; its data is the lower file's.
+pub fn is_metacopy(obj: BorrowedFd<'_>) -> bool {
+    matches!(sys::xattr::get(obj, METACOPY), Ok(Some(_)))
+}
 
 /// Union metadata that belongs to the layer, not to the file: never copied up as such.
 /// Escaped user attributes (`trusted.overlay.overlay.X`) are the user's and are kept.

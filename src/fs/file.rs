@@ -99,7 +99,7 @@ impl StrataFs {
         let fh = self.alloc_fh();
         let is_upper = {
             let inner = node.inner.read();
-            inner.upper || inner.index.is_some()
+            (inner.upper && !inner.metacopy) || inner.index.is_some()
         };
         if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
             match self.backing_for(node.ino, &file, !is_upper, |f| reply.open_backing(f)) {
@@ -139,6 +139,8 @@ impl StrataFs {
             (inner.upper, inner.lower.clone())
         };
         let index = node.inner.read().index.clone();
+        // A metacopy file's data is still the lower file's (writes complete it first).
+        let is_upper = is_upper && !node.inner.read().metacopy;
         let fd = if let (false, Some(idx)) = (is_upper, index) {
             sys::open_beneath(self.upper()?.index(), &idx, flags, 0).map_err(|e| errno(&e))?
         } else if is_upper {

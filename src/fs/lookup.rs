@@ -274,6 +274,12 @@ impl StrataFs {
         } else {
             state.indexed.get(name).cloned()
         };
+        // A copied-up file may hold metadata only: its data is then the lower file's.
+        let metacopy = is_upper
+            && resolved.kind() == FileType::RegularFile
+            && lower.is_some()
+            && self.nodes.get(ino).is_none()
+            && self.upper_child_is_metacopy(parent, name);
         let attr = match resolved {
             Resolved::Lower(e) => e.attr,
             Resolved::Upper { .. } => Attr::default(),
@@ -288,6 +294,7 @@ impl StrataFs {
                     lower,
                     upper: is_upper,
                     unlinked: false,
+                    metacopy,
                     index,
                     attr,
                 },
@@ -305,6 +312,18 @@ impl StrataFs {
             }
         }
         Ok(node)
+    }
+
+    fn upper_child_is_metacopy(&self, parent: &Node, name: &[u8]) -> bool {
+        let Ok(rel) = self.upper_rel(parent) else {
+            return false;
+        };
+        let Ok(upper) = self.upper() else {
+            return false;
+        };
+        upper
+            .open_path(&relpath::join(&rel, name))
+            .is_ok_and(|fd| crate::ovl::is_metacopy(fd.as_fd()))
     }
 
     /// The node's path relative to the upper root ("." for the root).

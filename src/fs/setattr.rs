@@ -45,10 +45,10 @@ impl StrataFs {
             return self.do_getattr(ino, fh);
         }
         self.writable_upper()?;
-        let data = if change.size == Some(0) {
-            Data::None
-        } else {
-            Data::All
+        let data = match change.size {
+            Some(0) => Data::None,
+            Some(_) => Data::All,
+            None => Data::Meta,
         };
         self.ensure_upper(&node, data)?;
         // An open handle is the object even when its name is gone.

@@ -154,6 +154,7 @@ impl StrataFs {
                     lower: None,
                     upper: true,
                     unlinked: false,
+                    metacopy: false,
                     index: None,
                     attr: crate::attr::Attr::from_stat(&st),
                 },
