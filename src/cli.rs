@@ -6,9 +6,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::compat::{self, CompatInvocation};
 use crate::daemon;
 use crate::demo;
 use crate::spec::MountSpec;
+use crate::submount;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +50,21 @@ pub struct MountArgs {
     /// Return once the mount is live and serve it from a background process.
     #[arg(long)]
     pub daemon: bool,
+    /// Named or anonymous volume: NAME:/path[:ro|:nocopy] or /path; repeatable.
+    #[arg(long = "volume", value_name = "SPEC")]
+    pub volumes: Vec<String>,
+    /// Host directory or file shown at a path: HOSTPATH:/path[:ro]; repeatable.
+    #[arg(long = "bind", value_name = "SPEC")]
+    pub binds: Vec<String>,
+    /// Memory-only directory: /path[:size=BYTES,mode=OCTAL]; repeatable.
+    #[arg(long = "tmpfs", value_name = "SPEC")]
+    pub tmpfs: Vec<String>,
+    /// Refuse every write to the union (volumes, binds and tmpfs stay as asked).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Where volumes live (default: /var/lib/stratafs as root, else $XDG_DATA_HOME/stratafs).
+    #[arg(long, value_name = "DIR", env = "STRATAFS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Skip every fsync of the writable layer (faster; a crash may lose recent changes).
     #[arg(long)]
     pub volatile: bool,
@@ -61,6 +78,9 @@ pub struct MountArgs {
 }
 
 pub fn run(args: Vec<OsString>) -> Result<(), String> {
+    if compat::is_compat_invocation(&args) {
+        return run_compat(&args);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         // --help and --version are not errors; clap prints them.
@@ -72,7 +92,20 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
     };
     match cli.command {
         Command::Mount(args) => {
+            let mut submounts = Vec::new();
+            for v in &args.volumes {
+                submounts.push(submount::parse_volume(v)?);
+            }
+            for b in &args.binds {
+                submounts.push(submount::parse_bind(b)?);
+            }
+            for t in &args.tmpfs {
+                submounts.push(submount::parse_tmpfs(t)?);
+            }
             let spec = MountSpec {
+                submounts,
+                read_only_union: args.read_only,
+                state_dir: args.state_dir,
                 layers: args.layers,
                 mountpoint: args.mountpoint,
                 upper: args.upper,
@@ -81,10 +114,47 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
                 passthrough: !args.no_passthrough,
                 threads: args.threads,
                 fsname: None,
+                ..Default::default()
             };
             daemon::mount(&spec, args.daemon)
         }
         Command::Umount { mountpoint } => daemon::umount(&mountpoint),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
     }
+}
+
+/// The fuse-overlayfs command line: what podman, buildah and dockerd run as a mount program.
+fn run_compat(args: &[OsString]) -> Result<(), String> {
+    let m = match compat::parse_compat_args(args)? {
+        CompatInvocation::Help => {
+            println!("{}", compat::USAGE);
+            return Ok(());
+        }
+        CompatInvocation::Version => {
+            println!(
+                "stratafs {} (fuse-overlayfs compatible)",
+                env!("CARGO_PKG_VERSION")
+            );
+            return Ok(());
+        }
+        CompatInvocation::Mount(m) => m,
+    };
+    for w in &m.warnings {
+        eprintln!("stratafs: warning: {w}");
+    }
+    crate::idmap::install(m.uid_map.clone(), m.gid_map.clone(), m.squash);
+    let spec = MountSpec {
+        layers: m.lowers.clone(),
+        mountpoint: m.mountpoint.clone(),
+        upper: m.upper.clone(),
+        work: m.work.clone(),
+        volatile: m.volatile || !m.fsync,
+        passthrough: std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none(),
+        read_only_union: m.read_only,
+        nodev: m.flags.nodev,
+        nosuid: m.flags.nosuid,
+        noexec: m.flags.noexec,
+        ..Default::default()
+    };
+    daemon::mount(&spec, !(m.foreground || m.debug))
 }

@@ -228,6 +228,7 @@ impl IdMap {
         self.ranges.is_empty()
     }
 
+    #[cfg(test)]
     pub fn ranges(&self) -> &[IdRange] {
         &self.ranges
     }

@@ -3,13 +3,13 @@
 mod attr;
 mod cli;
 // The fuse-overlayfs command line; the CLI dispatch to it comes next.
-#[allow(dead_code)]
 mod compat;
 mod copyup;
 mod daemon;
 mod demo;
 mod dirstate;
 mod fs;
+mod idmap;
 mod index;
 mod inode;
 mod layer;
@@ -18,8 +18,11 @@ mod mountinfo;
 mod ovl;
 mod sharded;
 mod spec;
+mod submount;
 mod sys;
+mod treecopy;
 mod upper;
+mod volattach;
 mod whiteout;
 
 use std::process::ExitCode;
