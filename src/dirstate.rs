@@ -39,14 +39,14 @@ impl Resolved<'_> {
     pub fn ino(&self) -> u64 {
         match self {
             Resolved::Upper { ino, .. } => *ino,
-            Resolved::Lower(e) => lower_ino(e.layer, e.attr.host_ino),
+            Resolved::Lower(e) => lower_ino(e.layer, e.attr().host_ino),
         }
     }
 
     pub fn kind(&self) -> FileType {
         match self {
             Resolved::Upper { kind, .. } => *kind,
-            Resolved::Lower(e) => e.attr.kind(),
+            Resolved::Lower(e) => e.attr().kind(),
         }
     }
 }

@@ -109,8 +109,8 @@ impl StrataFs {
         for i in 0..state.lower.len() {
             let e = state.lower.entry(i);
             let name = state.lower.name(e);
-            if e.attr.nlink < 2
-                || e.attr.kind() != FileType::RegularFile
+            if e.attr().nlink < 2
+                || e.attr().kind() != FileType::RegularFile
                 || state.upper.contains_key(name)
             {
                 continue;
@@ -180,14 +180,14 @@ impl StrataFs {
             }
             let idx = crate::merge::merge_lower_dir(&self.layers, &rel, &sources).ok()?;
             let e = idx.find(part)?;
-            if e.attr.kind() != FileType::Directory {
+            if e.attr().kind() != FileType::Directory {
                 return None;
             }
             rel = relpath::join(&rel, part);
             sources = idx.dir_layers(e).to_vec();
             found = Some(RedirectTarget {
                 slot: e.layer,
-                host_ino: e.attr.host_ino,
+                host_ino: e.attr().host_ino,
                 lower: LowerRef {
                     slot: e.layer,
                     rel: rel.clone(),
@@ -210,7 +210,7 @@ impl StrataFs {
     ) -> u64 {
         let own = upper_ino(st.st_ino);
         let Some(lower) = lower else { return own };
-        let lower_is_dir = lower.attr.kind() == FileType::Directory;
+        let lower_is_dir = lower.attr().kind() == FileType::Directory;
         let upper_is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let Ok(obj) = sys::cstr(name)
             .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
@@ -223,7 +223,7 @@ impl StrataFs {
             !lower_is_dir && crate::ovl::has_origin(obj.as_fd())
         };
         if continues {
-            lower_ino(lower.layer, lower.attr.host_ino)
+            lower_ino(lower.layer, lower.attr().host_ino)
         } else {
             own
         }
@@ -258,7 +258,7 @@ impl StrataFs {
         let parent_lower_rel = parent.inner.read().lower.as_ref().map(|l| l.rel.clone());
         let lower_entry = state
             .lower_entry(name)
-            .filter(|e| lower_ino(e.layer, e.attr.host_ino) == ino);
+            .filter(|e| lower_ino(e.layer, e.attr().host_ino) == ino);
         let lower = match (parent_lower_rel, lower_entry) {
             _ if state.redirects.contains_key(name) => state.redirects.get(name).cloned(),
             (Some(prel), Some(e)) => Some(LowerRef {
@@ -281,7 +281,7 @@ impl StrataFs {
             && self.nodes.get(ino).is_none()
             && self.upper_child_is_metacopy(parent, name);
         let attr = match resolved {
-            Resolved::Lower(e) => e.attr,
+            Resolved::Lower(e) => e.attr(),
             Resolved::Upper { .. } => Attr::default(),
         };
         let node = self.nodes.lookup_or_insert(ino, || {
