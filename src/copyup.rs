@@ -115,8 +115,12 @@ fn record_origin(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
     }
 }
 
-/// Data copy that keeps holes: only the data extents are copied, in-kernel.
+/// Data copy: a reflink where the filesystem offers one, else only the data extents are
+/// copied, in-kernel, so holes stay holes.
 pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    if size > 0 && ops::clone_file(input, out).is_ok() {
+        return Ok(());
+    }
     let mut pos: u64 = 0;
     while pos < size {
         let data = match ops::lseek(input, pos as i64, libc::SEEK_DATA) {
