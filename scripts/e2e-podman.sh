@@ -179,7 +179,7 @@ pids_under_t() {
     for p in /proc/[0-9]*; do
         p=${p#/proc/}
         [ "$p" = "$$" ] && continue
-        cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+        cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline") || continue
         case "$cmd" in *"$T/"*) echo "$p" ;; esac
     done
 }
@@ -485,7 +485,7 @@ mp_daemons_for() { # pids of MOUNT_PROGRAM processes serving mount point $1
     local p
     for p in $(pids_under_t); do
         [ "$(readlink "/proc/$p/exe" 2>/dev/null)" = "$MOUNT_PROGRAM" ] || continue
-        tr '\0' '\n' <"/proc/$p/cmdline" 2>/dev/null | grep -qxF "$1" && echo "$p"
+        tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | grep -qxF "$1" && echo "$p"
     done
 }
 if check_cmd kill9_run pm run -d --name victim "$IMG" sh -c "$KEEP_CMD"; then
