@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::compat::{self, CompatInvocation};
 use crate::daemon;
 use crate::demo;
 use crate::spec::MountSpec;
@@ -77,6 +78,9 @@ pub struct MountArgs {
 }
 
 pub fn run(args: Vec<OsString>) -> Result<(), String> {
+    if compat::is_compat_invocation(&args) {
+        return run_compat(&args);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         // --help and --version are not errors; clap prints them.
@@ -117,4 +121,40 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         Command::Umount { mountpoint } => daemon::umount(&mountpoint),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
     }
+}
+
+/// The fuse-overlayfs command line: what podman, buildah and dockerd run as a mount program.
+fn run_compat(args: &[OsString]) -> Result<(), String> {
+    let m = match compat::parse_compat_args(args)? {
+        CompatInvocation::Help => {
+            println!("{}", compat::USAGE);
+            return Ok(());
+        }
+        CompatInvocation::Version => {
+            println!(
+                "stratafs {} (fuse-overlayfs compatible)",
+                env!("CARGO_PKG_VERSION")
+            );
+            return Ok(());
+        }
+        CompatInvocation::Mount(m) => m,
+    };
+    for w in &m.warnings {
+        eprintln!("stratafs: warning: {w}");
+    }
+    crate::idmap::install(m.uid_map.clone(), m.gid_map.clone(), m.squash);
+    let spec = MountSpec {
+        layers: m.lowers.clone(),
+        mountpoint: m.mountpoint.clone(),
+        upper: m.upper.clone(),
+        work: m.work.clone(),
+        volatile: m.volatile || !m.fsync,
+        passthrough: std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none(),
+        read_only_union: m.read_only,
+        nodev: m.flags.nodev,
+        nosuid: m.flags.nosuid,
+        noexec: m.flags.noexec,
+        ..Default::default()
+    };
+    daemon::mount(&spec, !(m.foreground || m.debug))
 }

@@ -61,13 +61,11 @@ impl StrataFs {
         };
         let obj = obj.as_fd();
         if change.uid.is_some() || change.gid.is_some() {
-            ops::chown_at(
-                obj,
-                c"",
+            let (uid, gid) = crate::idmap::stored(
                 change.uid.unwrap_or(u32::MAX),
                 change.gid.unwrap_or(u32::MAX),
-            )
-            .map_err(|e| errno(&e))?;
+            );
+            ops::chown_at(obj, c"", uid, gid).map_err(|e| errno(&e))?;
         }
         if let Some(mode) = change.mode {
             if node.kind != FileType::Symlink {
