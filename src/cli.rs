@@ -71,7 +71,7 @@ pub struct MountArgs {
     /// Serve reads in the daemon instead of FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Number of request threads (default: number of CPUs, at least 2).
+    /// Number of request threads (default: twice the CPUs, at least 4).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     pub mountpoint: PathBuf,
