@@ -139,7 +139,7 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         }
         CompatInvocation::Mount(m) => m,
     };
-    for w in &m.warnings {
+    for w in m.warnings.iter().chain(&unsupported_options(&m)) {
         eprintln!("stratafs: warning: {w}");
     }
     crate::idmap::install(m.uid_map.clone(), m.gid_map.clone(), m.squash);
@@ -157,4 +157,22 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         ..Default::default()
     };
     daemon::mount(&spec, !(m.foreground || m.debug))
+}
+
+/// Options fuse-overlayfs accepts that stratafs parses but does not act on, each with why.
+fn unsupported_options(m: &compat::CompatMount) -> Vec<String> {
+    let mut out = Vec::new();
+    if m.xattr_permissions != compat::XattrPermissions::Off {
+        out.push("xattr_permissions: ownership is stored on disk as is (run as root); option ignored".into());
+    }
+    if m.context.is_some() {
+        out.push("context: SELinux labels are not applied by stratafs; option ignored".into());
+    }
+    if !m.xattrs {
+        out.push("noxattrs: extended attributes stay available; option ignored".into());
+    }
+    if m.timeout.is_some() {
+        out.push("timeout: every change goes through the daemon, which keeps the kernel cache exact; option ignored".into());
+    }
+    out
 }
