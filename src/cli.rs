@@ -163,7 +163,10 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
 fn unsupported_options(m: &compat::CompatMount) -> Vec<String> {
     let mut out = Vec::new();
     if m.xattr_permissions != compat::XattrPermissions::Off {
-        out.push("xattr_permissions: ownership is stored on disk as is (run as root); option ignored".into());
+        out.push(
+            "xattr_permissions: ownership is stored on disk as is (run as root); option ignored"
+                .into(),
+        );
     }
     if m.context.is_some() {
         out.push("context: SELinux labels are not applied by stratafs; option ignored".into());
