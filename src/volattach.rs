@@ -33,9 +33,14 @@ pub fn provider(
     mountpoint: &Path,
 ) -> Result<Box<dyn VolumeProvider>, String> {
     let store = VolumeStore::open(&resolve_state_dir(state_dir)?)?;
+    // Resolved now, before the FUSE mount covers it, so the usage records name the path
+    // mountinfo will show even when MOUNTPOINT is given through a symlink.
+    let mountpoint = mountpoint
+        .canonicalize()
+        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
     Ok(Box::new(StoreProvider {
         store,
-        mountpoint: mountpoint.to_path_buf(),
+        mountpoint,
         leases: Vec::new(),
     }))
 }

@@ -523,6 +523,9 @@ fn mount_daemon_leases_its_volumes() {
         std::fs::create_dir_all(tmp.0.join(d)).unwrap();
     }
     let mnt = tmp.0.join("mnt");
+    // Mounted through a symlink: usage records must still name the real mountpoint.
+    let link = tmp.0.join("link");
+    std::os::unix::fs::symlink(&mnt, &link).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_stratafs"))
         .arg("mount")
         .arg("--daemon")
@@ -540,7 +543,7 @@ fn mount_daemon_leases_its_volumes() {
         ])
         .arg("--state-dir")
         .arg(&st)
-        .arg(&mnt)
+        .arg(&link)
         .output()
         .unwrap();
     let guard = DaemonMount(mnt.clone());
