@@ -10,6 +10,9 @@ use crate::sys::ops;
 pub struct CopyOptions {
     /// Copy the file's data (false: an empty file, for open(O_TRUNC) and truncate(0)).
     pub with_data: bool,
+    /// Copy metadata only (the kernel's metacopy format): a sparse file of the right size
+    /// marked `trusted.overlay.metacopy`, whose data stays in the lower layer until a write.
+    pub metacopy: bool,
     pub fsync: bool,
 }
 
@@ -60,11 +63,15 @@ fn make_copy(
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                 0o600,
             )?;
-            if opts.with_data {
+            if opts.metacopy {
+                ops::ftruncate(out.as_fd(), st.st_size as u64)?;
+                sys::xattr::set(out.as_fd(), crate::ovl::METACOPY, b"", 0)?;
+            } else if opts.with_data {
                 let input = ops::reopen(src, libc::O_RDONLY)?;
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
             }
             copy_metadata(src, st, out.as_fd())?;
+            record_origin(src, out.as_fd());
             if opts.fsync {
                 ops::fsync(out.as_fd(), false)?;
             }
@@ -73,24 +80,47 @@ fn make_copy(
         libc::S_IFDIR => {
             ops::mkdir_at(work, tmp, 0o700)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
         libc::S_IFLNK => {
             let target = sys::readlink_at(src, c"")?;
             ops::symlink_at(&sys::cstr(&target)?, work, tmp)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
         _ => {
             ops::mknod_at(work, tmp, st.st_mode & libc::S_IFMT, st.st_rdev)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
     }
 }
 
-/// Data copy that keeps holes: only the data extents are copied, in-kernel.
+/// Records where the copy came from (the kernel's origin xattr): it keeps the object's
+/// inode number across remounts, here and under kernel overlayfs.
+fn record_origin(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
+    match crate::ovl::origin_value(src) {
+        Ok(v) => {
+            if let Err(e) = sys::xattr::set(dst, crate::ovl::ORIGIN, &v, 0) {
+                log::debug!("copy-up: cannot record the origin: {e}");
+            }
+        }
+        Err(e) => log::debug!("copy-up: no file handle for the origin: {e}"),
+    }
+}
+
+/// Data copy: a reflink where the filesystem offers one, else only the data extents are
+/// copied, in-kernel, so holes stay holes.
 pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    if size > 0 && ops::clone_file(input, out).is_ok() {
+        return Ok(());
+    }
     let mut pos: u64 = 0;
     while pos < size {
         let data = match ops::lseek(input, pos as i64, libc::SEEK_DATA) {

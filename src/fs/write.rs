@@ -88,7 +88,8 @@ impl StrataFs {
         };
         made.map_err(|e| errno(&e))?;
         let finish = (|| {
-            ops::chown_at(at, at_name, req.uid(), gid)?;
+            let (uid, gid) = crate::idmap::stored(req.uid(), gid);
+            ops::chown_at(at, at_name, uid, gid)?;
             if over_whiteout {
                 if matches!(spec, NewObject::Dir { .. }) {
                     // A directory made where a lower one was deleted must hide the old content.
@@ -153,6 +154,8 @@ impl StrataFs {
                     lower: None,
                     upper: true,
                     unlinked: false,
+                    metacopy: false,
+                    index: None,
                     attr: crate::attr::Attr::from_stat(&st),
                 },
             )
