@@ -31,6 +31,8 @@ pub enum Command {
     Umount { mountpoint: PathBuf },
     /// Mount an embedded three-layer demo image at MOUNTPOINT.
     Demo { mountpoint: PathBuf },
+    /// Manage volumes: create, ls, inspect, rm, prune.
+    Volume(crate::volume::cli::VolumeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,6 +122,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         }
         Command::Umount { mountpoint } => daemon::umount(&mountpoint),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
+        Command::Volume(args) => crate::volume::cli::run(args),
     }
 }
 

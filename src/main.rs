@@ -23,6 +23,7 @@ mod sys;
 mod treecopy;
 mod upper;
 mod volattach;
+mod volume;
 mod whiteout;
 
 use std::process::ExitCode;
