@@ -133,7 +133,21 @@ pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::R
             .unwrap_or(size);
         let mut off = data;
         while off < hole {
-            let n = ops::copy_file_range(input, off, out, off, (hole - off).min(1 << 30) as usize)?;
+            let len = (hole - off).min(1 << 30) as usize;
+            let n = match ops::copy_file_range(input, off, out, off, len) {
+                Ok(n) => n,
+                // Across filesystems (a volume filled through the mount) or where the
+                // filesystem has no in-kernel copy: copy through a buffer instead.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
+                    ) =>
+                {
+                    copy_through_buffer(input, out, off, len)?
+                }
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 break;
             }
@@ -142,6 +156,21 @@ pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::R
         pos = hole;
     }
     ops::ftruncate(out, size)
+}
+
+fn copy_through_buffer(
+    input: BorrowedFd<'_>,
+    out: BorrowedFd<'_>,
+    off: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut buf = vec![0u8; len.min(1 << 20)];
+    let n = sys::pread(input, &mut buf, off)?;
+    let mut done = 0;
+    while done < n {
+        done += ops::pwrite(out, &buf[done..n], off + done as u64)?;
+    }
+    Ok(n)
 }
 
 /// Owner, xattrs, times and mode (mode last: chown clears setuid bits).
