@@ -72,7 +72,9 @@ fn make_copy(
             }
             copy_metadata(src, st, out.as_fd())?;
             record_origin(src, out.as_fd());
-            if opts.fsync {
+            // Copied data must be on disk before the rename makes it the file; a metacopy or
+            // an empty copy has no data to lose.
+            if opts.fsync && opts.with_data && !opts.metacopy {
                 ops::fsync(out.as_fd(), false)?;
             }
             Ok(())

@@ -122,14 +122,6 @@ impl Upper {
             .expect("no NUL in a formatted name")
     }
 
-    pub fn sync_dir(&self, dir: BorrowedFd<'_>) {
-        if self.fsync {
-            if let Err(e) = ops::fsync(dir, false) {
-                log::warn!("fsync of an upper directory failed: {e}");
-            }
-        }
-    }
-
     /// Creates a whiteout (char 0:0) named `name` in `dir`, where nothing of that name exists.
     pub fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         ops::mknod_at(dir, name, libc::S_IFCHR, 0)

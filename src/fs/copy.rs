@@ -89,7 +89,6 @@ impl StrataFs {
                 }
             }
         }
-        upper.sync_dir(dest_dir.as_fd());
 
         // Disk first, then memory: the parent now holds the name in its upper copy.
         {

@@ -407,7 +407,9 @@ impl VolumeStore {
                 mounts: mounts.clone(),
             });
         }
-        let inside = Liveness::now().mounts_under(&self.volume_dir(name));
+        let mut inside = Liveness::now().mounts_under(&self.volume_dir(name));
+        // Still mounted somewhere although no live daemon claims it (its daemon was killed).
+        inside.extend(crate::mountinfo::binds_of(&self.volume_dir(name)));
         if !inside.is_empty() {
             return Err(VolumeError::InUse {
                 name: name.to_string(),
