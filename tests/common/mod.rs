@@ -352,3 +352,68 @@ pub fn copy_tree(src: &Path, dst: &Path) {
         dst.display()
     );
 }
+
+/// Kills a stratafs daemon (our child) that stops making progress, so a deadlock fails the test
+/// with a message instead of hanging it: blocked calls on the mount then return ENOTCONN.
+pub struct Watchdog {
+    state: std::sync::Arc<WatchdogState>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct WatchdogState {
+    progress: AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl Watchdog {
+    /// Watches daemon `pid`; fires after `stall` without a `tick`.
+    pub fn new(pid: Option<u32>, stall: Duration) -> Watchdog {
+        let state = std::sync::Arc::new(WatchdogState {
+            progress: AtomicU64::new(0),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            fired: std::sync::atomic::AtomicBool::new(false),
+        });
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let mut last = 0;
+            let mut since = Instant::now();
+            while !st.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+                let now = st.progress.load(Ordering::Relaxed);
+                if now != last {
+                    last = now;
+                    since = Instant::now();
+                } else if since.elapsed() > stall {
+                    st.fired.store(true, Ordering::Relaxed);
+                    if let Some(pid) = pid {
+                        // SAFETY: plain kill(2) of our own child process.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                    return;
+                }
+            }
+        });
+        Watchdog {
+            state,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn tick(&self) {
+        self.state.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn fired(&self) -> bool {
+        self.state.fired.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

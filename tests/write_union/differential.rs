@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{copy_tree, KernelOverlay, Scratch, StrataMount, StrataSpec};
+use std::time::Duration;
+
+use crate::common::{copy_tree, KernelOverlay, Scratch, StrataMount, StrataSpec, Watchdog};
 
 use super::fixture::Template;
 use super::ops::{apply, describe, Op, Outcome};
@@ -74,6 +76,7 @@ fn compare(
     b: &Tree,
     view: View,
     ignore: &[&str],
+    lower_layers: &[PathBuf],
 ) -> Result<(), String> {
     let ignored = |line: &String| {
         ignore.iter().any(|p| {
@@ -81,7 +84,7 @@ fn compare(
                 .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
         })
     };
-    let diffs: Vec<String> = diff(a_name, a, b_name, b, view)
+    let diffs: Vec<String> = diff(a_name, a, b_name, b, view, lower_layers)
         .into_iter()
         .filter(|l| !ignored(l))
         .collect();
@@ -96,6 +99,9 @@ fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
     snapshot(path, view).map_err(|e| format!("snapshot of {what}: {e}"))
 }
 
+/// How long stratafs may take over one operation (or one tree walk) before it counts as hung.
+const STALL: Duration = Duration::from_secs(30);
+
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
     let scratch = Scratch::new("wu");
@@ -107,13 +113,25 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
 
     let mut log = Vec::new();
     let mut outcomes = Vec::new();
+    let watchdog = Watchdog::new(strata.pid(), STALL);
+    let hung = |i: usize| {
+        if watchdog.fired() {
+            format!(
+                "stratafs hung (no progress for {STALL:?}, killed) at or after operation #{i}\n"
+            )
+        } else {
+            String::new()
+        }
+    };
     for (i, op) in ops.iter().enumerate() {
         let ko = apply(&k.mnt, op);
         let so = apply(&s.mnt, op);
+        watchdog.tick();
         log.push(format!("  #{i} {op:?} -> {}", describe(&ko)));
         if ko != so {
             return Err(format!(
-                "operation #{i} {op:?}: kernel {}, stratafs {}\n{}",
+                "{}operation #{i} {op:?}: kernel {}, stratafs {}\n{}",
+                hung(i),
                 describe(&ko),
                 describe(&so),
                 log.join("\n")
@@ -136,7 +154,9 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         }
     }
     let kernel_merged = snap(&k.mnt, View::Merged, "the kernel mount")?;
-    let strata_merged = snap(&s.mnt, View::Merged, "the stratafs mount")?;
+    let strata_merged = snap(&s.mnt, View::Merged, "the stratafs mount")
+        .map_err(|e| format!("{}{e}", hung(ops.len())))?;
+    drop(watchdog);
     compare(
         "merged trees differ",
         "kernel",
@@ -145,6 +165,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         &strata_merged,
         View::Merged,
         opts.ignore_paths,
+        &template.layers,
     )
     .err()
     .into_iter()
@@ -162,6 +183,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         &strata_upper,
         View::Upper,
         opts.ignore_paths,
+        &template.layers,
     )
     .err()
     .into_iter()
@@ -179,6 +201,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         &remounted,
         View::Merged,
         opts.ignore_paths,
+        &template.layers,
     )
     .err()
     .into_iter()
@@ -198,6 +221,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         &k_view,
         View::Merged,
         opts.ignore_paths,
+        &template.layers,
     )
     .err()
     .into_iter()
@@ -221,6 +245,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         &s_view,
         View::Merged,
         opts.ignore_paths,
+        &template.layers,
     )
     .err()
     .into_iter()

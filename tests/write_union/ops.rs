@@ -176,6 +176,9 @@ pub fn fnv(data: &[u8]) -> u64 {
     h
 }
 
+/// Opens never wait for the other end of a FIFO (no effect on regular files).
+const NB: i32 = libc::O_NONBLOCK;
+
 /// Applies `op` to the union mounted at `root`.
 pub fn apply(root: &Path, op: &Op) -> Outcome {
     let p = |rel: &str| root.join(rel);
@@ -195,7 +198,7 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
             done(fd.close())
         }
         Op::Append { path, len, byte } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_APPEND, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_APPEND | NB, 0)?;
             sysc::write_all_at(&fd, None, &pattern(*len, *byte))?;
             done(fd.close())
         }
@@ -205,18 +208,18 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
             len,
             byte,
         } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | NB, 0)?;
             sysc::write_all_at(&fd, Some(*off), &pattern(*len, *byte))?;
             done(fd.close())
         }
         Op::WriteTrunc { path, len, byte } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_TRUNC, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_TRUNC | NB, 0)?;
             sysc::write_all_at(&fd, None, &pattern(*len, *byte))?;
             done(fd.close())
         }
         Op::Truncate { path, size } => done(sysc::truncate(&p(path), *size)),
         Op::SparseWrite { path, gap, byte } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | NB, 0)?;
             let size = sysc::fstat(&fd)?.st_size as u64;
             sysc::write_all_at(&fd, Some(size + gap), &pattern(4, *byte))?;
             let new_size = sysc::fstat(&fd)?.st_size;
@@ -260,7 +263,7 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
             Ok(s)
         }
         Op::Read { path } => {
-            let fd = sysc::open(&p(path), libc::O_RDONLY, 0)?;
+            let fd = sysc::open(&p(path), libc::O_RDONLY | NB, 0)?;
             let data = sysc::read_all(&fd)?;
             Ok(format!("{} bytes fnv {:016x}", data.len(), fnv(&data)))
         }
