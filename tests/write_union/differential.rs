@@ -175,19 +175,21 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
 
     let kernel_upper = snap(&k.upper, View::Upper, "the kernel's upper dir")?;
     let strata_upper = snap(&s.upper, View::Upper, "stratafs's upper dir")?;
-    compare(
-        "upper dirs differ",
-        "kernel",
-        &kernel_upper,
-        "stratafs",
-        &strata_upper,
-        View::Upper,
-        opts.ignore_paths,
-        &template.layers,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    if std::env::var_os("TRIAGE_NO_UPPER").is_none() {
+        compare(
+            "upper dirs differ",
+            "kernel",
+            &kernel_upper,
+            "stratafs",
+            &strata_upper,
+            View::Upper,
+            opts.ignore_paths,
+            &template.layers,
+        )
+        .err()
+        .into_iter()
+        .for_each(|e| problems.push(e));
+    }
 
     // Persistence: stratafs remounted on its own upper dir shows the same tree.
     let strata = StrataMount::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
@@ -227,30 +229,31 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     .into_iter()
     .for_each(|e| problems.push(e));
 
-    // And the other way: stratafs reads the upper dir the kernel wrote.
-    let work3 = scratch.dir("kernel/work-strata");
-    let strata_on_k = StrataMount::start(&StrataSpec {
-        layers: k.layers.clone(),
-        upper: Some((k.upper.clone(), work3)),
-        mountpoint: k.mnt.clone(),
-        log: scratch.path.join("stratafs.log"),
-    })?;
-    let s_view = snap(&k.mnt, View::Merged, "stratafs on the kernel's upper")?;
-    strata_on_k.unmount()?;
-    compare(
-        "stratafs mounted on the kernel's upper dir differs from the kernel",
-        "kernel",
-        &kernel_merged,
-        "stratafs-on-kernel-upper",
-        &s_view,
-        View::Merged,
-        opts.ignore_paths,
-        &template.layers,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
-
+    if std::env::var_os("TRIAGE_NO_CROSS").is_none() {
+        // And the other way: stratafs reads the upper dir the kernel wrote.
+        let work3 = scratch.dir("kernel/work-strata");
+        let strata_on_k = StrataMount::start(&StrataSpec {
+            layers: k.layers.clone(),
+            upper: Some((k.upper.clone(), work3)),
+            mountpoint: k.mnt.clone(),
+            log: scratch.path.join("stratafs.log"),
+        })?;
+        let s_view = snap(&k.mnt, View::Merged, "stratafs on the kernel's upper")?;
+        strata_on_k.unmount()?;
+        compare(
+            "stratafs mounted on the kernel's upper dir differs from the kernel",
+            "kernel",
+            &kernel_merged,
+            "stratafs-on-kernel-upper",
+            &s_view,
+            View::Merged,
+            opts.ignore_paths,
+            &template.layers,
+        )
+        .err()
+        .into_iter()
+        .for_each(|e| problems.push(e));
+    }
     if !problems.is_empty() {
         return Err(with_log(problems.join("\n")));
     }

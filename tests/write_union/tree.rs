@@ -49,6 +49,8 @@ pub struct Entry {
     pub gid: u32,
     pub size: u64,
     pub nlink: u64,
+    /// 512-byte blocks allocated (not compared: it depends on the backing fs).
+    pub blocks: u64,
     pub mtime: i64,
     pub ino: (u64, u64),
     pub content: Option<Content>,
@@ -154,6 +156,7 @@ fn walk(root: &Path, path: &Path, view: View, tree: &mut Tree) -> Result<(), Str
         gid: st.st_gid,
         size: st.st_size as u64,
         nlink: st.st_nlink,
+        blocks: st.st_blocks as u64,
         mtime: st.st_mtime,
         ino: (st.st_dev, st.st_ino),
         content: None,
@@ -244,15 +247,37 @@ fn normalize_redirects(tree: &mut Tree) {
     }
 }
 
-/// True if no lower layer has a directory at `lower_path`: an opaque mark there hides nothing.
-/// (The kernel marks every directory it creates in a merged dir opaque, as a lookup shortcut,
-/// and pure-upper dirs moved into a merged dir; stratafs marks them only where something
-/// lower exists. Both are the same union.)
+/// True if the lower layers show nothing at `lower_path`, so an opaque mark there hides
+/// nothing. (The kernel marks every directory it creates in a merged dir opaque, as a lookup
+/// shortcut, and pure-upper dirs moved into a merged dir; stratafs marks them only where
+/// something lower exists. Both are the same union.) Looks the path up top layer first, the way
+/// overlayfs does: a whiteout or non-directory on the way, or an opaque dir, ends the search.
 fn nothing_below(lower_layers: &[PathBuf], lower_path: &str) -> bool {
-    let rel = lower_path.trim_start_matches('/');
-    !lower_layers.iter().any(|l| {
-        sysc::lstat(&l.join(rel)).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-    })
+    let parts: Vec<&str> = lower_path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return false; // the root always merges with the lower roots
+    }
+    for layer in lower_layers.iter().rev() {
+        let mut at = layer.clone();
+        let mut opaque_ancestor = false;
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            match sysc::lstat(&at) {
+                // Absent here: the next layer down decides, unless an opaque dir hides it.
+                Err(_) if opaque_ancestor => return true,
+                Err(_) => break,
+                // A whiteout or a non-directory hides everything below.
+                Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => return true,
+                // A lower directory: the mark matters.
+                Ok(_) if i + 1 == parts.len() => return false,
+                Ok(_) => {
+                    opaque_ancestor |=
+                        sysc::lgetxattr(&at, b"trusted.overlay.opaque").is_ok_and(|v| v == b"y")
+                }
+            }
+        }
+    }
+    true
 }
 
 fn without_noop_opaque(e: &Entry, lower_layers: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
@@ -333,7 +358,8 @@ pub fn diff(
         );
         field("rdev", format!("{:?}", ea.rdev), format!("{:?}", eb.rdev));
         let old = ea.mtime < OLD_TIME_LIMIT || eb.mtime < OLD_TIME_LIMIT;
-        if view == View::Merged && old && path != "." {
+        let triage = std::env::var_os("TRIAGE_NO_DIR_MTIME").is_some() && ea.kind == "dir";
+        if view == View::Merged && old && path != "." && !triage {
             field("mtime", ea.mtime.to_string(), eb.mtime.to_string());
         }
     }
