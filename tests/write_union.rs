@@ -109,6 +109,8 @@ fn scripted_ops() -> Vec<Op> {
         Op::Mkfifo { path: "g", mode: Mode(0o644) },
         Op::Unlink { path: "h" },
         Op::Unlink { path: "nothere" },
+        Op::OpenUnlinkWrite { path: "g-link", len: 5000, byte: 10 },
+        Op::OpenUnlinkWrite { path: "fifo1", len: 1, byte: 11 },
         Op::Rmdir { path: "n" },
         Op::Rmdir { path: "sub" },
         // A redirected dir that stays: its upper copy must carry the redirect.
@@ -160,6 +162,15 @@ fn scripted_differential() {
             value: "1"
         }),
         "EPERM"
+    );
+    let unlinked = outcome(Op::OpenUnlinkWrite {
+        path: "g-link",
+        len: 5000,
+        byte: 10,
+    });
+    assert!(
+        unlinked.starts_with("ok: size 5001 nlink 1 ") && unlinked.ends_with("name ENOENT"),
+        "write through an fd whose name was unlinked: {unlinked}"
     );
     // The moved lower dir is recorded with a redirect in stratafs's upper dir.
     let moved = report

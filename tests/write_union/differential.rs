@@ -31,7 +31,6 @@ pub struct Options<'a> {
 pub struct Report {
     /// What each operation observed (the same on both, or the run fails).
     pub outcomes: Vec<Outcome>,
-    pub strata_merged: Tree,
     pub strata_upper: Tree,
 }
 
@@ -259,7 +258,6 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     }
     Ok(Report {
         outcomes,
-        strata_merged,
         strata_upper,
     })
 }

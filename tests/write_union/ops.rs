@@ -129,6 +129,12 @@ pub enum Op {
     ListDir {
         path: &'static str,
     },
+    /// Opens a file, unlinks it, then writes, stats and reads through the still-open fd.
+    OpenUnlinkWrite {
+        path: &'static str,
+        len: usize,
+        byte: u8,
+    },
 }
 
 /// The data an operation writes: a simple pattern that differs by seed byte and position.
@@ -270,6 +276,22 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
         Op::ListDir { path } => {
             let names = list_dir(&p(path))?;
             Ok(names.join(" "))
+        }
+        Op::OpenUnlinkWrite { path, len, byte } => {
+            let fd = sysc::open(&p(path), libc::O_RDWR | NB, 0)?;
+            sysc::unlink(&p(path))?;
+            sysc::write_all_at(&fd, Some(1), &pattern(*len, *byte))?;
+            let st = sysc::fstat(&fd)?;
+            let data = sysc::pread_all(&fd)?;
+            let gone = sysc::lstat(&p(path)).err();
+            fd.close()?;
+            Ok(format!(
+                "size {} nlink {} fnv {:016x} name {}",
+                st.st_size,
+                st.st_nlink,
+                fnv(&data),
+                gone.map_or("still there".into(), sysc::errno_name)
+            ))
         }
     }
 }
@@ -502,7 +524,12 @@ pub fn generate(seed: u64, len: usize) -> Vec<Op> {
             79..=87 => Op::Stat {
                 path: path(&mut rng),
             },
-            88..=93 => Op::Read {
+            88..=89 => Op::OpenUnlinkWrite {
+                path: path(&mut rng),
+                len: rng.pick(&[1, 5000]),
+                byte,
+            },
+            90..=93 => Op::Read {
                 path: path(&mut rng),
             },
             _ => Op::ListDir {
