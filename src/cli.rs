@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::daemon;
 use crate::demo;
 use crate::spec::MountSpec;
+use crate::submount;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -48,6 +49,21 @@ pub struct MountArgs {
     /// Return once the mount is live and serve it from a background process.
     #[arg(long)]
     pub daemon: bool,
+    /// Named or anonymous volume: NAME:/path[:ro|:nocopy] or /path; repeatable.
+    #[arg(long = "volume", value_name = "SPEC")]
+    pub volumes: Vec<String>,
+    /// Host directory or file shown at a path: HOSTPATH:/path[:ro]; repeatable.
+    #[arg(long = "bind", value_name = "SPEC")]
+    pub binds: Vec<String>,
+    /// Memory-only directory: /path[:size=BYTES,mode=OCTAL]; repeatable.
+    #[arg(long = "tmpfs", value_name = "SPEC")]
+    pub tmpfs: Vec<String>,
+    /// Refuse every write to the union (volumes, binds and tmpfs stay as asked).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Where volumes live (default: /var/lib/stratafs as root, else $XDG_DATA_HOME/stratafs).
+    #[arg(long, value_name = "DIR", env = "STRATAFS_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Skip every fsync of the writable layer (faster; a crash may lose recent changes).
     #[arg(long)]
     pub volatile: bool,
@@ -72,7 +88,20 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
     };
     match cli.command {
         Command::Mount(args) => {
+            let mut submounts = Vec::new();
+            for v in &args.volumes {
+                submounts.push(submount::parse_volume(v)?);
+            }
+            for b in &args.binds {
+                submounts.push(submount::parse_bind(b)?);
+            }
+            for t in &args.tmpfs {
+                submounts.push(submount::parse_tmpfs(t)?);
+            }
             let spec = MountSpec {
+                submounts,
+                read_only_union: args.read_only,
+                state_dir: args.state_dir,
                 layers: args.layers,
                 mountpoint: args.mountpoint,
                 upper: args.upper,
@@ -81,6 +110,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
                 passthrough: !args.no_passthrough,
                 threads: args.threads,
                 fsname: None,
+                ..Default::default()
             };
             daemon::mount(&spec, args.daemon)
         }

@@ -64,7 +64,7 @@ fn make_copy(
                 let input = ops::reopen(src, libc::O_RDONLY)?;
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
             }
-            copy_metadata(src, st, out.as_fd(), c"")?;
+            copy_metadata(src, st, out.as_fd())?;
             if opts.fsync {
                 ops::fsync(out.as_fd(), false)?;
             }
@@ -73,24 +73,24 @@ fn make_copy(
         libc::S_IFDIR => {
             ops::mkdir_at(work, tmp, 0o700)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd(), c"")
+            copy_metadata(src, st, fd.as_fd())
         }
         libc::S_IFLNK => {
             let target = sys::readlink_at(src, c"")?;
             ops::symlink_at(&sys::cstr(&target)?, work, tmp)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd(), c"")
+            copy_metadata(src, st, fd.as_fd())
         }
         _ => {
             ops::mknod_at(work, tmp, st.st_mode & libc::S_IFMT, st.st_rdev)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd(), c"")
+            copy_metadata(src, st, fd.as_fd())
         }
     }
 }
 
 /// Data copy that keeps holes: only the data extents are copied, in-kernel.
-fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
     let mut pos: u64 = 0;
     while pos < size {
         let data = match ops::lseek(input, pos as i64, libc::SEEK_DATA) {
@@ -115,12 +115,7 @@ fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::Resul
 }
 
 /// Owner, xattrs, times and mode (mode last: chown clears setuid bits).
-fn copy_metadata(
-    src: BorrowedFd<'_>,
-    st: &libc::stat,
-    dst: BorrowedFd<'_>,
-    _name: &CStr,
-) -> io::Result<()> {
+pub fn copy_metadata(src: BorrowedFd<'_>, st: &libc::stat, dst: BorrowedFd<'_>) -> io::Result<()> {
     ops::chown_at(dst, c"", st.st_uid, st.st_gid)?;
     for name in sys::xattr::list(src)? {
         if crate::ovl::is_private(&name) {

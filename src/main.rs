@@ -15,8 +15,11 @@ mod mountinfo;
 mod ovl;
 mod sharded;
 mod spec;
+mod submount;
 mod sys;
+mod treecopy;
 mod upper;
+mod volattach;
 mod whiteout;
 
 use std::process::ExitCode;

@@ -17,6 +17,15 @@ pub struct MountSpec {
     /// Skip fsync (volatile / fsync=0): faster, and a crash may lose recent changes.
     pub volatile: bool,
     pub passthrough: bool,
+    /// Volumes, binds and tmpfs paths inside the merged view.
+    pub submounts: Vec<crate::submount::SubMount>,
+    /// Every write outside sub-mounts fails with EROFS.
+    pub read_only_union: bool,
+    pub nodev: bool,
+    pub nosuid: bool,
+    pub noexec: bool,
+    /// Where volumes live (None: the default state dir).
+    pub state_dir: Option<PathBuf>,
     pub threads: Option<usize>,
     pub fsname: Option<String>,
 }
@@ -136,6 +145,18 @@ impl MountSpec {
             })
     }
 
+    /// The volume store, opened only when a volume is asked for.
+    pub fn volume_provider(&self) -> Result<Box<dyn crate::submount::VolumeProvider>, String> {
+        let wants_volumes = self
+            .submounts
+            .iter()
+            .any(|s| matches!(s.kind, crate::submount::Kind::Volume { .. }));
+        if !wants_volumes {
+            return Ok(Box::new(NoVolumes));
+        }
+        crate::volattach::provider(self.state_dir.as_deref(), &self.mountpoint)
+    }
+
     pub fn check_mountpoint(&self) -> Result<(), String> {
         require_dir(&self.mountpoint, "mountpoint", "create it first with mkdir")?;
         if let Some(m) = mountinfo::mount_at(&self.mountpoint) {
@@ -150,5 +171,13 @@ impl MountSpec {
             }
         }
         Ok(())
+    }
+}
+
+struct NoVolumes;
+
+impl crate::submount::VolumeProvider for NoVolumes {
+    fn attach(&mut self, _name: Option<&str>) -> Result<(PathBuf, bool), String> {
+        Err("no volume was asked for".into())
     }
 }

@@ -17,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{require_root, umount, Scratch, StrataMount, StrataSpec, Tmpfs};
+use common::rw::{require_root, umount, StrataChild, StrataSpec, Tmpfs};
+use common::tmp::TempDir;
 
 /// Words of a file whose every 8 bytes differ: a partial or shifted copy cannot pass as whole.
 fn fill_pattern(buf: &mut [u8], start: u64) {
@@ -93,7 +94,7 @@ struct Paths {
 }
 
 impl Paths {
-    fn new(scratch: &Scratch, lower: &Path, upper_root: &Path) -> Paths {
+    fn new(scratch: &TempDir, lower: &Path, upper_root: &Path) -> Paths {
         let upper = upper_root.join("upper");
         let work = upper_root.join("work");
         std::fs::create_dir_all(&upper).expect("mkdir upper");
@@ -102,8 +103,8 @@ impl Paths {
             lower: lower.to_path_buf(),
             upper,
             work,
-            mnt: scratch.dir("mnt"),
-            log: scratch.path.join("stratafs.log"),
+            mnt: scratch.subdir("mnt"),
+            log: scratch.path().join("stratafs.log"),
         }
     }
 
@@ -116,8 +117,8 @@ impl Paths {
         }
     }
 
-    fn mount(&self) -> StrataMount {
-        StrataMount::start(&self.spec()).unwrap_or_else(|e| panic!("{e}"))
+    fn mount(&self) -> StrataChild {
+        StrataChild::start(&self.spec()).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// The kernel overlayfs scratch dir stratafs uses for copy-ups.
@@ -127,7 +128,7 @@ impl Paths {
 }
 
 /// Kills the daemon (SIGKILL), then detaches the dead mount as an admin would (umount -l).
-fn crash(m: &mut StrataMount) {
+fn crash(m: &mut StrataChild) {
     m.kill();
     umount(m.path(), true).expect("umount -l of the dead mount");
 }
@@ -142,7 +143,7 @@ enum CopyUpTrigger {
 }
 
 /// One crash in the middle of a copy-up of the 512 MiB lower file `big`.
-fn crash_mid_copy_up(scratch: &Scratch, lower: &Path, how: CopyUpTrigger) {
+fn crash_mid_copy_up(scratch: &TempDir, lower: &Path, how: CopyUpTrigger) {
     let lower_fp = fingerprint(&lower.join("big")).expect("fingerprint lower");
     let appended_fp = fingerprint_of(
         File::open(lower.join("big"))
@@ -150,7 +151,7 @@ fn crash_mid_copy_up(scratch: &Scratch, lower: &Path, how: CopyUpTrigger) {
             .chain(TAIL),
     )
     .expect("fingerprint lower + tail");
-    let root = scratch.dir(&format!("{how:?}"));
+    let root = scratch.subdir(&format!("{how:?}"));
     let p = Paths::new(scratch, lower, &root);
     let mut m = p.mount();
     let target = p.mnt.join("big");
@@ -250,8 +251,8 @@ fn crash_mid_copy_up(scratch: &Scratch, lower: &Path, how: CopyUpTrigger) {
 #[test]
 fn crash_during_large_copy_up() {
     require_root();
-    let scratch = Scratch::new("crash-copyup");
-    let lower = scratch.dir("lower");
+    let scratch = TempDir::new("crash-copyup");
+    let lower = scratch.subdir("lower");
     write_pattern_file(&lower.join("big"), BIG);
     crash_mid_copy_up(&scratch, &lower, CopyUpTrigger::Chmod);
     crash_mid_copy_up(&scratch, &lower, CopyUpTrigger::Append);
@@ -284,13 +285,13 @@ fn untar_source(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn crash_during_untar_keeps_fsynced_files() {
     require_root();
-    let scratch = Scratch::new("crash-untar");
-    let lower = scratch.dir("lower");
+    let scratch = TempDir::new("crash-untar");
+    let lower = scratch.subdir("lower");
     std::fs::create_dir(lower.join("t")).expect("lower dir t");
     std::fs::write(lower.join("t/lower-file"), b"from the image\n").expect("lower file");
-    let src = scratch.dir("src");
+    let src = scratch.subdir("src");
     let files = untar_source(&src);
-    let archive = scratch.path.join("files.tar");
+    let archive = scratch.path().join("files.tar");
     let st = Command::new("tar")
         .arg("-cf")
         .arg(&archive)
@@ -301,7 +302,7 @@ fn crash_during_untar_keeps_fsynced_files() {
         .expect("run tar -c");
     assert!(st.success(), "tar -c failed");
 
-    let root = scratch.dir("rw");
+    let root = scratch.subdir("rw");
     let p = Paths::new(&scratch, &lower, &root);
     let mut m = p.mount();
     std::fs::create_dir(p.mnt.join("synced")).expect("mkdir synced");
@@ -447,12 +448,12 @@ fn errno_of(e: &std::io::Error) -> String {
 #[test]
 fn enospc_on_the_upper_fs() {
     require_root();
-    let scratch = Scratch::new("enospc");
-    let lower = scratch.dir("lower");
+    let scratch = TempDir::new("enospc");
+    let lower = scratch.subdir("lower");
     write_pattern_file(&lower.join("lowerfile"), 4 << 20);
     std::fs::write(lower.join("small"), b"small lower file\n").expect("small lower file");
     let lower_fp = fingerprint(&lower.join("lowerfile")).expect("fingerprint lower");
-    let tmpfs_dir = scratch.dir("tmpfs");
+    let tmpfs_dir = scratch.subdir("tmpfs");
     let _tmpfs = Tmpfs::mount(&tmpfs_dir, "8m").unwrap_or_else(|e| panic!("{e}"));
     let p = Paths::new(&scratch, &lower, &tmpfs_dir);
     let m = p.mount();

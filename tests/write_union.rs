@@ -22,7 +22,8 @@ mod tree;
 
 use std::path::Path;
 
-use common::{require_root, Scratch};
+use common::rw::require_root;
+use common::tmp::TempDir;
 use differential::{run, shrink, Options};
 use fixture::{build_template, Extras};
 use ops::{describe, generate, Mode, Op, RenameFlags::*};
@@ -123,8 +124,8 @@ fn scripted_ops() -> Vec<Op> {
 #[test]
 fn scripted_differential() {
     require_root();
-    let dir = Scratch::new("wu-template");
-    let template = build_template(&dir.path, Extras::default());
+    let dir = TempDir::new("wu-template");
+    let template = build_template(dir.path(), Extras::default());
     let ops = scripted_ops();
     let report = match run(&template, &ops, &Options::default()) {
         Ok(r) => r,
@@ -202,9 +203,9 @@ fn scripted_differential() {
 #[test]
 fn lower_hard_links_stay_one_inode() {
     require_root();
-    let dir = Scratch::new("wu-template");
+    let dir = TempDir::new("wu-template");
     let template = build_template(
-        &dir.path,
+        dir.path(),
         Extras {
             lower_hardlinks: true,
         },
@@ -285,8 +286,8 @@ fn random_differential() {
         None => (1..=env_u64("STRATAFS_SEEDS").unwrap_or(20)).collect(),
     };
     let keep_going = std::env::var_os("STRATAFS_KEEP_GOING").is_some();
-    let dir = Scratch::new("wu-template");
-    let template = build_template(&dir.path, Extras::default());
+    let dir = TempDir::new("wu-template");
+    let template = build_template(dir.path(), Extras::default());
     let opts = Options::default();
     let mut failures = Vec::new();
     for seed in seeds {

@@ -28,7 +28,7 @@ impl StrataFs {
         if node.inner.read().upper {
             return Ok(());
         }
-        let upper = self.upper()?;
+        let upper = self.writable_upper()?;
         let parent = node.inner.read().parent.clone().ok_or(Errno::EIO)?;
         self.ensure_upper(&parent, Data::All)?;
 

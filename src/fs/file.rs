@@ -82,7 +82,10 @@ impl StrataFs {
             } else {
                 Data::All
             };
-            if let Err(e) = self.upper().and_then(|_| self.ensure_upper(&node, data)) {
+            if let Err(e) = self
+                .writable_upper()
+                .and_then(|_| self.ensure_upper(&node, data))
+            {
                 return reply.error(e);
             }
         }

@@ -56,6 +56,8 @@ pub struct StrataFs {
     passthrough: AtomicBool,
     backing: file::BackingCache,
     want_passthrough: bool,
+    /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
+    deny_writes: Arc<AtomicBool>,
 }
 
 fn errno(e: &std::io::Error) -> Errno {
@@ -86,6 +88,7 @@ impl StrataFs {
             passthrough: AtomicBool::new(false),
             backing: file::BackingCache::default(),
             want_passthrough: opts.passthrough,
+            deny_writes: Arc::new(AtomicBool::new(false)),
             layers,
             upper,
         };
@@ -115,6 +118,18 @@ impl StrataFs {
 
     fn upper(&self) -> Result<&Upper, Errno> {
         self.upper.as_ref().ok_or(Errno::EROFS)
+    }
+
+    /// The upper layer for a change: EROFS on a read-only mount.
+    fn writable_upper(&self) -> Result<&Upper, Errno> {
+        if self.deny_writes.load(Ordering::Relaxed) {
+            return Err(Errno::EROFS);
+        }
+        self.upper()
+    }
+
+    pub fn deny_writes_handle(&self) -> Arc<AtomicBool> {
+        self.deny_writes.clone()
     }
 
     fn alloc_fh(&self) -> u64 {
@@ -537,7 +552,7 @@ impl Filesystem for StrataFs {
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         match self.node(ino) {
-            Ok(_) if mask.contains(AccessFlags::W_OK) && self.upper.is_none() => {
+            Ok(_) if mask.contains(AccessFlags::W_OK) && self.writable_upper().is_err() => {
                 reply.error(Errno::EROFS)
             }
             Ok(_) => reply.ok(),

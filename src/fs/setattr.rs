@@ -44,7 +44,7 @@ impl StrataFs {
         if nothing {
             return self.do_getattr(ino, fh);
         }
-        self.upper()?;
+        self.writable_upper()?;
         let data = if change.size == Some(0) {
             Data::None
         } else {

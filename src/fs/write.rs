@@ -58,7 +58,7 @@ impl StrataFs {
         spec: &NewObject<'_>,
         over_whiteout: bool,
     ) -> Result<Option<File>, Errno> {
-        let upper = self.upper()?;
+        let upper = self.writable_upper()?;
         let parent_st = sys::fstat(dir).map_err(|e| errno(&e))?;
         // In a setgid directory the new object takes the directory's group, as on any fs.
         let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
@@ -124,7 +124,7 @@ impl StrataFs {
     ) -> Result<(FileAttr, Arc<Node>, Option<File>), Errno> {
         let name = name.as_bytes();
         check_name(name)?;
-        let upper = self.upper()?;
+        let upper = self.writable_upper()?;
         let parent_node = self.node(parent)?;
         self.ensure_upper(&parent_node, Data::All)?;
         let state = self.dir_state(&parent_node)?;
@@ -205,7 +205,7 @@ impl StrataFs {
         is_dir: bool,
     ) -> Result<(), Errno> {
         let name = name.as_bytes();
-        let upper = self.upper()?;
+        let upper = self.writable_upper()?;
         let parent_node = self.node(parent)?;
         self.ensure_upper(&parent_node, Data::All)?;
         let state_lock = self.dir_state(&parent_node)?;
@@ -269,7 +269,7 @@ impl StrataFs {
     ) -> Result<FileAttr, Errno> {
         let newname = newname.as_bytes();
         check_name(newname)?;
-        let upper = self.upper()?;
+        let upper = self.writable_upper()?;
         let node = self.node(ino)?;
         if node.kind == FileType::Directory {
             return Err(Errno::EPERM);
@@ -323,7 +323,7 @@ impl StrataFs {
         if flags.contains(RenameFlags::RENAME_WHITEOUT) || (exchange && noreplace) {
             return Err(Errno::EINVAL);
         }
-        let upper = self.upper()?;
+        let upper = self.writable_upper()?;
         let src_parent = self.node(parent)?;
         let dst_parent = self.node(newparent)?;
         self.ensure_upper(&src_parent, Data::All)?;
@@ -551,7 +551,7 @@ impl StrataFs {
         if node.kind != FileType::Directory {
             return Ok(());
         }
-        let upper = self.upper()?;
+        let upper = self.writable_upper()?;
         let lower = node.inner.read().lower.clone();
         let fd = upper.open_path(upper_path).map_err(|e| errno(&e))?;
         match lower {

@@ -52,7 +52,7 @@ impl StrataFs {
         name: &OsStr,
         set: Option<(&[u8], i32)>,
     ) -> Result<(), Errno> {
-        self.upper()?;
+        self.writable_upper()?;
         let node = self.node(ino)?;
         self.ensure_upper(&node, super::copy::Data::All)?;
         let fd = self.open_node_path(&node)?;

@@ -212,3 +212,27 @@ pub fn reopen(fd: BorrowedFd<'_>, flags: i32) -> io::Result<std::os::fd::OwnedFd
     // SAFETY: fresh fd.
     Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(ret) })
 }
+
+/// mount(2) onto the object behind `target` (an O_PATH fd): going through its /proc magic link
+/// mounts on exactly that object, so no symlink on the way to it is ever followed.
+pub fn mount_on(
+    source: Option<&CStr>,
+    target: BorrowedFd<'_>,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let path = super::cstr(format!("/proc/self/fd/{}", target.as_raw_fd()).as_bytes())?;
+    let ptr = |c: Option<&CStr>| c.map_or(std::ptr::null(), |c| c.as_ptr());
+    // SAFETY: every pointer is either null or a NUL-terminated string alive for the call.
+    check(unsafe {
+        libc::mount(
+            ptr(source),
+            path.as_ptr(),
+            ptr(fstype),
+            flags,
+            ptr(data).cast(),
+        )
+    })?;
+    Ok(())
+}

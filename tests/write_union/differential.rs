@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
-use crate::common::{copy_tree, KernelOverlay, Scratch, StrataMount, StrataSpec, Watchdog};
+use crate::common::rw::{copy_tree, KernelMount, StrataChild, StrataSpec, Watchdog};
+use crate::common::tmp::TempDir;
 
 use super::fixture::Template;
 use super::ops::{apply, describe, Op, Outcome};
@@ -41,8 +42,8 @@ struct Side {
     mnt: PathBuf,
 }
 
-fn side(scratch: &Scratch, name: &str, template: &Template) -> Side {
-    let base = scratch.dir(name);
+fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
+    let base = scratch.subdir(name);
     let layer_dir = base.join("layers");
     std::fs::create_dir(&layer_dir).expect("create layers dir");
     let mut layers = Vec::new();
@@ -52,45 +53,45 @@ fn side(scratch: &Scratch, name: &str, template: &Template) -> Side {
     }
     Side {
         layers,
-        upper: scratch.dir(&format!("{name}/upper")),
-        work: scratch.dir(&format!("{name}/work")),
-        mnt: scratch.dir(&format!("{name}/mnt")),
+        upper: scratch.subdir(&format!("{name}/upper")),
+        work: scratch.subdir(&format!("{name}/work")),
+        mnt: scratch.subdir(&format!("{name}/mnt")),
     }
 }
 
-fn strata_spec(scratch: &Scratch, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
+fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
     StrataSpec {
         layers: s.layers.clone(),
         upper: Some((upper.to_path_buf(), work.to_path_buf())),
         mountpoint: s.mnt.clone(),
-        log: scratch.path.join("stratafs.log"),
+        log: scratch.path().join("stratafs.log"),
     }
 }
 
-fn compare(
-    stage: &str,
-    a_name: &str,
-    a: &Tree,
-    b_name: &str,
-    b: &Tree,
-    view: View,
-    ignore: &[&str],
-    lower_layers: &[PathBuf],
-) -> Result<(), String> {
-    let ignored = |line: &String| {
-        ignore.iter().any(|p| {
-            line.strip_prefix(p)
-                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
-        })
-    };
-    let diffs: Vec<String> = diff(a_name, a, b_name, b, view, lower_layers)
-        .into_iter()
-        .filter(|l| !ignored(l))
-        .collect();
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{stage}:\n  {}", diffs.join("\n  ")))
+/// Collects the differences of every comparison stage of one run.
+struct Differences<'a> {
+    ignore: &'a [&'a str],
+    lower_layers: &'a [PathBuf],
+    found: Vec<String>,
+}
+
+impl Differences<'_> {
+    /// Compares snapshot `a` with `b`; each is (name for the report, tree).
+    fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
+        let ignored = |line: &String| {
+            self.ignore.iter().any(|p| {
+                line.strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
+            })
+        };
+        let diffs: Vec<String> = diff(a.0, a.1, b.0, b.1, view, self.lower_layers)
+            .into_iter()
+            .filter(|l| !ignored(l))
+            .collect();
+        if !diffs.is_empty() {
+            self.found
+                .push(format!("{stage}:\n  {}", diffs.join("\n  ")));
+        }
     }
 }
 
@@ -103,12 +104,12 @@ const STALL: Duration = Duration::from_secs(30);
 
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
-    let scratch = Scratch::new("wu");
+    let scratch = TempDir::new("wu");
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
 
-    let kernel = KernelOverlay::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
-    let strata = StrataMount::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
+    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
 
     let mut log = Vec::new();
     let mut outcomes = Vec::new();
@@ -146,115 +147,80 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     };
 
     // Every stage runs even after one differs: together they tell where a difference comes from.
-    let mut problems: Vec<String> = Vec::new();
+    let mut differences = Differences {
+        ignore: opts.ignore_paths,
+        lower_layers: &template.layers,
+        found: Vec::new(),
+    };
     if let Some(check) = opts.live_check {
         if let Err(e) = check(&k.mnt, &s.mnt) {
-            problems.push(format!("live check: {e}"));
+            differences.found.push(format!("live check: {e}"));
         }
     }
     let kernel_merged = snap(&k.mnt, View::Merged, "the kernel mount")?;
     let strata_merged = snap(&s.mnt, View::Merged, "the stratafs mount")
         .map_err(|e| format!("{}{e}", hung(ops.len())))?;
     drop(watchdog);
-    compare(
+    differences.check(
         "merged trees differ",
-        "kernel",
-        &kernel_merged,
-        "stratafs",
-        &strata_merged,
+        ("kernel", &kernel_merged),
+        ("stratafs", &strata_merged),
         View::Merged,
-        opts.ignore_paths,
-        &template.layers,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
     kernel.unmount()?;
     strata.unmount()?;
 
     let kernel_upper = snap(&k.upper, View::Upper, "the kernel's upper dir")?;
     let strata_upper = snap(&s.upper, View::Upper, "stratafs's upper dir")?;
-    if std::env::var_os("TRIAGE_NO_UPPER").is_none() {
-        compare(
-            "upper dirs differ",
-            "kernel",
-            &kernel_upper,
-            "stratafs",
-            &strata_upper,
-            View::Upper,
-            opts.ignore_paths,
-            &template.layers,
-        )
-        .err()
-        .into_iter()
-        .for_each(|e| problems.push(e));
-    }
+    differences.check(
+        "upper dirs differ",
+        ("kernel", &kernel_upper),
+        ("stratafs", &strata_upper),
+        View::Upper,
+    );
 
     // Persistence: stratafs remounted on its own upper dir shows the same tree.
-    let strata = StrataMount::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
     let remounted = snap(&s.mnt, View::Merged, "the remounted stratafs")?;
     strata.unmount()?;
-    compare(
+    differences.check(
         "stratafs after a remount differs from the kernel",
-        "kernel",
-        &kernel_merged,
-        "stratafs-remounted",
-        &remounted,
+        ("kernel", &kernel_merged),
+        ("stratafs-remounted", &remounted),
         View::Merged,
-        opts.ignore_paths,
-        &template.layers,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
 
     // Round trip: the kernel reads the upper dir stratafs wrote.
-    let work2 = scratch.dir("strata/work-kernel");
-    let kernel_on_s =
-        KernelOverlay::mount(&s.layers, Some((&s.upper, &work2)), &s.mnt, KERNEL_OPTS)?;
+    let work2 = scratch.subdir("strata/work-kernel");
+    let kernel_on_s = KernelMount::mount(&s.layers, Some((&s.upper, &work2)), &s.mnt, KERNEL_OPTS)?;
     let k_view = snap(&s.mnt, View::Merged, "the kernel mount of stratafs's upper")?;
     kernel_on_s.unmount()?;
-    compare(
+    differences.check(
         "the kernel mounted on stratafs's upper dir differs from stratafs",
-        "stratafs",
-        &strata_merged,
-        "kernel-on-stratafs-upper",
-        &k_view,
+        ("stratafs", &strata_merged),
+        ("kernel-on-stratafs-upper", &k_view),
         View::Merged,
-        opts.ignore_paths,
-        &template.layers,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
 
-    if std::env::var_os("TRIAGE_NO_CROSS").is_none() {
-        // And the other way: stratafs reads the upper dir the kernel wrote.
-        let work3 = scratch.dir("kernel/work-strata");
-        let strata_on_k = StrataMount::start(&StrataSpec {
-            layers: k.layers.clone(),
-            upper: Some((k.upper.clone(), work3)),
-            mountpoint: k.mnt.clone(),
-            log: scratch.path.join("stratafs.log"),
-        })?;
-        let s_view = snap(&k.mnt, View::Merged, "stratafs on the kernel's upper")?;
-        strata_on_k.unmount()?;
-        compare(
-            "stratafs mounted on the kernel's upper dir differs from the kernel",
-            "kernel",
-            &kernel_merged,
-            "stratafs-on-kernel-upper",
-            &s_view,
-            View::Merged,
-            opts.ignore_paths,
-            &template.layers,
-        )
-        .err()
-        .into_iter()
-        .for_each(|e| problems.push(e));
-    }
-    if !problems.is_empty() {
-        return Err(with_log(problems.join("\n")));
+    // And the other way: stratafs reads the upper dir the kernel wrote.
+    let work3 = scratch.subdir("kernel/work-strata");
+    let strata_on_k = StrataChild::start(&StrataSpec {
+        layers: k.layers.clone(),
+        upper: Some((k.upper.clone(), work3)),
+        mountpoint: k.mnt.clone(),
+        log: scratch.path().join("stratafs.log"),
+    })?;
+    let s_view = snap(&k.mnt, View::Merged, "stratafs on the kernel's upper")?;
+    strata_on_k.unmount()?;
+    differences.check(
+        "stratafs mounted on the kernel's upper dir differs from the kernel",
+        ("kernel", &kernel_merged),
+        ("stratafs-on-kernel-upper", &s_view),
+        View::Merged,
+    );
+
+    if !differences.found.is_empty() {
+        return Err(with_log(differences.found.join("\n")));
     }
     Ok(Report {
         outcomes,

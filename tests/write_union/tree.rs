@@ -358,8 +358,7 @@ pub fn diff(
         );
         field("rdev", format!("{:?}", ea.rdev), format!("{:?}", eb.rdev));
         let old = ea.mtime < OLD_TIME_LIMIT || eb.mtime < OLD_TIME_LIMIT;
-        let triage = std::env::var_os("TRIAGE_NO_DIR_MTIME").is_some() && ea.kind == "dir";
-        if view == View::Merged && old && path != "." && !triage {
+        if view == View::Merged && old && path != "." {
             field("mtime", ea.mtime.to_string(), eb.mtime.to_string());
         }
     }

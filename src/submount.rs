@@ -1,0 +1,439 @@
+//! Volumes, bind overlays and tmpfs paths inside the merged view.
+//!
+//! They are real mounts placed by the daemon on top of its own FUSE mount, once that is live:
+//! the kernel then serves them at native speed, changes on either side of a bind are seen at
+//! once, rename/link across the boundary gives EXDEV, and a tmpfs size limit is the kernel's.
+//! Every target is reached with openat2 (no symlink followed, never leaving the mount), and
+//! mounted through the fd, so an image symlink cannot redirect a mount onto the host.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::sys;
+use crate::sys::ops;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// A named volume (None: anonymous), filled from the image unless `nocopy`.
+    Volume {
+        name: Option<String>,
+        nocopy: bool,
+    },
+    Bind {
+        host: PathBuf,
+    },
+    Tmpfs {
+        size: Option<u64>,
+        mode: u32,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubMount {
+    /// Absolute, normalised path inside the merged view, never "/".
+    pub target: PathBuf,
+    pub kind: Kind,
+    pub read_only: bool,
+}
+
+/// Checks a target path: absolute, no `.`/`..`/empty components, not the root.
+pub fn check_target(target: &str) -> Result<PathBuf, String> {
+    let p = Path::new(target);
+    if !p.is_absolute() {
+        return Err(format!(
+            "target {target:?}: must be an absolute path inside the mount, like /data"
+        ));
+    }
+    if target
+        .split('/')
+        .skip(1)
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(format!(
+            "target {target:?}: must be normalised (no '.', '..', '//' or trailing '/')"
+        ));
+    }
+    if p.components().all(|c| c == Component::RootDir) {
+        return Err(format!(
+            "target {target:?}: cannot cover the whole mount; pick a directory below /"
+        ));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn split_suffix(spec: &str) -> (&str, Vec<&str>) {
+    let mut parts = spec.split(':');
+    let first = parts.next().unwrap_or("");
+    (first, parts.collect())
+}
+
+/// `NAME:/path[:ro|:nocopy]` or `/path` (anonymous).
+pub fn parse_volume(spec: &str) -> Result<SubMount, String> {
+    let (first, rest) = split_suffix(spec);
+    let (name, target, opts) = if first.starts_with('/') {
+        (None, first, rest)
+    } else {
+        let target = rest.first().ok_or_else(|| {
+            format!("--volume {spec:?}: expected NAME:/path[:ro|:nocopy] or /path")
+        })?;
+        (Some(first.to_string()), *target, rest[1..].to_vec())
+    };
+    let mut read_only = false;
+    let mut nocopy = false;
+    for o in opts {
+        match o {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            "nocopy" => nocopy = true,
+            other => {
+                return Err(format!(
+                    "--volume {spec:?}: unknown option {other:?} (use ro, rw or nocopy)"
+                ))
+            }
+        }
+    }
+    if let Some(n) = &name {
+        check_volume_name(n)?;
+    }
+    Ok(SubMount {
+        target: check_target(target)?,
+        kind: Kind::Volume { name, nocopy },
+        read_only,
+    })
+}
+
+/// Volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 bytes.
+pub fn check_volume_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("volume name {name:?}: use 1-128 characters [a-zA-Z0-9_.-], starting with a letter or digit"))
+    }
+}
+
+/// `HOSTPATH:/path[:ro]`.
+pub fn parse_bind(spec: &str) -> Result<SubMount, String> {
+    let (host, rest) = split_suffix(spec);
+    let target = rest
+        .first()
+        .ok_or_else(|| format!("--bind {spec:?}: expected HOSTPATH:/path[:ro]"))?;
+    let mut read_only = false;
+    for o in &rest[1..] {
+        match *o {
+            "ro" => read_only = true,
+            "rw" => read_only = false,
+            other => {
+                return Err(format!(
+                    "--bind {spec:?}: unknown option {other:?} (use ro or rw)"
+                ))
+            }
+        }
+    }
+    let host = PathBuf::from(host);
+    if !host.is_absolute() {
+        return Err(format!("--bind {spec:?}: the host path must be absolute"));
+    }
+    if std::fs::symlink_metadata(&host).is_err() {
+        return Err(format!(
+            "--bind {spec:?}: host path {} does not exist: create it first",
+            host.display()
+        ));
+    }
+    Ok(SubMount {
+        target: check_target(target)?,
+        kind: Kind::Bind { host },
+        read_only,
+    })
+}
+
+/// `/path[:size=BYTES,mode=OCTAL]`.
+pub fn parse_tmpfs(spec: &str) -> Result<SubMount, String> {
+    let (target, opts) = match spec.split_once(':') {
+        Some((t, o)) => (t, o),
+        None => (spec, ""),
+    };
+    let mut size = None;
+    let mut mode = 0o1777;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", v)) => {
+                size = Some(parse_size(v).ok_or_else(|| {
+                    format!("--tmpfs {spec:?}: bad size {v:?} (bytes, or with k/m/g)")
+                })?)
+            }
+            Some(("mode", v)) => {
+                mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("--tmpfs {spec:?}: bad mode {v:?} (octal, like 1777)"))?
+            }
+            _ => {
+                return Err(format!(
+                    "--tmpfs {spec:?}: unknown option {o:?} (use size=BYTES,mode=OCTAL)"
+                ))
+            }
+        }
+    }
+    Ok(SubMount {
+        target: check_target(target)?,
+        kind: Kind::Tmpfs { size, mode },
+        read_only: false,
+    })
+}
+
+fn parse_size(v: &str) -> Option<u64> {
+    let (num, mult) = match v.chars().last()? {
+        'k' | 'K' => (&v[..v.len() - 1], 1u64 << 10),
+        'm' | 'M' => (&v[..v.len() - 1], 1 << 20),
+        'g' | 'G' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Where volume data lives; the store behind it records which mount uses which volume.
+pub trait VolumeProvider {
+    /// Returns the data directory of the volume (creating it on first use) and whether it
+    /// is empty. The volume stays marked as used by this mount until the daemon exits.
+    fn attach(&mut self, name: Option<&str>) -> Result<(PathBuf, bool), String>;
+}
+
+/// Opens the target inside the mount without following symlinks, creating missing
+/// directories (and, for a file bind, an empty file) through the mount itself.
+fn open_target(mnt: &OwnedFd, target: &Path, file: bool) -> io::Result<OwnedFd> {
+    let parts: Vec<&std::ffi::OsStr> = target.iter().skip(1).collect();
+    let mut dir = sys::open_beneath(mnt.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    for (i, part) in parts.iter().enumerate() {
+        let name = sys::cstr(part.as_bytes())?;
+        let last = i + 1 == parts.len();
+        match sys::open_beneath(dir.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0) {
+            Ok(fd) => dir = fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let parent =
+                    sys::open_beneath(dir.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                if last && file {
+                    drop(sys::open_beneath(
+                        parent.as_fd(),
+                        &name,
+                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+                        0o644,
+                    )?);
+                } else {
+                    ops::mkdir_at(parent.as_fd(), &name, 0o755)?;
+                }
+                dir = sys::open_beneath(parent.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let st = sys::fstat(dir.as_fd())?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        if (!last || !file) && !is_dir {
+            return Err(io::Error::other(format!(
+                "{} is not a directory in the image (a {} is there)",
+                target.display(),
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    "symlink"
+                } else {
+                    "non-directory"
+                }
+            )));
+        }
+        if last && file && is_dir {
+            return Err(io::Error::other(format!(
+                "{} is a directory in the image: a file cannot be bound there",
+                target.display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// Mounts every sub-mount under `mountpoint` (already serving), shallowest target first so
+/// that nested targets land inside their parents. Returns the mounted paths.
+pub fn attach_all(
+    mountpoint: &Path,
+    subs: &[SubMount],
+    volumes: &mut dyn VolumeProvider,
+) -> Result<Vec<PathBuf>, String> {
+    let mnt = sys::open_dir_path(mountpoint)
+        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+    let mut order: Vec<&SubMount> = subs.iter().collect();
+    order.sort_by_key(|s| s.target.components().count());
+    let mut done = Vec::new();
+    for sub in order {
+        let what = sub.target.display().to_string();
+        let is_file_bind = matches!(&sub.kind, Kind::Bind { host } if !host.is_dir());
+        let target = open_target(&mnt, &sub.target, is_file_bind)
+            .map_err(|e| format!("target {what}: {e}"))?;
+        match &sub.kind {
+            Kind::Volume { name, nocopy } => {
+                let (data, empty) = volumes.attach(name.as_deref())?;
+                let data_fd = sys::open_dir_path(&data)
+                    .map_err(|e| format!("volume data {}: {e}", data.display()))?;
+                if empty && !nocopy {
+                    // Docker's rule: an empty volume takes the image content at its target.
+                    let src = sys::open_beneath(
+                        target.as_fd(),
+                        c".",
+                        libc::O_RDONLY | libc::O_DIRECTORY,
+                        0,
+                    )
+                    .and_then(|src| {
+                        let dst = sys::open_beneath(
+                            data_fd.as_fd(),
+                            c".",
+                            libc::O_RDONLY | libc::O_DIRECTORY,
+                            0,
+                        )?;
+                        crate::treecopy::copy_tree(src.as_fd(), dst.as_fd())
+                    });
+                    src.map_err(|e| {
+                        format!("volume at {what}: cannot copy the image content in: {e}")
+                    })?;
+                }
+                bind(&data_fd, &target)
+                    .map_err(|e| format!("volume at {what}: mount failed: {e}"))?;
+            }
+            Kind::Bind { host } => {
+                let src = std::fs::File::open(host)
+                    .map(OwnedFd::from)
+                    .or_else(|_| sys::open_dir_path(host));
+                let src = src.map_err(|e| format!("bind source {}: {e}", host.display()))?;
+                bind(&src, &target).map_err(|e| format!("bind at {what}: mount failed: {e}"))?;
+            }
+            Kind::Tmpfs { size, mode } => {
+                let mut data = format!("mode={mode:o}");
+                if let Some(s) = size {
+                    data.push_str(&format!(",size={s}"));
+                }
+                let data = sys::cstr(data.as_bytes()).expect("no NUL");
+                let flags = libc::MS_NOSUID | libc::MS_NODEV;
+                ops::mount_on(
+                    Some(c"tmpfs"),
+                    target.as_fd(),
+                    Some(c"tmpfs"),
+                    flags,
+                    Some(&data),
+                )
+                .map_err(|e| format!("tmpfs at {what}: mount failed: {e}"))?;
+            }
+        }
+        let path = mountpoint.join(sub.target.strip_prefix("/").unwrap_or(&sub.target));
+        if sub.read_only {
+            let fd = sys::open_dir_path(&path)
+                .or_else(|_| std::fs::File::open(&path).map(OwnedFd::from))
+                .map_err(|e| format!("target {what}: {e}"))?;
+            ops::mount_on(
+                None,
+                fd.as_fd(),
+                None,
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                None,
+            )
+            .map_err(|e| format!("target {what}: cannot make read-only: {e}"))?;
+        }
+        done.push(path);
+    }
+    Ok(done)
+}
+
+fn bind(src: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+    let src_path =
+        sys::cstr(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(src)).as_bytes())?;
+    ops::mount_on(Some(&src_path), target.as_fd(), None, libc::MS_BIND, None)
+}
+
+/// Unmounts every mount below `mountpoint`, deepest first (used before unmounting the union).
+pub fn detach_all(mountpoint: &Path) {
+    let Ok(root) = mountpoint.canonicalize() else {
+        return;
+    };
+    let mut below: Vec<PathBuf> = crate::mountinfo::mounts()
+        .into_iter()
+        .map(|m| m.mount_point)
+        .filter(|p| p != &root && p.starts_with(&root))
+        .collect();
+    below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in below {
+        if let Err(e) = sys::process::umount(&p, false).or_else(|_| sys::process::umount(&p, true))
+        {
+            log::warn!("cannot unmount {}: {e}", p.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_checked() {
+        assert!(check_target("/data").is_ok());
+        assert!(check_target("/a/b").is_ok());
+        for bad in ["data", "/", "/a/../b", "/a/./b", "/a//b", "/a/", ""] {
+            assert!(check_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volume_specs_parse() {
+        let v = parse_volume("db:/var/lib/db:nocopy").unwrap();
+        assert_eq!(
+            v.kind,
+            Kind::Volume {
+                name: Some("db".into()),
+                nocopy: true
+            }
+        );
+        assert_eq!(v.target, PathBuf::from("/var/lib/db"));
+        let a = parse_volume("/cache").unwrap();
+        assert_eq!(
+            a.kind,
+            Kind::Volume {
+                name: None,
+                nocopy: false
+            }
+        );
+        assert!(parse_volume("../x:/data").is_err());
+        assert!(parse_volume("a/b:/data").is_err());
+        assert!(parse_volume("db:/data:bogus").is_err());
+        assert!(parse_volume("db:relative").is_err());
+    }
+
+    #[test]
+    fn tmpfs_specs_parse() {
+        let t = parse_tmpfs("/tmp:size=1m,mode=700").unwrap();
+        assert_eq!(
+            t.kind,
+            Kind::Tmpfs {
+                size: Some(1 << 20),
+                mode: 0o700
+            }
+        );
+        assert_eq!(
+            parse_tmpfs("/run").unwrap().kind,
+            Kind::Tmpfs {
+                size: None,
+                mode: 0o1777
+            }
+        );
+        assert!(parse_tmpfs("/tmp:size=lots").is_err());
+        assert!(parse_tmpfs("/tmp:mode=9").is_err());
+    }
+
+    #[test]
+    fn volume_names_are_checked() {
+        assert!(check_volume_name("db-1_x.y").is_ok());
+        for bad in ["", "..", ".hidden", "-x", "a/b", "a b", &"x".repeat(129)] {
+            assert!(check_volume_name(bad).is_err(), "{bad}");
+        }
+    }
+}
