@@ -20,4 +20,6 @@ pub use layers::{Layer, Ns, Stack};
 #[allow(unused_imports)]
 pub use mount::{KernelOverlay, StrataMount};
 #[allow(unused_imports)]
+pub use rw::{copy_tree, mount_type, mounts_under, require_root, stratafs_bin, umount, Scratch};
+#[allow(unused_imports)]
 pub use walk::{assert_same, snapshot, Snapshot};

@@ -352,3 +352,56 @@ impl Drop for Watchdog {
         }
     }
 }
+
+/// The stratafs binary built for this test run.
+pub fn stratafs_bin() -> PathBuf {
+    PathBuf::from(STRATAFS)
+}
+
+/// Mount points at or below `dir`, in mount order.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    mountinfo::mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+/// The type of the topmost filesystem mounted at `path` ("fuse", "overlay", ...), if any.
+pub fn mount_type(path: &Path) -> Option<String> {
+    mountinfo::types_at(path).pop()
+}
+
+/// A unique directory under the temp dir with a public `path`, removed on drop after anything
+/// still mounted below it is detached.
+pub struct Scratch {
+    pub path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("stratafs-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("cannot create a scratch dir under the temp dir");
+        Scratch { path }
+    }
+
+    /// Creates (and returns) a subdirectory.
+    pub fn dir(&self, rel: &str) -> PathBuf {
+        let p = self.path.join(rel);
+        std::fs::create_dir_all(&p).expect("cannot create a dir in the scratch dir");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for m in mounts_under(&self.path).into_iter().rev() {
+            let _ = umount(&m, true);
+        }
+        if mounts_under(&self.path).is_empty() {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
