@@ -1,8 +1,9 @@
 //! Crash and out-of-space behaviour of the writable layer.
 //!
-//! - A daemon killed (SIGKILL) in the middle of a large copy-up leaves the lower file or the
-//!   complete copy visible after a remount, never a partial one; the work dir is cleaned at
-//!   mount.
+//! - A daemon killed (SIGKILL) in the middle of bringing up the data of a large lower file (a
+//!   copy-up through the work dir, or the completion of a metadata-only copy-up in place)
+//!   leaves the lower file or the complete result visible after a remount, never a partial
+//!   one; the work dir is cleaned at mount.
 //! - A daemon killed in the middle of an untar keeps every file whose fsync returned.
 //! - On a full upper filesystem writers get ENOSPC (not EIO), earlier files stay intact and the
 //!   daemon keeps serving.
@@ -136,69 +137,114 @@ fn crash(m: &mut StrataChild) {
 const BIG: u64 = 512 << 20;
 const TAIL: &[u8] = b"appended after the crash test\n";
 
-#[derive(Clone, Copy, Debug)]
-enum CopyUpTrigger {
-    Chmod,
-    Append,
+/// Whether `path` itself carries the xattr `name`.
+fn has_xattr(path: &Path, name: &str) -> bool {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    let n = std::ffi::CString::new(name).expect("no NUL");
+    // SAFETY: NUL-terminated strings; a null buffer of size 0 only asks for the value size.
+    unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), std::ptr::null_mut(), 0) >= 0 }
 }
 
-/// One crash in the middle of a copy-up of the 512 MiB lower file `big`.
+const METACOPY: &str = "trusted.overlay.metacopy";
+
+/// What starts the data copy that the test interrupts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CopyUpTrigger {
+    /// An append: a full copy-up through the work dir.
+    Append,
+    /// truncate(2) one byte longer: a full copy-up, then the size change.
+    Truncate,
+    /// chmod first (a metadata-only copy-up, done at once), then an append that brings the
+    /// data up in place into the metacopy file.
+    ChmodThenAppend,
+}
+
+fn trigger(how: CopyUpTrigger, target: &Path) -> std::io::Result<()> {
+    match how {
+        CopyUpTrigger::Append | CopyUpTrigger::ChmodThenAppend => {
+            let mut f = OpenOptions::new().append(true).open(target)?;
+            f.write_all(TAIL)
+        }
+        CopyUpTrigger::Truncate => OpenOptions::new()
+            .write(true)
+            .open(target)?
+            .set_len(BIG + 1),
+    }
+}
+
+/// One crash in the middle of bringing up the data of the 512 MiB lower file `big`.
 fn crash_mid_copy_up(scratch: &TempDir, lower: &Path, how: CopyUpTrigger) {
+    let open_lower = || File::open(lower.join("big")).expect("open lower");
     let lower_fp = fingerprint(&lower.join("big")).expect("fingerprint lower");
-    let appended_fp = fingerprint_of(
-        File::open(lower.join("big"))
-            .expect("open lower")
-            .chain(TAIL),
-    )
-    .expect("fingerprint lower + tail");
+    let complete_fp = match how {
+        CopyUpTrigger::Truncate => fingerprint_of(open_lower().chain(&[0u8][..])),
+        _ => fingerprint_of(open_lower().chain(TAIL)),
+    }
+    .expect("fingerprint of the complete result");
+    let whole = |fp: (u64, u64)| fp == lower_fp || fp == complete_fp;
+
     let root = scratch.subdir(&format!("{how:?}"));
     let p = Paths::new(scratch, lower, &root);
     let mut m = p.mount();
     let target = p.mnt.join("big");
-    let worker = std::thread::spawn(move || -> std::io::Result<()> {
-        match how {
-            CopyUpTrigger::Chmod => {
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
-            }
-            CopyUpTrigger::Append => {
-                let mut f = OpenOptions::new().append(true).open(&target)?;
-                f.write_all(TAIL)
-            }
-        }
-    });
+    let upper_big = p.upper.join("big");
+    if how == CopyUpTrigger::ChmodThenAppend {
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod (metadata-only copy-up)");
+        assert!(
+            has_xattr(&upper_big, METACOPY),
+            "chmod of a lower file did not make a metacopy upper file"
+        );
+    }
+    let t = target.clone();
+    let worker = std::thread::spawn(move || trigger(how, &t));
 
-    // Wait until the copy is under way in the work dir, then kill the daemon mid-copy.
+    // Wait until the data copy is under way, then kill the daemon in the middle of it.
     let scratch_dir = p.scratch_dir();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline && !worker.is_finished() {
-        seen = entries(&scratch_dir);
-        if seen.iter().any(|(_, size)| *size > 0 && *size < BIG) {
-            break;
+    let mid_copy = || -> Option<String> {
+        if how == CopyUpTrigger::ChmodThenAppend {
+            let st = std::fs::symlink_metadata(&upper_big).ok()?;
+            let allocated = std::os::unix::fs::MetadataExt::blocks(&st) * 512;
+            (allocated > 0 && allocated < BIG && has_xattr(&upper_big, METACOPY))
+                .then(|| format!("{allocated} bytes of data in the metacopy file"))
+        } else {
+            let seen = entries(&scratch_dir);
+            seen.iter()
+                .any(|(_, size)| *size > 0 && *size < BIG)
+                .then(|| format!("work dir: {seen:?}"))
         }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut observed = None;
+    while Instant::now() < deadline && !worker.is_finished() && observed.is_none() {
+        observed = mid_copy();
         std::thread::sleep(Duration::from_micros(200));
     }
     assert!(
-        !worker.is_finished(),
-        "{how:?}: the copy-up of 512 MiB finished before the test saw it in {}",
-        scratch_dir.display()
+        observed.is_some() && !worker.is_finished(),
+        "{how:?}: the copy of 512 MiB finished (or never started) before the test saw it"
+    );
+    eprintln!(
+        "{how:?}: daemon killed mid-copy: {}",
+        observed.as_deref().unwrap_or("")
     );
     crash(&mut m);
     let result = worker.join().expect("worker thread");
     assert!(
         result.is_err(),
-        "{how:?} succeeded although the daemon died mid-copy"
+        "{how:?} succeeded although the daemon died mid-copy ({observed:?})"
     );
-    let leftovers = entries(&scratch_dir);
-    assert!(
-        !leftovers.is_empty(),
-        "{how:?}: no partial copy in the work dir after the kill (saw {seen:?})"
-    );
+    if how != CopyUpTrigger::ChmodThenAppend {
+        assert!(
+            !entries(&scratch_dir).is_empty(),
+            "{how:?}: no partial copy in the work dir after the kill ({observed:?})"
+        );
+    }
 
-    // Nothing partial may be visible in the upper dir.
-    let whole = |fp: (u64, u64)| fp == lower_fp || fp == appended_fp;
-    if p.upper.join("big").exists() {
-        let fp = fingerprint(&p.upper.join("big")).expect("read upper copy");
+    // Nothing partial may be visible in the upper dir: a file there is complete, or still
+    // marked metacopy (its data is read from the lower file).
+    if upper_big.exists() && !has_xattr(&upper_big, METACOPY) {
+        let fp = fingerprint(&upper_big).expect("read upper copy");
         assert!(
             whole(fp),
             "{how:?}: partial upper file after a crash: {} bytes",
@@ -206,43 +252,38 @@ fn crash_mid_copy_up(scratch: &TempDir, lower: &Path, how: CopyUpTrigger) {
         );
     }
 
-    // Remount: the work dir is cleaned, the file is whole.
+    // Remount: the work dir is cleaned, the file is whole, chmod survived.
     let m = p.mount();
     assert_eq!(
         entries(&scratch_dir),
         vec![],
         "{how:?}: the work dir keeps leftovers of the crashed copy-up after a remount"
     );
-    let fp = fingerprint(&p.mnt.join("big")).expect("read big after the remount");
+    let fp = fingerprint(&target).expect("read big after the remount");
     assert!(
         whole(fp),
-        "{how:?}: after crash and remount big shows {} bytes (fingerprint {:x}), neither the lower file nor the complete copy",
+        "{how:?}: after crash and remount big shows {} bytes (fingerprint {:x}), neither the lower file nor the complete result",
         fp.0,
         fp.1
     );
-
-    // The interrupted operation works once the daemon is back.
-    match how {
-        CopyUpTrigger::Chmod => {
-            std::fs::set_permissions(p.mnt.join("big"), std::fs::Permissions::from_mode(0o600))
-                .expect("chmod after the remount");
-            let mode = std::fs::metadata(p.mnt.join("big"))
-                .expect("stat")
-                .permissions();
-            assert_eq!(mode.mode() & 0o7777, 0o600);
-        }
-        CopyUpTrigger::Append => {
-            let mut f = OpenOptions::new()
-                .append(true)
-                .open(p.mnt.join("big"))
-                .expect("open for append after the remount");
-            f.write_all(TAIL).expect("append after the remount");
-        }
+    if how == CopyUpTrigger::ChmodThenAppend {
+        let mode = std::fs::metadata(&target).expect("stat big").permissions();
+        assert_eq!(
+            mode.mode() & 0o7777,
+            0o600,
+            "the chmod before the crash was lost"
+        );
     }
-    let upper_fp = fingerprint(&p.upper.join("big")).expect("upper copy after the operation");
+
+    // The interrupted operation works once the daemon is back, and the upper copy is the file.
+    trigger(how, &target).expect("the operation again after the remount");
+    assert!(
+        !has_xattr(&upper_big, METACOPY),
+        "{how:?}: the upper file is still metacopy after a write"
+    );
     assert_eq!(
-        upper_fp,
-        fingerprint(&p.mnt.join("big")).expect("read big"),
+        fingerprint(&upper_big).expect("upper copy after the operation"),
+        fingerprint(&target).expect("read big"),
         "{how:?}: the upper copy differs from what the mount shows"
     );
     m.unmount().expect("clean unmount");
@@ -254,8 +295,9 @@ fn crash_during_large_copy_up() {
     let scratch = TempDir::new("crash-copyup");
     let lower = scratch.subdir("lower");
     write_pattern_file(&lower.join("big"), BIG);
-    crash_mid_copy_up(&scratch, &lower, CopyUpTrigger::Chmod);
     crash_mid_copy_up(&scratch, &lower, CopyUpTrigger::Append);
+    crash_mid_copy_up(&scratch, &lower, CopyUpTrigger::Truncate);
+    crash_mid_copy_up(&scratch, &lower, CopyUpTrigger::ChmodThenAppend);
 }
 
 /// Content of the n-th file the fsync writer makes (sizes vary, 0 to ~9 KiB).
@@ -268,7 +310,7 @@ fn synced_content(n: usize) -> Vec<u8> {
 /// Source tree for the untar: a few thousand small files in nested dirs.
 fn untar_source(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
-    for d in 0..30 {
+    for d in 0..60 {
         for f in 0..100 {
             let rel = format!("t/d{d:02}/s{}/f{f:03}", f % 4);
             let mut data = vec![0u8; (d * 131 + f * 17) % 6000 / 8 * 8];
@@ -307,17 +349,6 @@ fn crash_during_untar_keeps_fsynced_files() {
     let mut m = p.mount();
     std::fs::create_dir(p.mnt.join("synced")).expect("mkdir synced");
 
-    let mut tar = Command::new("tar")
-        .arg("-xf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&p.mnt)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run tar -x");
-
     // The fsync writer records a name only once its data and fsync returned.
     let recorded = Arc::new(Mutex::new(Vec::<usize>::new()));
     let rec = recorded.clone();
@@ -340,7 +371,23 @@ fn crash_during_untar_keeps_fsynced_files() {
         }
     });
 
-    // Kill midway: once the writer has a few hundred files and tar has made some progress.
+    // Start the untar once the writer is going, so both run when the daemon dies.
+    let writer_going = Instant::now() + Duration::from_secs(30);
+    while recorded.lock().expect("lock").len() < 100 && Instant::now() < writer_going {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut tar = Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&p.mnt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run tar -x");
+
+    // Kill midway: once tar has extracted a couple of its 60 directories.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let synced = recorded.lock().expect("lock").len();
@@ -348,14 +395,14 @@ fn crash_during_untar_keeps_fsynced_files() {
             .map(|rd| rd.count())
             .unwrap_or(0);
         let tar_done = tar.try_wait().ok().flatten().is_some();
-        if (synced >= 200 && untarred >= 5) || tar_done || Instant::now() > deadline {
+        if (synced >= 100 && untarred >= 2) || tar_done || Instant::now() > deadline {
             assert!(
                 !tar_done,
                 "tar finished before the crash; make the archive larger"
             );
             break;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        std::thread::sleep(Duration::from_millis(1));
     }
     crash(&mut m);
     writer.join().expect("writer thread");
@@ -377,7 +424,7 @@ fn crash_during_untar_keeps_fsynced_files() {
     );
     let recorded = recorded.lock().expect("lock").clone();
     assert!(
-        recorded.len() >= 200,
+        recorded.len() >= 100,
         "too few fsynced files: {}",
         recorded.len()
     );
@@ -527,8 +574,13 @@ fn enospc_on_the_upper_fs() {
     );
 
     // A copy-up that does not fit fails with ENOSPC and leaves nothing behind.
-    let e = std::fs::set_permissions(&lowerfile, std::fs::Permissions::from_mode(0o600))
-        .expect_err("chmod of a 4 MiB lower file on a full upper fs");
+    let append = |data: &[u8]| -> std::io::Result<()> {
+        OpenOptions::new()
+            .append(true)
+            .open(&lowerfile)?
+            .write_all(data)
+    };
+    let e = append(TAIL).expect_err("append to a 4 MiB lower file on a full upper fs");
     assert_eq!(
         e.raw_os_error(),
         Some(libc::ENOSPC),
@@ -552,8 +604,15 @@ fn enospc_on_the_upper_fs() {
         std::fs::read(p.mnt.join("after")).expect("read after"),
         b"written after ENOSPC\n"
     );
-    std::fs::set_permissions(&lowerfile, std::fs::Permissions::from_mode(0o600))
-        .expect("chmod once there is room");
-    assert_eq!(fingerprint(&lowerfile).expect("read lowerfile"), lower_fp);
+    append(TAIL).expect("append once there is room");
+    assert_eq!(
+        fingerprint(&lowerfile).expect("read lowerfile"),
+        fingerprint_of(
+            File::open(lower.join("lowerfile"))
+                .expect("open lower")
+                .chain(TAIL)
+        )
+        .expect("fingerprint lower + tail")
+    );
     m.unmount().expect("clean unmount");
 }

@@ -22,7 +22,7 @@ mod tree;
 
 use std::path::Path;
 
-use common::rw::require_root;
+use common::rw::{require_root, KernelMount};
 use common::tmp::TempDir;
 use differential::{run, shrink, Options};
 use fixture::{build_template, Extras};
@@ -197,9 +197,9 @@ fn scripted_differential() {
     );
 }
 
-/// Lower files hard-linked to each other: stratafs keeps them one inode after a copy-up (the
-/// kernel's index=on semantics); the kernel with index=off breaks the link. That divergence is
-/// expected: it is asserted here and excluded from the tree comparison.
+/// Lower files hard-linked to each other stay one inode after a copy-up, on both sides: stratafs
+/// keeps them together through the kernel's index format (the reference runs with index=on), and
+/// every later stage (remount, cross mounts) must agree.
 #[test]
 fn lower_hard_links_stay_one_inode() {
     require_root();
@@ -210,60 +210,101 @@ fn lower_hard_links_stay_one_inode() {
             lower_hardlinks: true,
         },
     );
+    #[rustfmt::skip]
     let ops = vec![
-        Op::Append {
-            path: "hl1",
-            len: 9,
-            byte: 0x41,
-        },
-        Op::Chmod {
-            path: "hl2",
-            mode: Mode(0o600),
-        },
+        Op::Append { path: "hl1", len: 9, byte: 0x41 },
+        Op::Chmod { path: "hl2", mode: Mode(0o600) },
+        Op::Stat { path: "hl1" },
+        Op::Read { path: "hl2" },
     ];
     let live = |kernel: &Path, strata: &Path| -> Result<(), String> {
-        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
-        let ino = |p: &Path| {
-            sysc::lstat(p)
-                .map(|st| (st.st_ino, st.st_nlink, st.st_mode & 0o7777))
-                .map_err(|e| format!("stat {}: {}", p.display(), sysc::errno_name(e)))
-        };
         let mut expected = b"linked lower file\n".to_vec();
         expected.extend(ops::pattern(9, 0x41));
-        let (s1, s2) = (read(&strata.join("hl1"))?, read(&strata.join("hl2"))?);
-        if s1 != expected || s2 != expected {
-            return Err(format!(
-                "stratafs: hl1 {:?} / hl2 {:?}, both should be {:?}",
-                String::from_utf8_lossy(&s1),
-                String::from_utf8_lossy(&s2),
-                String::from_utf8_lossy(&expected)
-            ));
-        }
-        let (i1, i2) = (ino(&strata.join("hl1"))?, ino(&strata.join("hl2"))?);
-        if i1 != i2 || i1.1 != 2 || i1.2 != 0o600 {
-            return Err(format!(
-                "stratafs: (ino, nlink, mode) of hl1 {i1:?} and hl2 {i2:?}: want one inode, nlink 2, mode 600"
-            ));
-        }
-        // The reference diverges as documented: the appended data is on hl1 only.
-        let (k1, k2) = (read(&kernel.join("hl1"))?, read(&kernel.join("hl2"))?);
-        if k1 != expected || k2 == expected {
-            return Err(format!(
-                "the kernel (index=off) no longer breaks lower hard links on copy-up: hl1 {:?}, hl2 {:?}; \
-                 drop this expected difference",
-                String::from_utf8_lossy(&k1),
-                String::from_utf8_lossy(&k2)
-            ));
+        for (name, root) in [("kernel", kernel), ("stratafs", strata)] {
+            let read =
+                |p: &Path| std::fs::read(p).map_err(|e| format!("read {}: {e}", p.display()));
+            let stat = |p: &Path| {
+                sysc::lstat(p)
+                    .map(|st| (st.st_ino, st.st_nlink, st.st_mode & 0o7777))
+                    .map_err(|e| format!("stat {}: {}", p.display(), sysc::errno_name(e)))
+            };
+            let (d1, d2) = (read(&root.join("hl1"))?, read(&root.join("hl2"))?);
+            if d1 != expected || d2 != expected {
+                return Err(format!(
+                    "{name}: hl1 {:?} / hl2 {:?}, both should be {:?}",
+                    String::from_utf8_lossy(&d1),
+                    String::from_utf8_lossy(&d2),
+                    String::from_utf8_lossy(&expected)
+                ));
+            }
+            let (i1, i2) = (stat(&root.join("hl1"))?, stat(&root.join("hl2"))?);
+            if i1 != i2 || i1.1 != 2 || i1.2 != 0o600 {
+                return Err(format!(
+                    "{name}: (ino, nlink, mode) of hl1 {i1:?} and hl2 {i2:?}: want one inode, nlink 2, mode 600"
+                ));
+            }
         }
         Ok(())
     };
     let opts = Options {
-        ignore_paths: &["hl1", "hl2"],
+        ignore_paths: &[],
         live_check: Some(&live),
     };
     if let Err(e) = run(&template, &ops, &opts) {
         panic!("hard-linked lower files: {e}");
     }
+    // More names for the linked inode, removals and renames, compared like any other run.
+    #[rustfmt::skip]
+    let more = vec![
+        Op::Link { from: "hl2", to: "d/hl3" },
+        Op::Append { path: "d/hl3", len: 5, byte: 1 },
+        Op::Unlink { path: "hl1" },
+        Op::Rename { from: "hl2", to: "e/hl2", flags: Plain },
+        Op::Stat { path: "e/hl2" },
+        Op::Truncate { path: "e/hl2", size: 4 },
+        Op::Read { path: "d/hl3" },
+        Op::Stat { path: "d/hl3" },
+    ];
+    if let Err(e) = run(&template, &more, &Options::default()) {
+        panic!("more names for hard-linked lower files: {e}");
+    }
+}
+
+/// The divergence the index avoids: kernel overlayfs with index=off breaks a lower hard link
+/// on copy-up (the other name keeps the old data). Documents why the reference uses index=on.
+#[test]
+fn kernel_without_index_breaks_lower_hard_links() {
+    require_root();
+    let dir = TempDir::new("wu-noindex");
+    let template = build_template(
+        &dir.subdir("template"),
+        Extras {
+            lower_hardlinks: true,
+        },
+    );
+    let (upper, work, mnt) = (dir.subdir("u"), dir.subdir("w"), dir.subdir("m"));
+    let kernel = KernelMount::mount(
+        &template.layers,
+        Some((&upper, &work)),
+        &mnt,
+        "redirect_dir=on,index=off,metacopy=off",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let appended = ops::apply(
+        &mnt,
+        &Op::Append {
+            path: "hl1",
+            len: 3,
+            byte: 1,
+        },
+    );
+    assert_eq!(describe(&appended), "ok");
+    let hl2 = std::fs::read(mnt.join("hl2")).expect("read hl2");
+    assert_eq!(
+        hl2, b"linked lower file\n",
+        "kernel overlayfs with index=off now keeps lower hard links together"
+    );
+    kernel.unmount().expect("unmount");
 }
 
 fn env_u64(name: &str) -> Option<u64> {

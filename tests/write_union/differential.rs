@@ -13,9 +13,11 @@ use super::fixture::Template;
 use super::ops::{apply, describe, Op, Outcome};
 use super::tree::{diff, snapshot, Tree, View};
 
-/// Kernel overlayfs options of the reference: directory renames write redirects (as stratafs
-/// does); no index, so lower hard links are broken by copy-up (see the hard-link test).
-pub const KERNEL_OPTS: &str = "redirect_dir=on,index=off,metacopy=off";
+/// Kernel overlayfs options of the reference, the formats stratafs writes: directory renames
+/// write redirects, chmod/chown/utimes copy up metadata only (metacopy), and copied-up hard
+/// links are kept together through the index in the work dir. (With index=off the kernel
+/// breaks lower hard links on copy-up; stratafs keeps them, as index=on does.)
+pub const KERNEL_OPTS: &str = "redirect_dir=on,index=on,metacopy=on";
 
 /// A check run against both mounts after the operations, while they are live.
 pub type LiveCheck<'a> = &'a dyn Fn(&Path, &Path) -> Result<(), String>;
@@ -190,9 +192,10 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         View::Merged,
     );
 
-    // Round trip: the kernel reads the upper dir stratafs wrote.
-    let work2 = scratch.subdir("strata/work-kernel");
-    let kernel_on_s = KernelMount::mount(&s.layers, Some((&s.upper, &work2)), &s.mnt, KERNEL_OPTS)?;
+    // Round trip: the kernel reads the upper dir stratafs wrote (with its work dir: the
+    // hard-link index lives there).
+    let kernel_on_s =
+        KernelMount::mount(&s.layers, Some((&s.upper, &s.work)), &s.mnt, KERNEL_OPTS)?;
     let k_view = snap(&s.mnt, View::Merged, "the kernel mount of stratafs's upper")?;
     kernel_on_s.unmount()?;
     differences.check(
@@ -203,10 +206,9 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     );
 
     // And the other way: stratafs reads the upper dir the kernel wrote.
-    let work3 = scratch.subdir("kernel/work-strata");
     let strata_on_k = StrataChild::start(&StrataSpec {
         layers: k.layers.clone(),
-        upper: Some((k.upper.clone(), work3)),
+        upper: Some((k.upper.clone(), k.work.clone())),
         mountpoint: k.mnt.clone(),
         log: scratch.path().join("stratafs.log"),
     })?;
