@@ -469,6 +469,11 @@ fn crash_during_untar_keeps_fsynced_files() {
             ),
         }
     }
+    eprintln!(
+        "untar crash: {} fsynced files intact, {present} of {} untarred files present",
+        recorded.len(),
+        files.len()
+    );
     assert!(
         present > 0,
         "no untarred file survived: the crash came too early"
