@@ -19,6 +19,11 @@ use common::{convert, gen, model, sys, KernelOverlay, Ns, Stack, StrataMount};
 /// st_ino, no `.wh.` name shows, and the daemon exits cleanly on unmount. Returns the
 /// stratafs tree.
 fn check_stack(stack: &Stack, what: &str) -> common::Snapshot {
+    check_stack_with(stack, what, &[])
+}
+
+/// [`check_stack`] with extra `stratafs mount` options.
+fn check_stack_with(stack: &Stack, what: &str, options: &[&str]) -> common::Snapshot {
     let layers = stack.layers();
     let expected = model::expected(layers);
 
@@ -31,7 +36,9 @@ fn check_stack(stack: &Stack, what: &str) -> common::Snapshot {
     common::assert_same(what, "model", &expected, "kernel overlayfs", &kernel);
 
     let smnt = stack.mountpoint("stratafs");
-    let m = StrataMount::foreground(layers, &smnt);
+    let mut args: Vec<OsString> = options.iter().map(OsString::from).collect();
+    args.extend(common::mount::layer_args(layers));
+    let m = StrataMount::foreground_args(args, &smnt);
     let strata = common::snapshot(&smnt);
     common::assert_same(what, "kernel overlayfs", &kernel, "stratafs", &strata);
     let bad = d_ino_mismatches(&strata);
@@ -364,6 +371,32 @@ fn symlinks_are_shown_never_followed() {
     assert!(mnt.join("loop").symlink_metadata().unwrap().is_symlink());
 }
 
+/// A symlink must be reported as itself: its own size, owner and xattrs, never those of
+/// the host file it points to.
+#[test]
+fn symlink_metadata_is_not_the_target_s() {
+    let mut s = Stack::new("symlink-meta");
+    let host = s.scratch().subdir("host");
+    let host_file = host.join("secret");
+    std::fs::write(&host_file, b"host data, must not show through the mount\n").unwrap();
+    sys::set_xattr(&host_file, "user.host", b"leaked").unwrap();
+    sys::set_xattr(&host_file, "trusted.host", b"leaked").unwrap();
+    sys::set_xattr(&host, "user.host", b"leaked dir").unwrap();
+    s.add_layer()
+        .symlink("to-host-file", &host_file)
+        .symlink("to-host-dir", &host)
+        .chown("to-host-file", 4242, 4242)
+        .xattr("to-host-file", "trusted.own", b"the link's own");
+    s.add_layer()
+        .symlink("upper-link", &host_file)
+        .file("to-host-dir/inside", b"an upper dir over a lower symlink\n");
+    let t = check_stack(&s, "symlink metadata");
+    let e = &t.entries[Path::new("to-host-file")];
+    assert_eq!(e.uid, 4242);
+    assert_eq!(e.size, Some(host_file.as_os_str().len() as u64));
+    assert_eq!(e.xattrs.len(), 1, "xattrs: {:?}", e.xattrs);
+}
+
 #[test]
 fn hard_links_share_inode_and_count() {
     let mut s = Stack::new("hardlinks");
@@ -493,6 +526,90 @@ fn owners_modes_times_and_xattrs() {
         .symlink("l", "f")
         .chown("l", 7, 8);
     check_stack(&s, "owners, modes, times, xattrs");
+}
+
+/// Directories too big for one readdir reply, merged across layers.
+#[test]
+fn large_directories() {
+    let mut s = Stack::new("bigdir");
+    let l0 = s.add_layer();
+    for i in 0..1500 {
+        let pad = "p".repeat(i % 200);
+        l0.file(format!("big/{i:05}-{pad}"), format!("{i}\n").as_bytes());
+    }
+    let l1 = s.add_layer();
+    for i in (0..1500).step_by(3) {
+        let name = format!("big/{i:05}-{}", "p".repeat(i % 200));
+        match i % 2 {
+            0 => l1.whiteout_dev(&name),
+            _ => l1.whiteout_aufs(&name),
+        };
+    }
+    let l2 = s.add_layer();
+    for i in 0..500 {
+        l2.file(format!("big/new-{i:04}-{}", "n".repeat(240)), b"new\n");
+    }
+    let t = check_stack(&s, "large directories");
+    let big = t.entries.keys().filter(|p| p.starts_with("big")).count();
+    assert_eq!(big, 1 + 1000 + 500);
+}
+
+/// More layers than a container image usually has, each changing the same paths.
+#[test]
+fn many_layers() {
+    let mut s = Stack::new("many");
+    let mut deep = PathBuf::from("deep");
+    for k in 0..150 {
+        let l = s.add_layer();
+        l.file("common/f", format!("layer {k}\n").as_bytes())
+            .file(format!("common/only-{k}"), b"x\n");
+        if k > 0 && k % 2 == 0 {
+            l.whiteout_dev(format!("common/only-{}", k - 1));
+        }
+        if k % 10 == 9 {
+            l.opaque_marker("common")
+                .file("common/f", b"after an opaque layer\n");
+        }
+        // A chain one level deeper every fifth layer, each layer adding to its end.
+        if k % 5 == 0 {
+            deep.push(format!("{k}"));
+        }
+        l.file(deep.join(format!("leaf-{k}")), format!("{k}\n").as_bytes());
+    }
+    let t = check_stack(&s, "150 layers");
+    assert!(t.entries.contains_key(Path::new("common/only-149")));
+    assert!(!t.entries.contains_key(Path::new("common/only-139")));
+}
+
+/// The daemon's own read path (no FUSE passthrough).
+#[test]
+fn generated_stack_without_passthrough() {
+    let mut s = Stack::new("gen-nopt");
+    gen::generate(&mut s, 4, 30);
+    check_stack_with(
+        &s,
+        "generated stack, --no-passthrough",
+        &["--no-passthrough"],
+    );
+}
+
+/// Several readers walking one mount at once all see the model's tree.
+#[test]
+fn concurrent_walks_agree() {
+    let mut s = Stack::new("concurrent");
+    gen::generate(&mut s, 5, 30);
+    let expected = model::expected(s.layers());
+    let (m, mnt) = mounted(&s);
+    std::thread::scope(|scope| {
+        let walkers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| common::snapshot(&mnt)))
+            .collect();
+        for (i, w) in walkers.into_iter().enumerate() {
+            let got = w.join().expect("walker");
+            common::assert_same(&format!("walker {i}"), "model", &expected, "stratafs", &got);
+        }
+    });
+    m.unmount().expect("unmount");
 }
 
 /// Deep random stacks in every format: at least 30 layers each.

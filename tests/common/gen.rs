@@ -116,7 +116,7 @@ impl Gen {
             layer,
             touched: BTreeMap::new(),
         };
-        let ops = 12 + self.rng.below(30);
+        let ops = 10 + self.rng.below(22);
         for _ in 0..ops {
             match self.rng.below(100) {
                 0..=27 => self.new_file(&mut st),
@@ -264,7 +264,8 @@ impl Gen {
             0 => 0,
             1..=6 => self.rng.below(200),
             7 | 8 => self.rng.below(8192),
-            _ => 65536 + self.rng.below(100_000),
+            // Past one 64 KiB read, to cover reads in several requests.
+            _ => 65536 + self.rng.below(20_000),
         };
         self.rng.bytes(len)
     }
