@@ -55,6 +55,7 @@ impl Attr {
     }
 
     pub fn to_file_attr(self, ino: u64) -> FileAttr {
+        let (uid, gid) = crate::idmap::shown(self.uid, self.gid);
         FileAttr {
             ino: INodeNo(ino),
             size: self.size,
@@ -66,8 +67,8 @@ impl Attr {
             kind: self.kind(),
             perm: (self.mode & 0o7777) as u16,
             nlink: self.nlink,
-            uid: self.uid,
-            gid: self.gid,
+            uid,
+            gid,
             rdev: self.rdev,
             blksize: 4096,
             flags: 0,

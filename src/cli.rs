@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::compat::{self, CompatInvocation};
 use crate::daemon;
 use crate::demo;
 use crate::spec::MountSpec;
@@ -30,6 +31,8 @@ pub enum Command {
     Umount { mountpoint: PathBuf },
     /// Mount an embedded three-layer demo image at MOUNTPOINT.
     Demo { mountpoint: PathBuf },
+    /// Manage volumes: create, ls, inspect, rm, prune.
+    Volume(crate::volume::cli::VolumeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,13 +73,16 @@ pub struct MountArgs {
     /// Serve reads in the daemon instead of FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
-    /// Number of request threads (default: number of CPUs, at least 2).
+    /// Number of request threads (default: twice the CPUs, at least 4).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     pub mountpoint: PathBuf,
 }
 
 pub fn run(args: Vec<OsString>) -> Result<(), String> {
+    if compat::is_compat_invocation(&args) {
+        return run_compat(&args);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         // --help and --version are not errors; clap prints them.
@@ -116,5 +122,63 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         }
         Command::Umount { mountpoint } => daemon::umount(&mountpoint),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
+        Command::Volume(args) => crate::volume::cli::run(args),
     }
+}
+
+/// The fuse-overlayfs command line: what podman, buildah and dockerd run as a mount program.
+fn run_compat(args: &[OsString]) -> Result<(), String> {
+    let m = match compat::parse_compat_args(args)? {
+        CompatInvocation::Help => {
+            println!("{}", compat::USAGE);
+            return Ok(());
+        }
+        CompatInvocation::Version => {
+            println!(
+                "stratafs {} (fuse-overlayfs compatible)",
+                env!("CARGO_PKG_VERSION")
+            );
+            return Ok(());
+        }
+        CompatInvocation::Mount(m) => m,
+    };
+    for w in m.warnings.iter().chain(&unsupported_options(&m)) {
+        eprintln!("stratafs: warning: {w}");
+    }
+    crate::idmap::install(m.uid_map.clone(), m.gid_map.clone(), m.squash);
+    let spec = MountSpec {
+        layers: m.lowers.clone(),
+        mountpoint: m.mountpoint.clone(),
+        upper: m.upper.clone(),
+        work: m.work.clone(),
+        volatile: m.volatile || !m.fsync,
+        passthrough: std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none(),
+        read_only_union: m.read_only,
+        nodev: m.flags.nodev,
+        nosuid: m.flags.nosuid,
+        noexec: m.flags.noexec,
+        ..Default::default()
+    };
+    daemon::mount(&spec, !(m.foreground || m.debug))
+}
+
+/// Options fuse-overlayfs accepts that stratafs parses but does not act on, each with why.
+fn unsupported_options(m: &compat::CompatMount) -> Vec<String> {
+    let mut out = Vec::new();
+    if m.xattr_permissions != compat::XattrPermissions::Off {
+        out.push(
+            "xattr_permissions: ownership is stored on disk as is (run as root); option ignored"
+                .into(),
+        );
+    }
+    if m.context.is_some() {
+        out.push("context: SELinux labels are not applied by stratafs; option ignored".into());
+    }
+    if !m.xattrs {
+        out.push("noxattrs: extended attributes stay available; option ignored".into());
+    }
+    if m.timeout.is_some() {
+        out.push("timeout: every change goes through the daemon, which keeps the kernel cache exact; option ignored".into());
+    }
+    out
 }

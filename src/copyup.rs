@@ -10,6 +10,9 @@ use crate::sys::ops;
 pub struct CopyOptions {
     /// Copy the file's data (false: an empty file, for open(O_TRUNC) and truncate(0)).
     pub with_data: bool,
+    /// Copy metadata only (the kernel's metacopy format): a sparse file of the right size
+    /// marked `trusted.overlay.metacopy`, whose data stays in the lower layer until a write.
+    pub metacopy: bool,
     pub fsync: bool,
 }
 
@@ -60,12 +63,18 @@ fn make_copy(
                 libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                 0o600,
             )?;
-            if opts.with_data {
+            if opts.metacopy {
+                ops::ftruncate(out.as_fd(), st.st_size as u64)?;
+                sys::xattr::set(out.as_fd(), crate::ovl::METACOPY, b"", 0)?;
+            } else if opts.with_data {
                 let input = ops::reopen(src, libc::O_RDONLY)?;
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
             }
             copy_metadata(src, st, out.as_fd())?;
-            if opts.fsync {
+            record_origin(src, out.as_fd());
+            // Copied data must be on disk before the rename makes it the file; a metacopy or
+            // an empty copy has no data to lose.
+            if opts.fsync && opts.with_data && !opts.metacopy {
                 ops::fsync(out.as_fd(), false)?;
             }
             Ok(())
@@ -73,24 +82,47 @@ fn make_copy(
         libc::S_IFDIR => {
             ops::mkdir_at(work, tmp, 0o700)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
         libc::S_IFLNK => {
             let target = sys::readlink_at(src, c"")?;
             ops::symlink_at(&sys::cstr(&target)?, work, tmp)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
         _ => {
             ops::mknod_at(work, tmp, st.st_mode & libc::S_IFMT, st.st_rdev)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-            copy_metadata(src, st, fd.as_fd())
+            copy_metadata(src, st, fd.as_fd())?;
+            record_origin(src, fd.as_fd());
+            Ok(())
         }
     }
 }
 
-/// Data copy that keeps holes: only the data extents are copied, in-kernel.
+/// Records where the copy came from (the kernel's origin xattr): it keeps the object's
+/// inode number across remounts, here and under kernel overlayfs.
+fn record_origin(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
+    match crate::ovl::origin_value(src) {
+        Ok(v) => {
+            if let Err(e) = sys::xattr::set(dst, crate::ovl::ORIGIN, &v, 0) {
+                log::debug!("copy-up: cannot record the origin: {e}");
+            }
+        }
+        Err(e) => log::debug!("copy-up: no file handle for the origin: {e}"),
+    }
+}
+
+/// Data copy: a reflink where the filesystem offers one, else only the data extents are
+/// copied, in-kernel, so holes stay holes.
 pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::Result<()> {
+    if size > 0 && ops::clone_file(input, out).is_ok() {
+        return Ok(());
+    }
     let mut pos: u64 = 0;
     while pos < size {
         let data = match ops::lseek(input, pos as i64, libc::SEEK_DATA) {
@@ -103,7 +135,21 @@ pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::R
             .unwrap_or(size);
         let mut off = data;
         while off < hole {
-            let n = ops::copy_file_range(input, off, out, off, (hole - off).min(1 << 30) as usize)?;
+            let len = (hole - off).min(1 << 30) as usize;
+            let n = match ops::copy_file_range(input, off, out, off, len) {
+                Ok(n) => n,
+                // Across filesystems (a volume filled through the mount) or where the
+                // filesystem has no in-kernel copy: copy through a buffer instead.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EXDEV | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)
+                    ) =>
+                {
+                    copy_through_buffer(input, out, off, len)?
+                }
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 break;
             }
@@ -112,6 +158,21 @@ pub fn copy_data(input: BorrowedFd<'_>, out: BorrowedFd<'_>, size: u64) -> io::R
         pos = hole;
     }
     ops::ftruncate(out, size)
+}
+
+fn copy_through_buffer(
+    input: BorrowedFd<'_>,
+    out: BorrowedFd<'_>,
+    off: u64,
+    len: usize,
+) -> io::Result<usize> {
+    let mut buf = vec![0u8; len.min(1 << 20)];
+    let n = sys::pread(input, &mut buf, off)?;
+    let mut done = 0;
+    while done < n {
+        done += ops::pwrite(out, &buf[done..n], off + done as u64)?;
+    }
+    Ok(n)
 }
 
 /// Owner, xattrs, times and mode (mode last: chown clears setuid bits).

@@ -70,7 +70,8 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    config.n_threads = Some(spec.threads.unwrap_or(cores.max(2)));
+    // Handlers block in I/O (a large copy-up, fsync): keep threads free for other requests.
+    config.n_threads = Some(spec.threads.unwrap_or((cores * 2).max(4)));
     config.clone_fd = true;
 
     let session = Session::new(fs, &spec.mountpoint, &config).map_err(|e| {

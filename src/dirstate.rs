@@ -23,6 +23,8 @@ pub struct DirState {
     /// Upper directories that were renamed: where their lower content lives (the kernel's
     /// redirect_dir). Keyed by the name in this directory.
     pub redirects: std::collections::HashMap<Vec<u8>, LowerRef>,
+    /// Lower names of hard-linked files whose copy is in the index: name -> index entry.
+    pub indexed: std::collections::HashMap<Vec<u8>, std::ffi::CString>,
     /// The upper copy hides every lower layer (the lower index is then empty).
     pub opaque: bool,
 }
@@ -37,14 +39,14 @@ impl Resolved<'_> {
     pub fn ino(&self) -> u64 {
         match self {
             Resolved::Upper { ino, .. } => *ino,
-            Resolved::Lower(e) => lower_ino(e.layer, e.attr.host_ino),
+            Resolved::Lower(e) => lower_ino(e.layer, e.attr().host_ino),
         }
     }
 
     pub fn kind(&self) -> FileType {
         match self {
             Resolved::Upper { kind, .. } => *kind,
-            Resolved::Lower(e) => e.attr.kind(),
+            Resolved::Lower(e) => e.attr().kind(),
         }
     }
 }

@@ -56,6 +56,11 @@ pub struct NodeInner {
     pub lower: Option<LowerRef>,
     /// The object exists in the upper layer at the node's path.
     pub upper: bool,
+    /// A hard-linked lower file whose copy lives in the index (by this entry name): reads go
+    /// there, and a change links it in place instead of copying.
+    pub index: Option<std::ffi::CString>,
+    /// The upper copy holds metadata only; data is read from `lower` until the first write.
+    pub metacopy: bool,
     /// The name was removed: the object lives on only through open files.
     pub unlinked: bool,
     /// Attributes of the lower object (upper objects are stat'ed on demand).

@@ -2,11 +2,14 @@
 
 mod attr;
 mod cli;
+// The fuse-overlayfs command line; the CLI dispatch to it comes next.
+mod compat;
 mod copyup;
 mod daemon;
 mod demo;
 mod dirstate;
 mod fs;
+mod idmap;
 mod index;
 mod inode;
 mod layer;
@@ -20,6 +23,7 @@ mod sys;
 mod treecopy;
 mod upper;
 mod volattach;
+mod volume;
 mod whiteout;
 
 use std::process::ExitCode;

@@ -25,6 +25,9 @@ fn unescape(field: &str) -> PathBuf {
 }
 
 pub struct MountEntry {
+    /// The device (major:minor) and the directory of it that the mount shows.
+    pub device: String,
+    pub root: PathBuf,
     pub mount_point: PathBuf,
     pub fs_type: String,
     pub source: String,
@@ -37,6 +40,8 @@ pub fn mounts() -> Vec<MountEntry> {
             let fields: Vec<&str> = line.split(' ').collect();
             let sep = fields.iter().position(|f| *f == "-")?;
             Some(MountEntry {
+                device: fields.get(2)?.to_string(),
+                root: unescape(fields.get(3)?),
                 mount_point: unescape(fields.get(4)?),
                 fs_type: fields.get(sep + 1)?.to_string(),
                 source: fields.get(sep + 2).unwrap_or(&"").to_string(),
@@ -49,6 +54,31 @@ pub fn mounts() -> Vec<MountEntry> {
 pub fn mount_at(path: &Path) -> Option<MountEntry> {
     let canon = path.canonicalize().ok()?;
     mounts().into_iter().rev().find(|m| m.mount_point == canon)
+}
+
+/// Mount points that show `dir` (or a directory below it) through a bind mount, wherever
+/// they are: found by device and root, so they count even when the path to them is gone
+/// (the union above them lost its daemon).
+pub fn binds_of(dir: &Path) -> Vec<PathBuf> {
+    let Ok(dir) = dir.canonicalize() else {
+        return Vec::new();
+    };
+    let all = mounts();
+    let Some(home) = all
+        .iter()
+        .filter(|m| dir.starts_with(&m.mount_point))
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+    else {
+        return Vec::new();
+    };
+    let Ok(rel) = dir.strip_prefix(&home.mount_point) else {
+        return Vec::new();
+    };
+    let shown = home.root.join(rel);
+    all.iter()
+        .filter(|m| m.device == home.device && m.root.starts_with(&shown) && m.mount_point != dir)
+        .map(|m| m.mount_point.clone())
+        .collect()
 }
 
 #[cfg(test)]

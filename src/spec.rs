@@ -66,7 +66,7 @@ impl MountSpec {
         }
         let mut layers = Vec::with_capacity(self.layers.len());
         for (slot, path) in self.layers.iter().enumerate() {
-            require_dir(path, "layer", "pass an existing directory with --layer")?;
+            require_dir(path, "layer", "every layer must be an existing directory")?;
             let layer = Layer::open_root(slot as u16, path)
                 .map_err(|e| format!("layer {}: cannot open: {e}", describe(path)))?;
             layers.push(layer);

@@ -246,6 +246,12 @@ fn open_target(mnt: &OwnedFd, target: &Path, file: bool) -> io::Result<OwnedFd> 
                 }
             )));
         }
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return Err(io::Error::other(format!(
+                "{} is a symlink in the image: a bind cannot replace it",
+                target.display()
+            )));
+        }
         if last && file && is_dir {
             return Err(io::Error::other(format!(
                 "{} is a directory in the image: a file cannot be bound there",

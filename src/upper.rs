@@ -15,6 +15,10 @@ use crate::sys::ops;
 pub struct Upper {
     root: OwnedFd,
     work: OwnedFd,
+    /// `<workdir>/index`: hard-linked lower files that were copied up, by origin handle (the
+    /// kernel's index=on layout), so their other names find the copy.
+    index: OwnedFd,
+    index_used: std::sync::atomic::AtomicBool,
     /// False for volatile mounts (fsync=0): skip every fsync.
     pub fsync: bool,
     counter: AtomicU64,
@@ -22,6 +26,7 @@ pub struct Upper {
 
 /// Name of the kernel's scratch dir inside the work dir.
 const WORK_SUBDIR: &str = "work";
+const INDEX_SUBDIR: &str = "index";
 
 impl Upper {
     pub fn open(upper: &Path, workdir: &Path, fsync: bool) -> io::Result<Upper> {
@@ -33,9 +38,21 @@ impl Upper {
             Err(e) => return Err(e),
         }
         let work = sys::open_dir_path(&work_path)?;
+        let index_path = workdir.join(INDEX_SUBDIR);
+        match std::fs::create_dir(&index_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let index = sys::open_dir_path(&index_path)?;
+        let index_reader =
+            sys::open_beneath(index.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let index_used = !sys::dir::read_all(index_reader)?.is_empty();
         let upper = Upper {
             root,
             work,
+            index,
+            index_used: std::sync::atomic::AtomicBool::new(index_used),
             fsync,
             counter: AtomicU64::new(0),
         };
@@ -56,6 +73,19 @@ impl Upper {
             }
         }
         Ok(())
+    }
+
+    pub fn index(&self) -> BorrowedFd<'_> {
+        self.index.as_fd()
+    }
+
+    /// Whether any hard-linked file was copied up (only then do lookups consult the index).
+    pub fn index_in_use(&self) -> bool {
+        self.index_used.load(Ordering::Relaxed)
+    }
+
+    pub fn mark_index_used(&self) {
+        self.index_used.store(true, Ordering::Relaxed);
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {
@@ -90,14 +120,6 @@ impl Upper {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         sys::cstr(format!("#{:x}-{n}", std::process::id()).as_bytes())
             .expect("no NUL in a formatted name")
-    }
-
-    pub fn sync_dir(&self, dir: BorrowedFd<'_>) {
-        if self.fsync {
-            if let Err(e) = ops::fsync(dir, false) {
-                log::warn!("fsync of an upper directory failed: {e}");
-            }
-        }
     }
 
     /// Creates a whiteout (char 0:0) named `name` in `dir`, where nothing of that name exists.

@@ -3,13 +3,44 @@
 use std::path::{Path, PathBuf};
 
 use crate::submount::VolumeProvider;
+use crate::volume::{resolve_state_dir, VolumeLease, VolumeStore};
 
-pub fn provider(
-    _state_dir: Option<&Path>,
-    _mountpoint: &Path,
-) -> Result<Box<dyn VolumeProvider>, String> {
-    Err("volumes: the volume store is not wired in this build".into())
+/// The store behind `--volume`; each attached volume stays leased (so `volume rm` refuses
+/// it) until the provider is dropped when the daemon exits.
+struct StoreProvider {
+    store: VolumeStore,
+    mountpoint: PathBuf,
+    leases: Vec<VolumeLease>,
 }
 
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}
+impl VolumeProvider for StoreProvider {
+    fn attach(&mut self, name: Option<&str>) -> Result<(PathBuf, bool), String> {
+        let lease = self.store.acquire(name, &self.mountpoint)?;
+        log::info!(
+            "volume {} ({}) attached to {}",
+            lease.name(),
+            if lease.created() { "new" } else { "existing" },
+            self.mountpoint.display()
+        );
+        let attached = (lease.data_dir().to_path_buf(), lease.was_empty());
+        self.leases.push(lease);
+        Ok(attached)
+    }
+}
+
+pub fn provider(
+    state_dir: Option<&Path>,
+    mountpoint: &Path,
+) -> Result<Box<dyn VolumeProvider>, String> {
+    let store = VolumeStore::open(&resolve_state_dir(state_dir)?)?;
+    // Resolved now, before the FUSE mount covers it, so the usage records name the path
+    // mountinfo will show even when MOUNTPOINT is given through a symlink.
+    let mountpoint = mountpoint
+        .canonicalize()
+        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+    Ok(Box::new(StoreProvider {
+        store,
+        mountpoint,
+        leases: Vec::new(),
+    }))
+}

@@ -10,9 +10,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::mount::{daemons_serving, run_bounded, stderr_path, wait_until, STRATAFS};
+use common::mount::{KernelOverlay, StrataMount};
 use common::mountinfo::types_at;
 use common::tmp::TempDir;
-use common::{KernelOverlay, StrataMount};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -11,8 +11,9 @@ use std::io::ErrorKind;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
+use common::mount::{KernelOverlay, StrataMount};
 use common::walk::{d_ino_mismatches, names_starting_with};
-use common::{convert, gen, model, sys, KernelOverlay, Ns, Stack, StrataMount};
+use common::{convert, gen, model, sys, Ns, Stack};
 
 /// Mounts `stack` with kernel overlayfs (on a converted copy) and with stratafs, and checks
 /// kernel == model and stratafs == kernel, plus stratafs' own promises: readdir d_ino equals

@@ -35,8 +35,8 @@ impl DirSnapshot {
             let e = self.lower.entry(j);
             (
                 self.lower.name(e),
-                lower_ino(e.layer, e.attr.host_ino),
-                e.attr.kind(),
+                lower_ino(e.layer, e.attr().host_ino),
+                e.attr().kind(),
             )
         };
         match &self.merged {

@@ -97,7 +97,10 @@ impl StrataFs {
             Err(e) => return reply.error(e),
         };
         let fh = self.alloc_fh();
-        let is_upper = node.inner.read().upper;
+        let is_upper = {
+            let inner = node.inner.read();
+            (inner.upper && !inner.metacopy) || inner.index.is_some()
+        };
         if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
             match self.backing_for(node.ino, &file, !is_upper, |f| reply.open_backing(f)) {
                 Ok(backing) => {
@@ -135,7 +138,12 @@ impl StrataFs {
             let inner = node.inner.read();
             (inner.upper, inner.lower.clone())
         };
-        let fd = if is_upper {
+        let index = node.inner.read().index.clone();
+        // A metacopy file's data is still the lower file's (writes complete it first).
+        let is_upper = is_upper && !node.inner.read().metacopy;
+        let fd = if let (false, Some(idx)) = (is_upper, index) {
+            sys::open_beneath(self.upper()?.index(), &idx, flags, 0).map_err(|e| errno(&e))?
+        } else if is_upper {
             let rel = self.upper_rel(node)?;
             let c = sys::cstr(&rel).map_err(|e| errno(&e))?;
             sys::open_beneath(self.upper()?.root(), &c, flags, 0).map_err(|e| errno(&e))?

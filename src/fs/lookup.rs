@@ -93,7 +93,45 @@ impl StrataFs {
         } else {
             state.lower = self.lower_index(lower.as_ref())?;
         }
+        self.find_indexed(&mut state, lower.as_ref());
         Ok(state)
+    }
+
+    /// Hard-linked lower files copied up under another name have an index entry: record it so
+    /// this name shows (and later links) that copy.
+    fn find_indexed(&self, state: &mut DirState, lower: Option<&LowerRef>) {
+        let (Some(upper), Some(lower)) = (self.upper.as_ref(), lower) else {
+            return;
+        };
+        if !upper.index_in_use() {
+            return;
+        }
+        for i in 0..state.lower.len() {
+            let e = state.lower.entry(i);
+            let name = state.lower.name(e);
+            if e.attr().nlink < 2
+                || e.attr().kind() != FileType::RegularFile
+                || state.upper.contains_key(name)
+            {
+                continue;
+            }
+            let layer = &self.layers[e.layer as usize];
+            let Ok(rel) = relpath::to_cstring(&relpath::join(&lower.rel, name)) else {
+                continue;
+            };
+            let Ok(obj) = layer.open(&rel, libc::O_PATH | libc::O_NOFOLLOW) else {
+                continue;
+            };
+            let Ok(origin) = crate::ovl::origin_value(obj.as_fd()) else {
+                continue;
+            };
+            let Ok(idx) = sys::cstr(crate::ovl::index_name(&origin).as_bytes()) else {
+                continue;
+            };
+            if sys::stat_at(upper.index(), &idx).is_ok() {
+                state.indexed.insert(name.to_vec(), idx);
+            }
+        }
     }
 
     fn lower_index(&self, lower: Option<&LowerRef>) -> Result<Arc<DirIndex>, Errno> {
@@ -142,14 +180,14 @@ impl StrataFs {
             }
             let idx = crate::merge::merge_lower_dir(&self.layers, &rel, &sources).ok()?;
             let e = idx.find(part)?;
-            if e.attr.kind() != FileType::Directory {
+            if e.attr().kind() != FileType::Directory {
                 return None;
             }
             rel = relpath::join(&rel, part);
             sources = idx.dir_layers(e).to_vec();
             found = Some(RedirectTarget {
                 slot: e.layer,
-                host_ino: e.attr.host_ino,
+                host_ino: e.attr().host_ino,
                 lower: LowerRef {
                     slot: e.layer,
                     rel: rel.clone(),
@@ -172,7 +210,7 @@ impl StrataFs {
     ) -> u64 {
         let own = upper_ino(st.st_ino);
         let Some(lower) = lower else { return own };
-        let lower_is_dir = lower.attr.kind() == FileType::Directory;
+        let lower_is_dir = lower.attr().kind() == FileType::Directory;
         let upper_is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let Ok(obj) = sys::cstr(name)
             .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
@@ -185,7 +223,7 @@ impl StrataFs {
             !lower_is_dir && crate::ovl::has_origin(obj.as_fd())
         };
         if continues {
-            lower_ino(lower.layer, lower.attr.host_ino)
+            lower_ino(lower.layer, lower.attr().host_ino)
         } else {
             own
         }
@@ -220,7 +258,7 @@ impl StrataFs {
         let parent_lower_rel = parent.inner.read().lower.as_ref().map(|l| l.rel.clone());
         let lower_entry = state
             .lower_entry(name)
-            .filter(|e| lower_ino(e.layer, e.attr.host_ino) == ino);
+            .filter(|e| lower_ino(e.layer, e.attr().host_ino) == ino);
         let lower = match (parent_lower_rel, lower_entry) {
             _ if state.redirects.contains_key(name) => state.redirects.get(name).cloned(),
             (Some(prel), Some(e)) => Some(LowerRef {
@@ -231,8 +269,19 @@ impl StrataFs {
             _ => None,
         };
         let is_upper = matches!(resolved, Resolved::Upper { .. });
+        let index = if is_upper {
+            None
+        } else {
+            state.indexed.get(name).cloned()
+        };
+        // A copied-up file may hold metadata only: its data is then the lower file's.
+        let metacopy = is_upper
+            && resolved.kind() == FileType::RegularFile
+            && lower.is_some()
+            && self.nodes.get(ino).is_none()
+            && self.upper_child_is_metacopy(parent, name);
         let attr = match resolved {
-            Resolved::Lower(e) => e.attr,
+            Resolved::Lower(e) => e.attr(),
             Resolved::Upper { .. } => Attr::default(),
         };
         let node = self.nodes.lookup_or_insert(ino, || {
@@ -245,6 +294,8 @@ impl StrataFs {
                     lower,
                     upper: is_upper,
                     unlinked: false,
+                    metacopy,
+                    index,
                     attr,
                 },
             )
@@ -261,6 +312,18 @@ impl StrataFs {
             }
         }
         Ok(node)
+    }
+
+    fn upper_child_is_metacopy(&self, parent: &Node, name: &[u8]) -> bool {
+        let Ok(rel) = self.upper_rel(parent) else {
+            return false;
+        };
+        let Ok(upper) = self.upper() else {
+            return false;
+        };
+        upper
+            .open_path(&relpath::join(&rel, name))
+            .is_ok_and(|fd| crate::ovl::is_metacopy(fd.as_fd()))
     }
 
     /// The node's path relative to the upper root ("." for the root).
@@ -307,9 +370,12 @@ impl StrataFs {
                 inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
             )
         };
+        let index = node.inner.read().index.clone();
         let mut attr = if is_upper {
             let rel = self.upper_rel(node)?;
             Attr::from_stat(&self.upper()?.stat(&rel).map_err(|e| errno(&e))?)
+        } else if let Some(idx) = index {
+            Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx).map_err(|e| errno(&e))?)
         } else {
             cached
         };
@@ -359,6 +425,15 @@ impl StrataFs {
         if is_upper {
             let rel = self.upper_rel(node)?;
             return self.upper()?.open_path(&rel).map_err(|e| errno(&e));
+        }
+        if let Some(idx) = node.inner.read().index.clone() {
+            return sys::open_beneath(
+                self.upper()?.index(),
+                &idx,
+                libc::O_PATH | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(|e| errno(&e));
         }
         let lower = lower.ok_or(Errno::ENOENT)?;
         let layer = &self.layers[lower.slot as usize];

@@ -106,6 +106,8 @@ impl StrataFs {
                 }),
                 upper: has_upper,
                 unlinked: false,
+                metacopy: false,
+                index: None,
                 attr: Attr::from_stat(&root_stat),
             },
         ));

@@ -45,10 +45,10 @@ impl StrataFs {
             return self.do_getattr(ino, fh);
         }
         self.writable_upper()?;
-        let data = if change.size == Some(0) {
-            Data::None
-        } else {
-            Data::All
+        let data = match change.size {
+            Some(0) => Data::None,
+            Some(_) => Data::All,
+            None => Data::Meta,
         };
         self.ensure_upper(&node, data)?;
         // An open handle is the object even when its name is gone.
@@ -61,13 +61,11 @@ impl StrataFs {
         };
         let obj = obj.as_fd();
         if change.uid.is_some() || change.gid.is_some() {
-            ops::chown_at(
-                obj,
-                c"",
+            let (uid, gid) = crate::idmap::stored(
                 change.uid.unwrap_or(u32::MAX),
                 change.gid.unwrap_or(u32::MAX),
-            )
-            .map_err(|e| errno(&e))?;
+            );
+            ops::chown_at(obj, c"", uid, gid).map_err(|e| errno(&e))?;
         }
         if let Some(mode) = change.mode {
             if node.kind != FileType::Symlink {

@@ -88,7 +88,8 @@ impl StrataFs {
         };
         made.map_err(|e| errno(&e))?;
         let finish = (|| {
-            ops::chown_at(at, at_name, req.uid(), gid)?;
+            let (uid, gid) = crate::idmap::stored(req.uid(), gid);
+            ops::chown_at(at, at_name, uid, gid)?;
             if over_whiteout {
                 if matches!(spec, NewObject::Dir { .. }) {
                     // A directory made where a lower one was deleted must hide the old content.
@@ -138,7 +139,6 @@ impl StrataFs {
             .map_err(|e| errno(&e))?;
         let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
         let file = self.create_in_upper(req, dir.as_fd(), &name_c, &spec, over_whiteout)?;
-        upper.sync_dir(dir.as_fd());
         let st = sys::stat_at(dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
         let ino = upper_ino(st.st_ino);
         let kind = kind_of_mode(st.st_mode);
@@ -153,6 +153,8 @@ impl StrataFs {
                     lower: None,
                     upper: true,
                     unlinked: false,
+                    metacopy: false,
+                    index: None,
                     attr: crate::attr::Attr::from_stat(&st),
                 },
             )
@@ -237,7 +239,6 @@ impl StrataFs {
             (false, _) => upper.make_whiteout(dir.as_fd(), &name_c),
         };
         done.map_err(|e| errno(&e))?;
-        upper.sync_dir(dir.as_fd());
         state.remove_name(name);
         drop(state);
         self.detach_node(&child, &parent_node, name);
@@ -299,7 +300,6 @@ impl StrataFs {
             ops::link_at(upper.root(), &src_c, dir.as_fd(), &name_c)
         };
         linked.map_err(|e| errno(&e))?;
-        upper.sync_dir(dir.as_fd());
         state.set_present(newname, node.ino, node.kind);
         drop(state);
         let node = self
@@ -481,10 +481,6 @@ impl StrataFs {
                 ops::rename_at(src_dir.as_fd(), &name_c, dst_dir.as_fd(), &newname_c, fl)
                     .map_err(|e| errno(&e))?;
             }
-        }
-        upper.sync_dir(src_dir.as_fd());
-        if !same_dir {
-            upper.sync_dir(dst_dir.as_fd());
         }
 
         // Disk is done: now the in-memory view.

@@ -54,7 +54,7 @@ impl StrataFs {
     ) -> Result<(), Errno> {
         self.writable_upper()?;
         let node = self.node(ino)?;
-        self.ensure_upper(&node, super::copy::Data::All)?;
+        self.ensure_upper(&node, super::copy::Data::Meta)?;
         let fd = self.open_node_path(&node)?;
         let cname = sys::cstr(&stored_name(name.as_bytes())).map_err(|e| errno(&e))?;
         match set {

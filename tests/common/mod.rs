@@ -5,6 +5,7 @@
 
 pub mod convert;
 pub mod gen;
+mod guard;
 pub mod layers;
 pub mod model;
 pub mod mount;
@@ -16,7 +17,9 @@ pub mod walk;
 // Each test binary uses its own part of the harness.
 #[allow(unused_imports)]
 pub use layers::{Layer, Ns, Stack};
+// Guards for stratafs, kernel overlayfs and tmpfs mounts used by the write, crash and
+// sub-mount tests (the read tests use `mount::`).
 #[allow(unused_imports)]
-pub use mount::{KernelOverlay, StrataMount};
+pub use guard::*;
 #[allow(unused_imports)]
 pub use walk::{assert_same, snapshot, Snapshot};

@@ -1,0 +1,314 @@
+//! Snapshots of a directory tree (a merged mount or a raw upper dir) and their comparison.
+//!
+//! What is compared, and what is skipped and why:
+//! - every entry: name, type, permission bits, uid/gid, user.* xattrs;
+//! - non-directories: size, link count, and which names share one inode (link groups);
+//! - regular files: content (fingerprint); symlinks: target; devices: major:minor;
+//! - mtimes only when one side is "old" (before `OLD_TIME_LIMIT`): those come from the lower
+//!   layers or from explicit utimes calls and must be kept exactly; newer ones are wall-clock
+//!   times of the two runs and cannot match;
+//! - skipped everywhere: st_ino and st_dev (each filesystem numbers its own inodes; only the
+//!   link structure is comparable), atime (the kernel mount updates it, stratafs is noatime),
+//!   ctime (wall clock), directory sizes (they depend on the history of the backing fs) and
+//!   directory link counts (overlayfs reports 1 for merged dirs, other values are allowed).
+//!
+//! Upper dirs ("raw" snapshots) are compared in the kernel's format: whiteouts are char 0:0
+//! entries and trusted.overlay.* xattrs are compared too, except for bookkeeping the kernel keeps
+//! for itself and that stratafs does not write:
+//! - trusted.overlay.origin: a file handle of the lower object; unique per filesystem instance;
+//! - trusted.overlay.impure: marks dirs holding copied-up or moved entries, for d_ino fixups
+//!   with xino/index; it changes no content;
+//! - trusted.overlay.uuid: the kernel's per-overlay identity stored on the upper root;
+//! - trusted.overlay.index / the index dir: only with index=on.
+//!
+//! Whiteout link counts are skipped too: the kernel hard-links whiteouts to one shared inode.
+//! Redirects are normalized to absolute paths: the kernel writes a relative redirect (the old
+//! name) for a rename inside one directory, which means the same lower dir as the absolute form.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::ops::{fnv, kind_name, OLD_TIME_LIMIT};
+use super::sysc;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Content {
+    Small(Vec<u8>),
+    Large { len: u64, fnv: u64 },
+}
+
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub kind: &'static str,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u64,
+    pub mtime: i64,
+    pub ino: (u64, u64),
+    pub content: Option<Content>,
+    pub target: Option<Vec<u8>>,
+    pub rdev: Option<(u32, u32)>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// The first path (in name order) naming the same inode, for non-directories.
+    pub link_group: Option<String>,
+}
+
+impl Entry {
+    pub fn is_whiteout(&self) -> bool {
+        self.kind == "chardev" && self.rdev == Some((0, 0))
+    }
+}
+
+pub type Tree = BTreeMap<String, Entry>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum View {
+    /// A mounted union: user.* xattrs only.
+    Merged,
+    /// An upper dir read directly, in the kernel overlayfs format.
+    Upper,
+}
+
+const SKIPPED_OVERLAY_XATTRS: &[&str] = &[
+    "trusted.overlay.origin",
+    "trusted.overlay.impure",
+    "trusted.overlay.uuid",
+    "trusted.overlay.index",
+];
+
+fn keep_xattr(view: View, name: &str) -> bool {
+    match view {
+        View::Merged => name.starts_with("user."),
+        View::Upper => {
+            name.starts_with("user.")
+                || (name.starts_with("trusted.overlay.") && !SKIPPED_OVERLAY_XATTRS.contains(&name))
+        }
+    }
+}
+
+fn io_errno(e: std::io::Error) -> String {
+    e.to_string()
+}
+
+/// Walks `root` (not following symlinks) and records every entry below it. The root itself is
+/// recorded as "." without content.
+pub fn snapshot(root: &Path, view: View) -> Result<Tree, String> {
+    let mut tree = Tree::new();
+    walk(root, root, view, &mut tree)?;
+    // Link groups: the first path per inode among non-directories (whiteouts excluded).
+    let mut first: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    for (path, e) in tree.iter() {
+        if e.kind != "dir" && !e.is_whiteout() {
+            first.entry(e.ino).or_insert_with(|| path.clone());
+        }
+    }
+    for e in tree.values_mut() {
+        if e.kind != "dir" && !e.is_whiteout() {
+            e.link_group = first.get(&e.ino).cloned();
+        }
+    }
+    if view == View::Upper {
+        normalize_redirects(&mut tree);
+    }
+    Ok(tree)
+}
+
+fn rel_of(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).expect("walk stays under its root");
+    if rel.as_os_str().is_empty() {
+        ".".into()
+    } else {
+        String::from_utf8_lossy(rel.as_os_str().as_bytes()).into_owned()
+    }
+}
+
+fn walk(root: &Path, path: &Path, view: View, tree: &mut Tree) -> Result<(), String> {
+    let rel = rel_of(root, path);
+    let st = sysc::lstat(path).map_err(|e| format!("lstat {rel}: {}", sysc::errno_name(e)))?;
+    let kind = kind_name(st.st_mode);
+    let mut xattrs = BTreeMap::new();
+    let names =
+        sysc::llistxattr(path).map_err(|e| format!("listxattr {rel}: {}", sysc::errno_name(e)))?;
+    for name in names {
+        let n = String::from_utf8_lossy(&name).into_owned();
+        if !keep_xattr(view, &n) {
+            continue;
+        }
+        let v = sysc::lgetxattr(path, &name)
+            .map_err(|e| format!("getxattr {rel} {n}: {}", sysc::errno_name(e)))?;
+        xattrs.insert(n, v);
+    }
+    let mut entry = Entry {
+        kind,
+        perm: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        size: st.st_size as u64,
+        nlink: st.st_nlink,
+        mtime: st.st_mtime,
+        ino: (st.st_dev, st.st_ino),
+        content: None,
+        target: None,
+        rdev: None,
+        xattrs,
+        link_group: None,
+    };
+    match kind {
+        "file" => entry.content = Some(read_content(path).map_err(|e| format!("read {rel}: {e}"))?),
+        "symlink" => {
+            entry.target = Some(
+                std::fs::read_link(path)
+                    .map_err(|e| format!("readlink {rel}: {}", io_errno(e)))?
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec(),
+            )
+        }
+        "chardev" | "blockdev" => {
+            entry.rdev = Some((libc::major(st.st_rdev), libc::minor(st.st_rdev)))
+        }
+        _ => {}
+    }
+    tree.insert(rel.clone(), entry);
+    if kind == "dir" {
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| format!("readdir {rel}: {}", io_errno(e)))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("readdir {rel}: {}", io_errno(e)))?;
+        names.sort();
+        for name in names {
+            walk(root, &path.join(name), view, tree)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_content(path: &Path) -> Result<Content, String> {
+    let mut f = std::fs::File::open(path).map_err(io_errno)?;
+    let mut data = Vec::new();
+    f.read_to_end(&mut data).map_err(io_errno)?;
+    if data.len() <= 64 {
+        Ok(Content::Small(data))
+    } else {
+        Ok(Content::Large {
+            len: data.len() as u64,
+            fnv: fnv(&data),
+        })
+    }
+}
+
+/// Rewrites relative trusted.overlay.redirect values as the absolute lower path they denote.
+fn normalize_redirects(tree: &mut Tree) {
+    // The lower path each directory reads from: its redirect, or its parent's plus its name.
+    let mut lower_path: BTreeMap<String, String> = BTreeMap::new();
+    lower_path.insert(".".into(), String::new());
+    let paths: Vec<String> = tree.keys().cloned().collect();
+    for path in paths {
+        if path == "." {
+            continue;
+        }
+        let (parent, name) = match path.rsplit_once('/') {
+            Some((p, n)) => (p.to_string(), n.to_string()),
+            None => (".".to_string(), path.clone()),
+        };
+        let parent_lower = lower_path.get(&parent).cloned().unwrap_or_default();
+        let entry = tree.get_mut(&path).expect("path from the key list");
+        if entry.kind != "dir" {
+            continue;
+        }
+        let redirect = entry.xattrs.get("trusted.overlay.redirect").cloned();
+        let lower = match redirect {
+            Some(r) if r.starts_with(b"/") => String::from_utf8_lossy(&r).into_owned(),
+            Some(r) => {
+                let abs = format!("{parent_lower}/{}", String::from_utf8_lossy(&r));
+                entry
+                    .xattrs
+                    .insert("trusted.overlay.redirect".into(), abs.clone().into_bytes());
+                abs
+            }
+            None => format!("{parent_lower}/{name}"),
+        };
+        lower_path.insert(path, lower);
+    }
+}
+
+/// Lists every difference between two snapshots (empty: they match).
+pub fn diff(a_name: &str, a: &Tree, b_name: &str, b: &Tree, view: View) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, ea) in a {
+        let Some(eb) = b.get(path) else {
+            out.push(format!("{path}: only in {a_name} ({})", ea.kind));
+            continue;
+        };
+        let mut field = |what: &str, va: String, vb: String| {
+            if va != vb {
+                out.push(format!("{path}: {what}: {a_name} {va}, {b_name} {vb}"));
+            }
+        };
+        field("type", ea.kind.into(), eb.kind.into());
+        if ea.kind != eb.kind {
+            continue;
+        }
+        if path != "." {
+            field("mode", format!("{:o}", ea.perm), format!("{:o}", eb.perm));
+            field(
+                "owner",
+                format!("{}:{}", ea.uid, ea.gid),
+                format!("{}:{}", eb.uid, eb.gid),
+            );
+        }
+        field("xattrs", fmt_xattrs(&ea.xattrs), fmt_xattrs(&eb.xattrs));
+        if ea.kind != "dir" {
+            field("size", ea.size.to_string(), eb.size.to_string());
+            let whiteouts = view == View::Upper && ea.is_whiteout();
+            if !whiteouts {
+                field("nlink", ea.nlink.to_string(), eb.nlink.to_string());
+                field(
+                    "hard links",
+                    format!("{:?}", ea.link_group),
+                    format!("{:?}", eb.link_group),
+                );
+            }
+        }
+        field(
+            "content",
+            format!("{:?}", ea.content),
+            format!("{:?}", eb.content),
+        );
+        field(
+            "symlink target",
+            format!(
+                "{:?}",
+                ea.target.as_ref().map(|t| String::from_utf8_lossy(t))
+            ),
+            format!(
+                "{:?}",
+                eb.target.as_ref().map(|t| String::from_utf8_lossy(t))
+            ),
+        );
+        field("rdev", format!("{:?}", ea.rdev), format!("{:?}", eb.rdev));
+        let old = ea.mtime < OLD_TIME_LIMIT || eb.mtime < OLD_TIME_LIMIT;
+        if view == View::Merged && old && path != "." {
+            field("mtime", ea.mtime.to_string(), eb.mtime.to_string());
+        }
+    }
+    for (path, eb) in b {
+        if !a.contains_key(path) {
+            out.push(format!("{path}: only in {b_name} ({})", eb.kind));
+        }
+    }
+    out
+}
+
+fn fmt_xattrs(x: &BTreeMap<String, Vec<u8>>) -> String {
+    let parts: Vec<String> = x
+        .iter()
+        .map(|(k, v)| format!("{k}={:?}", String::from_utf8_lossy(v)))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
