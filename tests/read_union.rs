@@ -107,13 +107,15 @@ fn whiteout_char_device() {
         .whiteout_dev("fresh/nothing-below")
         .opaque_xattr("opq", Ns::Trusted)
         .whiteout_dev("opq/nothing");
+    // A directory whited out, then made again above: nothing from below comes back.
+    s.add_layer().file("gonedir/new", b"recreated\n");
     let t = check_stack(&s, "char 0:0 whiteouts");
+    assert!(t.entries.contains_key(Path::new("gonedir/new")));
     assert!(t.entries.contains_key(Path::new("d/new")));
     let (_m, mnt) = mounted(&s);
     for p in [
         "gone",
         "d/gone",
-        "gonedir",
         "gonedir/inner",
         "never-existed",
         "bottom-whiteout",
@@ -139,12 +141,12 @@ fn whiteout_aufs_files() {
         .file("d/new", b"new\n");
     s.layer(0).whiteout_aufs("bottom-whiteout");
     s.layer(1).whiteout_aufs("fresh/nothing-below");
+    s.add_layer().file("gonedir/new", b"recreated\n");
     check_stack(&s, ".wh. whiteouts");
     let (_m, mnt) = mounted(&s);
     for p in [
         "gone",
         "d/gone",
-        "gonedir",
         "gonedir/inner",
         ".wh.gone",
         "d/.wh.gone",
@@ -514,6 +516,14 @@ fn owners_modes_times_and_xattrs() {
         .xattr("f", "user.mime", b"text/plain")
         .xattr("f", "trusted.app", b"\x00\x01binary")
         .xattr("f", "security.label", b"lbl")
+        .file("acl", b"x\n")
+        .acl("acl", false)
+        .dir("acldir")
+        .acl("acldir", false)
+        .acl("acldir", true)
+        .file("big-xattr", b"x\n")
+        .xattr("big-xattr", "user.big", &[0xa5; 3000])
+        .file("many-xattrs", b"x\n")
         .file("d/x", b"x\n")
         .chmod("d", 0o700)
         .chown("d", 12345, 54321)
@@ -526,7 +536,17 @@ fn owners_modes_times_and_xattrs() {
         .mtime("d", 1_500_000_000, 5)
         .symlink("l", "f")
         .chown("l", 7, 8);
-    check_stack(&s, "owners, modes, times, xattrs");
+    let l0 = s.layer(0);
+    for i in 0..40 {
+        l0.xattr(
+            "many-xattrs",
+            &format!("user.attribute-number-{i:03}"),
+            b"v",
+        );
+    }
+    let t = check_stack(&s, "owners, modes, times, xattrs");
+    assert_eq!(t.entries[Path::new("many-xattrs")].xattrs.len(), 40);
+    assert_eq!(t.entries[Path::new("acldir")].xattrs.len(), 2);
 }
 
 /// Directories too big for one readdir reply, merged across layers.

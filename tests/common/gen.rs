@@ -252,6 +252,17 @@ impl Gen {
             let value = self.rng.bytes(len);
             l.xattr(rel, name, &value);
         }
+        let plain = l
+            .root()
+            .join(rel)
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_file() || m.is_dir());
+        if plain && self.rng.chance(4) {
+            l.acl(rel, false);
+            if is_dir && self.rng.chance(50) {
+                l.acl(rel, true);
+            }
+        }
         if !is_dir {
             let secs = 1_000_000_000 + self.rng.below(700_000_000) as i64;
             let nsecs = self.rng.below(1_000_000_000) as i64;
