@@ -633,6 +633,151 @@ fn concurrent_walks_agree() {
     m.unmount().expect("unmount");
 }
 
+/// A filesystem mounted on a directory inside a layer is not part of the layer: kernel
+/// overlayfs shows the directory underneath, and so must stratafs (entering such mounts also
+/// mixes inode numbers of two filesystems and, for a mount of the union itself inside a
+/// layer, makes the daemon wait on itself).
+#[test]
+fn mounts_inside_a_layer_are_not_entered() {
+    let mut s = Stack::new("mount-in-layer");
+    s.add_layer().file("sub/under", b"the layer's own file\n");
+    s.add_layer().file("top", b"x\n");
+    let sub = s.layers()[0].join("sub");
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&sub)
+        .output()
+        .expect("mount tmpfs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(sub.join("over"), b"not in the layer\n").unwrap();
+    let kmnt = s.mountpoint("kernel");
+    let kernel = {
+        let _k = KernelOverlay::mount(s.layers(), &kmnt);
+        common::snapshot(&kmnt)
+    };
+    assert!(kernel.entries.contains_key(Path::new("sub/under")));
+    assert!(!kernel.entries.contains_key(Path::new("sub/over")));
+    let (m, smnt) = mounted(&s);
+    let strata = common::snapshot(&smnt);
+    common::assert_same(
+        "a tmpfs mounted inside a layer",
+        "kernel overlayfs",
+        &kernel,
+        "stratafs",
+        &strata,
+    );
+    m.unmount().expect("unmount");
+    // The scratch dir detaches the tmpfs when dropped.
+}
+
+/// For each path, as user `uid`: whether it can be opened for reading, listed, and
+/// looked up (0 = allowed, else the tool's exit status).
+fn access_as(uid: u32, root: &Path, paths: &[&str]) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let script = r#"for p in "$@"; do
+        cat -- "$p" >/dev/null 2>&1; r=$?
+        ls -- "$p" >/dev/null 2>&1; l=$?
+        stat -- "$p" >/dev/null 2>&1; s=$?
+        echo "$p: read=$r list=$l stat=$s"
+    done"#;
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(paths)
+        .current_dir(root)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run sh as another user");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| format!("uid {uid} {l}"))
+        .collect()
+}
+
+/// Permission checks for other users (modes, owners, groups, ACLs, the top directory
+/// copy's mode) give the same answers as kernel overlayfs.
+#[test]
+fn permissions_for_other_users_match_kernel() {
+    let mut s = Stack::new("perms");
+    s.add_layer()
+        .file("secret", b"s\n")
+        .chmod("secret", 0o600)
+        .file("shared", b"s\n")
+        .chmod("shared", 0o644)
+        .file("group-file", b"g\n")
+        .chown("group-file", 0, 1000)
+        .chmod("group-file", 0o640)
+        .file("acl-file", b"a\n")
+        .chmod("acl-file", 0o600)
+        .acl("acl-file", false)
+        .file("private/inside", b"i\n")
+        .chmod("private", 0o700)
+        .file("search-only/inside", b"i\n")
+        .chmod("search-only", 0o711)
+        .file("owned/inside", b"i\n")
+        .chown("owned", 1000, 1000)
+        .chmod("owned", 0o700)
+        .file("acl-dir/inside", b"i\n")
+        .chmod("acl-dir", 0o700)
+        .acl("acl-dir", false)
+        .file("reopened/inside", b"i\n")
+        .chmod("reopened", 0o700);
+    // The top copy of a directory decides its mode.
+    s.add_layer()
+        .dir("reopened")
+        .chmod("reopened", 0o755)
+        .file("other-readable", b"o\n")
+        .chmod("other-readable", 0o604);
+    let paths = [
+        "secret",
+        "shared",
+        "group-file",
+        "acl-file",
+        "private",
+        "private/inside",
+        "search-only",
+        "search-only/inside",
+        "owned",
+        "owned/inside",
+        "acl-dir",
+        "acl-dir/inside",
+        "reopened",
+        "reopened/inside",
+        "other-readable",
+    ];
+    let kernel_layers = convert::kernel_copy(s.layers(), &s.scratch().path().join("kernel"));
+    let kmnt = s.mountpoint("kernel");
+    let _k = KernelOverlay::mount(&kernel_layers, &kmnt);
+    let (_m, smnt) = mounted(&s);
+    // The scratch dir is 0700: let other users through to the mountpoints.
+    for dir in [s.scratch().path(), &kmnt, &smnt] {
+        let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    }
+    let mut diffs = Vec::new();
+    for uid in [1000, 65534] {
+        let k = access_as(uid, &kmnt, &paths);
+        let st = access_as(uid, &smnt, &paths);
+        assert_eq!(k.len(), paths.len(), "{k:?}");
+        for (a, b) in k.iter().zip(&st) {
+            if a != b {
+                diffs.push(format!("kernel overlayfs: {a}\n          stratafs: {b}"));
+            }
+        }
+    }
+    assert!(diffs.is_empty(), "access differs:\n{}", diffs.join("\n"));
+}
+
 /// Deep random stacks in every format: at least 30 layers each.
 fn generated(seed: u64, layers: usize) {
     let mut s = Stack::new(&format!("gen-{seed}"));

@@ -24,14 +24,15 @@ impl Ns {
 }
 
 /// An ACL in the kernel's xattr format: version 2, then (tag, perm, id) entries for
-/// user::rw-, user:1000:rwx, group::r--, mask::rwx, other::r--.
+/// user::rw-, user:1000:rwx, group::---, mask::rwx, other::--- (only the owner and uid
+/// 1000 get in).
 pub const ACL_USER_1000: [u8; 44] = [
     2, 0, 0, 0, // version
     1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, // USER_OBJ rw-
     2, 0, 7, 0, 0xe8, 3, 0, 0, // USER 1000 rwx
-    4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff, // GROUP_OBJ r--
+    4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // GROUP_OBJ ---
     0x10, 0, 7, 0, 0xff, 0xff, 0xff, 0xff, // MASK rwx
-    0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff, // OTHER r--
+    0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // OTHER ---
 ];
 
 /// A scratch directory holding layers (bottom first) and mountpoints.
