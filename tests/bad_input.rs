@@ -95,7 +95,7 @@ fn missing_layer_dir() {
         &layer_args(&[&good, &missing]),
         &mnt,
         Some(&missing),
-        "--layer",
+        "director",
     );
 }
 
@@ -104,7 +104,7 @@ fn layer_is_a_regular_file() {
     let (t, good, mnt) = setup("bad-file-layer");
     let file = t.path().join("a-file");
     std::fs::write(&file, b"not a directory\n").unwrap();
-    expect_refusal(&layer_args(&[&file, &good]), &mnt, Some(&file), "--layer");
+    expect_refusal(&layer_args(&[&file, &good]), &mnt, Some(&file), "director");
 }
 
 #[test]
@@ -219,7 +219,10 @@ fn mountpoint_inside_a_layer() {
     let entries: Vec<_> = std::fs::read_dir(&inner).unwrap().collect();
     assert!(
         entries.is_empty(),
-        "{inner:?} shows the mount inside itself"
+        "mountpoint inside a layer: {inner:?} shows the mount inside itself ({} entries): \
+         the daemon crossed into its own mount; refuse this mountpoint or do not cross \
+         mounts inside layers",
+        entries.len()
     );
     guard.unmount().expect("unmount");
 }

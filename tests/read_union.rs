@@ -20,6 +20,11 @@ use common::{convert, gen, model, sys, Ns, Stack};
 /// st_ino, no `.wh.` name shows, and the daemon exits cleanly on unmount. Returns the
 /// stratafs tree.
 fn check_stack(stack: &Stack, what: &str) -> common::Snapshot {
+    check_stack_with(stack, what, &[])
+}
+
+/// [`check_stack`] with extra `stratafs mount` options.
+fn check_stack_with(stack: &Stack, what: &str, options: &[&str]) -> common::Snapshot {
     let layers = stack.layers();
     let expected = model::expected(layers);
 
@@ -32,7 +37,9 @@ fn check_stack(stack: &Stack, what: &str) -> common::Snapshot {
     common::assert_same(what, "model", &expected, "kernel overlayfs", &kernel);
 
     let smnt = stack.mountpoint("stratafs");
-    let m = StrataMount::foreground(layers, &smnt);
+    let mut args: Vec<OsString> = options.iter().map(OsString::from).collect();
+    args.extend(common::mount::layer_args(layers));
+    let m = StrataMount::foreground_args(args, &smnt);
     let strata = common::snapshot(&smnt);
     common::assert_same(what, "kernel overlayfs", &kernel, "stratafs", &strata);
     let bad = d_ino_mismatches(&strata);
@@ -100,13 +107,15 @@ fn whiteout_char_device() {
         .whiteout_dev("fresh/nothing-below")
         .opaque_xattr("opq", Ns::Trusted)
         .whiteout_dev("opq/nothing");
+    // A directory whited out, then made again above: nothing from below comes back.
+    s.add_layer().file("gonedir/new", b"recreated\n");
     let t = check_stack(&s, "char 0:0 whiteouts");
+    assert!(t.entries.contains_key(Path::new("gonedir/new")));
     assert!(t.entries.contains_key(Path::new("d/new")));
     let (_m, mnt) = mounted(&s);
     for p in [
         "gone",
         "d/gone",
-        "gonedir",
         "gonedir/inner",
         "never-existed",
         "bottom-whiteout",
@@ -132,12 +141,12 @@ fn whiteout_aufs_files() {
         .file("d/new", b"new\n");
     s.layer(0).whiteout_aufs("bottom-whiteout");
     s.layer(1).whiteout_aufs("fresh/nothing-below");
+    s.add_layer().file("gonedir/new", b"recreated\n");
     check_stack(&s, ".wh. whiteouts");
     let (_m, mnt) = mounted(&s);
     for p in [
         "gone",
         "d/gone",
-        "gonedir",
         "gonedir/inner",
         ".wh.gone",
         "d/.wh.gone",
@@ -365,6 +374,32 @@ fn symlinks_are_shown_never_followed() {
     assert!(mnt.join("loop").symlink_metadata().unwrap().is_symlink());
 }
 
+/// A symlink must be reported as itself: its own size, owner and xattrs, never those of
+/// the host file it points to.
+#[test]
+fn symlink_metadata_is_not_the_target_s() {
+    let mut s = Stack::new("symlink-meta");
+    let host = s.scratch().subdir("host");
+    let host_file = host.join("secret");
+    std::fs::write(&host_file, b"host data, must not show through the mount\n").unwrap();
+    sys::set_xattr(&host_file, "user.host", b"leaked").unwrap();
+    sys::set_xattr(&host_file, "trusted.host", b"leaked").unwrap();
+    sys::set_xattr(&host, "user.host", b"leaked dir").unwrap();
+    s.add_layer()
+        .symlink("to-host-file", &host_file)
+        .symlink("to-host-dir", &host)
+        .chown("to-host-file", 4242, 4242)
+        .xattr("to-host-file", "trusted.own", b"the link's own");
+    s.add_layer()
+        .symlink("upper-link", &host_file)
+        .file("to-host-dir/inside", b"an upper dir over a lower symlink\n");
+    let t = check_stack(&s, "symlink metadata");
+    let e = &t.entries[Path::new("to-host-file")];
+    assert_eq!(e.uid, 4242);
+    assert_eq!(e.size, Some(host_file.as_os_str().len() as u64));
+    assert_eq!(e.xattrs.len(), 1, "xattrs: {:?}", e.xattrs);
+}
+
 #[test]
 fn hard_links_share_inode_and_count() {
     let mut s = Stack::new("hardlinks");
@@ -481,6 +516,14 @@ fn owners_modes_times_and_xattrs() {
         .xattr("f", "user.mime", b"text/plain")
         .xattr("f", "trusted.app", b"\x00\x01binary")
         .xattr("f", "security.label", b"lbl")
+        .file("acl", b"x\n")
+        .acl("acl", false)
+        .dir("acldir")
+        .acl("acldir", false)
+        .acl("acldir", true)
+        .file("big-xattr", b"x\n")
+        .xattr("big-xattr", "user.big", &[0xa5; 3000])
+        .file("many-xattrs", b"x\n")
         .file("d/x", b"x\n")
         .chmod("d", 0o700)
         .chown("d", 12345, 54321)
@@ -493,7 +536,246 @@ fn owners_modes_times_and_xattrs() {
         .mtime("d", 1_500_000_000, 5)
         .symlink("l", "f")
         .chown("l", 7, 8);
-    check_stack(&s, "owners, modes, times, xattrs");
+    let l0 = s.layer(0);
+    for i in 0..40 {
+        l0.xattr(
+            "many-xattrs",
+            &format!("user.attribute-number-{i:03}"),
+            b"v",
+        );
+    }
+    let t = check_stack(&s, "owners, modes, times, xattrs");
+    assert_eq!(t.entries[Path::new("many-xattrs")].xattrs.len(), 40);
+    assert_eq!(t.entries[Path::new("acldir")].xattrs.len(), 2);
+}
+
+/// Directories too big for one readdir reply, merged across layers.
+#[test]
+fn large_directories() {
+    let mut s = Stack::new("bigdir");
+    let l0 = s.add_layer();
+    for i in 0..1500 {
+        let pad = "p".repeat(i % 200);
+        l0.file(format!("big/{i:05}-{pad}"), format!("{i}\n").as_bytes());
+    }
+    let l1 = s.add_layer();
+    for i in (0..1500).step_by(3) {
+        let name = format!("big/{i:05}-{}", "p".repeat(i % 200));
+        match i % 2 {
+            0 => l1.whiteout_dev(&name),
+            _ => l1.whiteout_aufs(&name),
+        };
+    }
+    let l2 = s.add_layer();
+    for i in 0..500 {
+        l2.file(format!("big/new-{i:04}-{}", "n".repeat(240)), b"new\n");
+    }
+    let t = check_stack(&s, "large directories");
+    let big = t.entries.keys().filter(|p| p.starts_with("big")).count();
+    assert_eq!(big, 1 + 1000 + 500);
+}
+
+/// More layers than a container image usually has, each changing the same paths.
+#[test]
+fn many_layers() {
+    let mut s = Stack::new("many");
+    let mut deep = PathBuf::from("deep");
+    for k in 0..150 {
+        let l = s.add_layer();
+        l.file("common/f", format!("layer {k}\n").as_bytes())
+            .file(format!("common/only-{k}"), b"x\n");
+        if k > 0 && k % 2 == 0 {
+            l.whiteout_dev(format!("common/only-{}", k - 1));
+        }
+        if k % 10 == 9 {
+            l.opaque_marker("common")
+                .file("common/f", b"after an opaque layer\n");
+        }
+        // A chain one level deeper every fifth layer, each layer adding to its end.
+        if k % 5 == 0 {
+            deep.push(format!("{k}"));
+        }
+        l.file(deep.join(format!("leaf-{k}")), format!("{k}\n").as_bytes());
+    }
+    let t = check_stack(&s, "150 layers");
+    assert!(t.entries.contains_key(Path::new("common/only-149")));
+    assert!(!t.entries.contains_key(Path::new("common/only-139")));
+}
+
+/// The daemon's own read path (no FUSE passthrough).
+#[test]
+fn generated_stack_without_passthrough() {
+    let mut s = Stack::new("gen-nopt");
+    gen::generate(&mut s, 4, 30);
+    check_stack_with(
+        &s,
+        "generated stack, --no-passthrough",
+        &["--no-passthrough"],
+    );
+}
+
+/// Several readers walking one mount at once all see the model's tree.
+#[test]
+fn concurrent_walks_agree() {
+    let mut s = Stack::new("concurrent");
+    gen::generate(&mut s, 5, 30);
+    let expected = model::expected(s.layers());
+    let (m, mnt) = mounted(&s);
+    std::thread::scope(|scope| {
+        let walkers: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| common::snapshot(&mnt)))
+            .collect();
+        for (i, w) in walkers.into_iter().enumerate() {
+            let got = w.join().expect("walker");
+            common::assert_same(&format!("walker {i}"), "model", &expected, "stratafs", &got);
+        }
+    });
+    m.unmount().expect("unmount");
+}
+
+/// A filesystem mounted on a directory inside a layer is not part of the layer: kernel
+/// overlayfs shows the directory underneath, and so must stratafs (entering such mounts also
+/// mixes inode numbers of two filesystems and, for a mount of the union itself inside a
+/// layer, makes the daemon wait on itself).
+#[test]
+fn mounts_inside_a_layer_are_not_entered() {
+    let mut s = Stack::new("mount-in-layer");
+    s.add_layer().file("sub/under", b"the layer's own file\n");
+    s.add_layer().file("top", b"x\n");
+    let sub = s.layers()[0].join("sub");
+    let out = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&sub)
+        .output()
+        .expect("mount tmpfs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(sub.join("over"), b"not in the layer\n").unwrap();
+    let kmnt = s.mountpoint("kernel");
+    let kernel = {
+        let _k = KernelOverlay::mount(s.layers(), &kmnt);
+        common::snapshot(&kmnt)
+    };
+    assert!(kernel.entries.contains_key(Path::new("sub/under")));
+    assert!(!kernel.entries.contains_key(Path::new("sub/over")));
+    let (m, smnt) = mounted(&s);
+    let strata = common::snapshot(&smnt);
+    common::assert_same(
+        "a tmpfs mounted inside a layer",
+        "kernel overlayfs",
+        &kernel,
+        "stratafs",
+        &strata,
+    );
+    m.unmount().expect("unmount");
+    // The scratch dir detaches the tmpfs when dropped.
+}
+
+/// For each path, as user `uid`: whether it can be opened for reading, listed, and
+/// looked up (0 = allowed, else the tool's exit status).
+fn access_as(uid: u32, root: &Path, paths: &[&str]) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let script = r#"for p in "$@"; do
+        cat -- "$p" >/dev/null 2>&1; r=$?
+        ls -- "$p" >/dev/null 2>&1; l=$?
+        stat -- "$p" >/dev/null 2>&1; s=$?
+        echo "$p: read=$r list=$l stat=$s"
+    done"#;
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(paths)
+        .current_dir(root)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run sh as another user");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| format!("uid {uid} {l}"))
+        .collect()
+}
+
+/// Permission checks for other users (modes, owners, groups, ACLs, the top directory
+/// copy's mode) give the same answers as kernel overlayfs.
+#[test]
+fn permissions_for_other_users_match_kernel() {
+    let mut s = Stack::new("perms");
+    s.add_layer()
+        .file("secret", b"s\n")
+        .chmod("secret", 0o600)
+        .file("shared", b"s\n")
+        .chmod("shared", 0o644)
+        .file("group-file", b"g\n")
+        .chown("group-file", 0, 1000)
+        .chmod("group-file", 0o640)
+        .file("acl-file", b"a\n")
+        .chmod("acl-file", 0o600)
+        .acl("acl-file", false)
+        .file("private/inside", b"i\n")
+        .chmod("private", 0o700)
+        .file("search-only/inside", b"i\n")
+        .chmod("search-only", 0o711)
+        .file("owned/inside", b"i\n")
+        .chown("owned", 1000, 1000)
+        .chmod("owned", 0o700)
+        .file("acl-dir/inside", b"i\n")
+        .chmod("acl-dir", 0o700)
+        .acl("acl-dir", false)
+        .file("reopened/inside", b"i\n")
+        .chmod("reopened", 0o700);
+    // The top copy of a directory decides its mode.
+    s.add_layer()
+        .dir("reopened")
+        .chmod("reopened", 0o755)
+        .file("other-readable", b"o\n")
+        .chmod("other-readable", 0o604);
+    let paths = [
+        "secret",
+        "shared",
+        "group-file",
+        "acl-file",
+        "private",
+        "private/inside",
+        "search-only",
+        "search-only/inside",
+        "owned",
+        "owned/inside",
+        "acl-dir",
+        "acl-dir/inside",
+        "reopened",
+        "reopened/inside",
+        "other-readable",
+    ];
+    let kernel_layers = convert::kernel_copy(s.layers(), &s.scratch().path().join("kernel"));
+    let kmnt = s.mountpoint("kernel");
+    let _k = KernelOverlay::mount(&kernel_layers, &kmnt);
+    let (_m, smnt) = mounted(&s);
+    // The scratch dir is 0700: let other users through to the mountpoints.
+    for dir in [s.scratch().path(), &kmnt, &smnt] {
+        let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    }
+    let mut diffs = Vec::new();
+    for uid in [1000, 65534] {
+        let k = access_as(uid, &kmnt, &paths);
+        let st = access_as(uid, &smnt, &paths);
+        assert_eq!(k.len(), paths.len(), "{k:?}");
+        for (a, b) in k.iter().zip(&st) {
+            if a != b {
+                diffs.push(format!("kernel overlayfs: {a}\n          stratafs: {b}"));
+            }
+        }
+    }
+    assert!(diffs.is_empty(), "access differs:\n{}", diffs.join("\n"));
 }
 
 /// Deep random stacks in every format: at least 30 layers each.

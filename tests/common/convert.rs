@@ -15,7 +15,7 @@
 //!   (xattr whiteouts count only inside opaque=`x` directories), so the copy drops the xattr.
 //! - the opaque xattr on a layer's root directory is ignored (not modelled; never set here).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -31,11 +31,10 @@ pub fn kernel_copy(layers: &[PathBuf], dest: &Path) -> Vec<PathBuf> {
     fs::create_dir_all(dest).expect("mkdir kernel copy");
     let mut out = Vec::new();
     for (k, src) in layers.iter().enumerate() {
-        let below = model::visible(&layers[..k]);
         let dst = dest.join(format!("K{k:03}"));
         fs::create_dir(&dst).expect("mkdir kernel layer");
         let mut copier = Copier {
-            below: &below,
+            below: &layers[..k],
             links: HashMap::new(),
         };
         copier.copy_dir(src, &dst, Path::new(""), true);
@@ -45,8 +44,8 @@ pub fn kernel_copy(layers: &[PathBuf], dest: &Path) -> Vec<PathBuf> {
 }
 
 struct Copier<'a> {
-    /// The union of the layers below the one being copied.
-    below: &'a BTreeMap<PathBuf, usize>,
+    /// The layers below the one being copied.
+    below: &'a [PathBuf],
     /// Source inode to the first copy made of it, to keep hard links.
     links: HashMap<u64, PathBuf>,
 }
@@ -65,7 +64,7 @@ impl Copier<'_> {
                     // An object of the same name in this layer wins over the whiteout.
                     let hides_something = merging
                         && copy.object(target).is_none()
-                        && self.below.contains_key(&rel.join(target));
+                        && model::resolves(self.below, &rel.join(target));
                     if !hides_something {
                         continue;
                     }

@@ -116,7 +116,7 @@ impl Gen {
             layer,
             touched: BTreeMap::new(),
         };
-        let ops = 12 + self.rng.below(30);
+        let ops = 10 + self.rng.below(22);
         for _ in 0..ops {
             match self.rng.below(100) {
                 0..=27 => self.new_file(&mut st),
@@ -252,6 +252,17 @@ impl Gen {
             let value = self.rng.bytes(len);
             l.xattr(rel, name, &value);
         }
+        let plain = l
+            .root()
+            .join(rel)
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_file() || m.is_dir());
+        if plain && self.rng.chance(4) {
+            l.acl(rel, false);
+            if is_dir && self.rng.chance(50) {
+                l.acl(rel, true);
+            }
+        }
         if !is_dir {
             let secs = 1_000_000_000 + self.rng.below(700_000_000) as i64;
             let nsecs = self.rng.below(1_000_000_000) as i64;
@@ -264,7 +275,8 @@ impl Gen {
             0 => 0,
             1..=6 => self.rng.below(200),
             7 | 8 => self.rng.below(8192),
-            _ => 65536 + self.rng.below(100_000),
+            // Past one 64 KiB read, to cover reads in several requests.
+            _ => 65536 + self.rng.below(20_000),
         };
         self.rng.bytes(len)
     }

@@ -23,6 +23,18 @@ impl Ns {
     }
 }
 
+/// An ACL in the kernel's xattr format: version 2, then (tag, perm, id) entries for
+/// user::rw-, user:1000:rwx, group::---, mask::rwx, other::--- (only the owner and uid
+/// 1000 get in).
+pub const ACL_USER_1000: [u8; 44] = [
+    2, 0, 0, 0, // version
+    1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, // USER_OBJ rw-
+    2, 0, 7, 0, 0xe8, 3, 0, 0, // USER 1000 rwx
+    4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // GROUP_OBJ ---
+    0x10, 0, 7, 0, 0xff, 0xff, 0xff, 0xff, // MASK rwx
+    0x20, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, // OTHER ---
+];
+
 /// A scratch directory holding layers (bottom first) and mountpoints.
 pub struct Stack {
     dir: TempDir,
@@ -192,6 +204,17 @@ impl Layer {
         let p = self.root.join(rel.as_ref());
         sys::set_xattr(&p, name, value).unwrap_or_else(|e| panic!("setxattr {name} {p:?}: {e}"));
         self
+    }
+
+    /// A POSIX ACL granting uid 1000 rwx: `system.posix_acl_access` (or `_default` on a
+    /// directory when `default` is set).
+    pub fn acl(&self, rel: impl AsRef<Path>, default: bool) -> &Self {
+        let name = if default {
+            "system.posix_acl_default"
+        } else {
+            "system.posix_acl_access"
+        };
+        self.xattr(rel, name, &ACL_USER_1000)
     }
 
     pub fn chmod(&self, rel: impl AsRef<Path>, mode: u32) -> &Self {

@@ -214,6 +214,99 @@ fn merge(layers: &[PathBuf], rel: &Path, stack: &[usize], out: &mut BTreeMap<Pat
     }
 }
 
+/// How one name reads in one layer's copy of a directory.
+enum NameIn {
+    Absent,
+    /// A whiteout, or an entry shadowed by one in the same copy.
+    WhitedOut,
+    /// An object (true: a directory); `also_whiteout` if the same copy whites out the name
+    /// for the layers below.
+    Object {
+        is_dir: bool,
+        also_whiteout: bool,
+    },
+}
+
+fn name_in(dir: &Path, name: &std::ffi::OsStr) -> NameIn {
+    let mut wh = OsString::from(".wh.");
+    wh.push(name);
+    let aufs = dir.join(&wh).symlink_metadata().is_ok();
+    let p = dir.join(name);
+    let Ok(md) = p.symlink_metadata() else {
+        return if aufs {
+            NameIn::WhitedOut
+        } else {
+            NameIn::Absent
+        };
+    };
+    let ft = md.file_type();
+    let whiteout = (ft.is_char_device() && md.rdev() == 0)
+        || (ft.is_file()
+            && md.len() == 0
+            && dir_opacity(dir) == Opacity::XattrWhiteouts
+            && has_whiteout_xattr(&p));
+    if whiteout {
+        NameIn::WhitedOut
+    } else {
+        NameIn::Object {
+            is_dir: ft.is_dir(),
+            also_whiteout: aufs,
+        }
+    }
+}
+
+/// Whether `rel` is visible in the union of `layers` (bottom first): the rules of
+/// [`visible`] applied along one path only.
+pub fn resolves(layers: &[PathBuf], rel: &Path) -> bool {
+    let mut stack: Vec<usize> = (0..layers.len()).rev().collect();
+    let mut parent = PathBuf::new();
+    let components: Vec<_> = rel.iter().collect();
+    for (i, name) in components.iter().enumerate() {
+        if !parent.as_os_str().is_empty() {
+            if let Some(pos) = stack
+                .iter()
+                .position(|&l| dir_opacity(&layers[l].join(&parent)) == Opacity::Opaque)
+            {
+                stack.truncate(pos + 1);
+            }
+        }
+        let mut top_is_dir = None;
+        let mut chain = Vec::new();
+        for &l in &stack {
+            match name_in(&layers[l].join(&parent), name) {
+                NameIn::Absent => continue,
+                NameIn::WhitedOut => break,
+                NameIn::Object {
+                    is_dir,
+                    also_whiteout,
+                } => {
+                    if top_is_dir.is_none() {
+                        top_is_dir = Some(is_dir);
+                    } else if !is_dir {
+                        break;
+                    }
+                    if !is_dir {
+                        break;
+                    }
+                    chain.push(l);
+                    if also_whiteout {
+                        break;
+                    }
+                }
+            }
+        }
+        match top_is_dir {
+            None => return false,
+            Some(_) if i + 1 == components.len() => return true,
+            Some(false) => return false,
+            Some(true) => {}
+        }
+        stack = chain;
+        parent.push(name);
+    }
+    true
+}
+
 /// The tree a correct union of `layers` shows, as [`super::walk::snapshot`] would record it.
 /// Inode numbers are those of the layer objects, so hard links show up as shared numbers.
 pub fn expected(layers: &[PathBuf]) -> Snapshot {

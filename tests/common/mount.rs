@@ -360,14 +360,24 @@ impl KernelOverlay {
             std::fs::create_dir_all(&empty).expect("mkdir empty lower");
             lower.push(empty);
         }
+        // The mount options must fit in one page: with many layers in one directory, name
+        // them relative to it (the kernel resolves lowerdir against the caller's cwd).
+        let parent = lower[0].parent().map(Path::to_path_buf);
+        let cwd = parent
+            .filter(|p| lower.iter().all(|l| l.parent() == Some(p.as_path())))
+            .unwrap_or_else(|| PathBuf::from("/"));
         let joined: Vec<&str> = lower
             .iter()
-            .map(|p| p.to_str().expect("layer path is UTF-8"))
+            .map(|p| {
+                let rel = p.strip_prefix(&cwd).expect("layer under cwd");
+                rel.to_str().expect("layer path is UTF-8")
+            })
             .collect();
         for p in &joined {
             assert!(!p.contains([':', ',']), "layer path {p} has a ':' or ','");
         }
         let out = Command::new("mount")
+            .current_dir(&cwd)
             .args(["-t", "overlay", "overlay", "-o"])
             .arg(format!("lowerdir={}", joined.join(":")))
             .arg(mnt)
