@@ -16,10 +16,17 @@ pub struct Layer {
 
 impl Layer {
     pub fn open_root(slot: u16, path: &Path) -> io::Result<Layer> {
+        let root = sys::open_tree_clone(path).or_else(|e| {
+            log::debug!(
+                "layer {}: no private mount ({e}); mounts inside it are entered",
+                path.display()
+            );
+            sys::open_dir_path(path)
+        })?;
         Ok(Layer {
             slot,
             path: path.to_path_buf(),
-            root: sys::open_dir_path(path)?,
+            root,
         })
     }
 

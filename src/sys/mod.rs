@@ -240,3 +240,26 @@ pub fn pread(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usiz
         )
     })
 }
+
+/// A detached, private copy of the mount at `path`, without the mounts below it (open_tree
+/// with OPEN_TREE_CLONE, not recursive): what the kernel's overlayfs does for its layers, so
+/// a filesystem mounted inside a layer directory is never entered and the layer's own content
+/// under it is what shows. Needs CAP_SYS_ADMIN; callers fall back to a plain open.
+pub fn open_tree_clone(path: &std::path::Path) -> io::Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let c = cstr(path.as_os_str().as_bytes())?;
+    // SAFETY: `c` is NUL-terminated; the returned fd is fresh and owned by the caller.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
