@@ -154,6 +154,7 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         volatile: m.volatile || !m.fsync,
         passthrough: std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none(),
         read_only_union: m.read_only,
+        noacl: !m.acl,
         nodev: m.flags.nodev,
         nosuid: m.flags.nosuid,
         noexec: m.flags.noexec,

@@ -38,6 +38,7 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
         upper,
         Options {
             passthrough: spec.passthrough,
+            posix_acl: !spec.noacl,
         },
     )
     .map_err(|e| format!("cannot read the top layer: {e}"))?;

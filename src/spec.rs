@@ -17,6 +17,8 @@ pub struct MountSpec {
     /// Skip fsync (volatile / fsync=0): faster, and a crash may lose recent changes.
     pub volatile: bool,
     pub passthrough: bool,
+    /// Do not enforce POSIX ACLs (fuse-overlayfs's noacl).
+    pub noacl: bool,
     /// Volumes, binds and tmpfs paths inside the merged view.
     pub submounts: Vec<crate::submount::SubMount>,
     /// Every write outside sub-mounts fails with EROFS.
@@ -162,7 +164,11 @@ impl MountSpec {
     }
 
     pub fn check_mountpoint(&self) -> Result<(), String> {
-        require_dir(&self.mountpoint, "mountpoint", "create it first with mkdir")?;
+        require_dir(
+            &self.mountpoint,
+            "mountpoint",
+            "pass an existing directory (mkdir it first)",
+        )?;
         // A mountpoint inside a layer would make the daemon read its own mount while it
         // indexes that layer.
         if let Ok(cm) = self.mountpoint.canonicalize() {
@@ -179,7 +185,7 @@ impl MountSpec {
         if let Some(m) = mountinfo::mount_at(&self.mountpoint) {
             if m.mount_point != Path::new("/") {
                 return Err(format!(
-                    "mountpoint {}: already mounted ({} from {}): unmount it first (stratafs umount {})",
+                    "mountpoint {}: already mounted ({} from {}): unmount it first (umount {})",
                     describe(&self.mountpoint),
                     m.fs_type,
                     m.source,

@@ -43,6 +43,8 @@ const TTL: Duration = Duration::from_secs(1_000_000);
 
 pub struct Options {
     pub passthrough: bool,
+    /// Let the kernel enforce POSIX ACLs found in the layers (off with `noacl`).
+    pub posix_acl: bool,
 }
 
 pub struct StrataFs {
@@ -56,6 +58,7 @@ pub struct StrataFs {
     passthrough: AtomicBool,
     backing: file::BackingCache,
     want_passthrough: bool,
+    want_posix_acl: bool,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
     deny_writes: Arc<AtomicBool>,
 }
@@ -88,6 +91,7 @@ impl StrataFs {
             passthrough: AtomicBool::new(false),
             backing: file::BackingCache::default(),
             want_passthrough: opts.passthrough,
+            want_posix_acl: opts.posix_acl,
             deny_writes: Arc::new(AtomicBool::new(false)),
             layers,
             upper,
@@ -191,6 +195,11 @@ impl Filesystem for StrataFs {
             | InitFlags::FUSE_EXPORT_SUPPORT;
         // add_capabilities is all-or-nothing: ask only for what the kernel offers.
         let _ = config.add_capabilities(wanted & offered);
+        // The kernel checks permissions itself (default_permissions); with POSIX_ACL it also
+        // reads the ACL xattrs of each inode, as kernel overlayfs honours them.
+        if self.want_posix_acl && offered.contains(InitFlags::FUSE_POSIX_ACL) {
+            let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+        }
         if self.want_passthrough && offered.contains(InitFlags::FUSE_PASSTHROUGH) {
             let depth = self.passthrough_stack_depth();
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
