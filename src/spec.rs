@@ -66,7 +66,11 @@ impl MountSpec {
         }
         let mut layers = Vec::with_capacity(self.layers.len());
         for (slot, path) in self.layers.iter().enumerate() {
-            require_dir(path, "layer", "every layer must be an existing directory")?;
+            require_dir(
+                path,
+                "layer",
+                "pass an existing directory (--layer, or lowerdir= in the -o form)",
+            )?;
             let layer = Layer::open_root(slot as u16, path)
                 .map_err(|e| format!("layer {}: cannot open: {e}", describe(path)))?;
             layers.push(layer);
@@ -159,6 +163,19 @@ impl MountSpec {
 
     pub fn check_mountpoint(&self) -> Result<(), String> {
         require_dir(&self.mountpoint, "mountpoint", "create it first with mkdir")?;
+        // A mountpoint inside a layer would make the daemon read its own mount while it
+        // indexes that layer.
+        if let Ok(cm) = self.mountpoint.canonicalize() {
+            for layer in &self.layers {
+                if layer.canonicalize().is_ok_and(|cl| cm.starts_with(&cl)) {
+                    return Err(format!(
+                        "mountpoint {} is inside layer {}: use a mountpoint outside every layer",
+                        describe(&self.mountpoint),
+                        describe(layer)
+                    ));
+                }
+            }
+        }
         if let Some(m) = mountinfo::mount_at(&self.mountpoint) {
             if m.mount_point != Path::new("/") {
                 return Err(format!(

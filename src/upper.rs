@@ -27,6 +27,8 @@ pub struct Upper {
 /// Name of the kernel's scratch dir inside the work dir.
 const WORK_SUBDIR: &str = "work";
 const INDEX_SUBDIR: &str = "index";
+/// The whiteout inode every whiteout of this mount links to.
+const SHARED_WHITEOUT: &CStr = c"#whiteout";
 
 impl Upper {
     pub fn open(upper: &Path, workdir: &Path, fsync: bool) -> io::Result<Upper> {
@@ -123,8 +125,42 @@ impl Upper {
     }
 
     /// Creates a whiteout (char 0:0) named `name` in `dir`, where nothing of that name exists.
+    ///
+    /// Like the kernel, whiteouts are hard links of one shared whiteout inode kept in the work
+    /// dir: a link costs far less than allocating a device inode per deleted name.
     pub fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
+        for _ in 0..3 {
+            match ops::link_at(self.work(), SHARED_WHITEOUT, dir, name) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.new_shared_whiteout()?,
+                // The shared inode is at its link limit: start a fresh one.
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                    let _ = ops::unlink_at(self.work(), SHARED_WHITEOUT, false);
+                    self.new_shared_whiteout()?;
+                }
+                Err(_) => break,
+            }
+        }
         ops::mknod_at(dir, name, libc::S_IFCHR, 0)
+    }
+
+    fn new_shared_whiteout(&self) -> io::Result<()> {
+        let tmp = self.temp_name();
+        ops::mknod_at(self.work(), &tmp, libc::S_IFCHR, 0)?;
+        match ops::rename_at(
+            self.work(),
+            &tmp,
+            self.work(),
+            SHARED_WHITEOUT,
+            ops::RENAME_NOREPLACE,
+        ) {
+            // Another thread made it first: use theirs.
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                let _ = ops::unlink_at(self.work(), &tmp, false);
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     /// Replaces the object `name` in `dir` with a whiteout atomically (the object moves to the

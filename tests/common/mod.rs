@@ -10,6 +10,7 @@ pub mod layers;
 pub mod model;
 pub mod mount;
 pub mod mountinfo;
+pub mod rw;
 pub mod sys;
 pub mod tmp;
 pub mod walk;
@@ -21,5 +22,7 @@ pub use layers::{Layer, Ns, Stack};
 // sub-mount tests (the read tests use `mount::`).
 #[allow(unused_imports)]
 pub use guard::*;
+#[allow(unused_imports)]
+pub use rw::{copy_tree, mount_type, mounts_under, require_root, stratafs_bin, umount, Scratch};
 #[allow(unused_imports)]
 pub use walk::{assert_same, snapshot, Snapshot};

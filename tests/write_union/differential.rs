@@ -4,15 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{copy_tree, KernelOverlay, Scratch, StrataMount, StrataSpec};
+use std::time::Duration;
+
+use crate::common::rw::{copy_tree, KernelMount, StrataChild, StrataSpec, Watchdog};
+use crate::common::tmp::TempDir;
 
 use super::fixture::Template;
 use super::ops::{apply, describe, Op, Outcome};
 use super::tree::{diff, snapshot, Tree, View};
 
-/// Kernel overlayfs options of the reference: directory renames write redirects (as stratafs
-/// does); no index, so lower hard links are broken by copy-up (see the hard-link test).
-pub const KERNEL_OPTS: &str = "redirect_dir=on,index=off,metacopy=off";
+/// Kernel overlayfs options of the reference, the formats stratafs writes: directory renames
+/// write redirects, chmod/chown/utimes copy up metadata only (metacopy), and copied-up hard
+/// links are kept together through the index in the work dir. (With index=off the kernel
+/// breaks lower hard links on copy-up; stratafs keeps them, as index=on does.)
+pub const KERNEL_OPTS: &str = "redirect_dir=on,index=on,metacopy=on";
 
 /// A check run against both mounts after the operations, while they are live.
 pub type LiveCheck<'a> = &'a dyn Fn(&Path, &Path) -> Result<(), String>;
@@ -29,7 +34,6 @@ pub struct Options<'a> {
 pub struct Report {
     /// What each operation observed (the same on both, or the run fails).
     pub outcomes: Vec<Outcome>,
-    pub strata_merged: Tree,
     pub strata_upper: Tree,
 }
 
@@ -40,8 +44,8 @@ struct Side {
     mnt: PathBuf,
 }
 
-fn side(scratch: &Scratch, name: &str, template: &Template) -> Side {
-    let base = scratch.dir(name);
+fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
+    let base = scratch.subdir(name);
     let layer_dir = base.join("layers");
     std::fs::create_dir(&layer_dir).expect("create layers dir");
     let mut layers = Vec::new();
@@ -51,44 +55,45 @@ fn side(scratch: &Scratch, name: &str, template: &Template) -> Side {
     }
     Side {
         layers,
-        upper: scratch.dir(&format!("{name}/upper")),
-        work: scratch.dir(&format!("{name}/work")),
-        mnt: scratch.dir(&format!("{name}/mnt")),
+        upper: scratch.subdir(&format!("{name}/upper")),
+        work: scratch.subdir(&format!("{name}/work")),
+        mnt: scratch.subdir(&format!("{name}/mnt")),
     }
 }
 
-fn strata_spec(scratch: &Scratch, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
+fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
     StrataSpec {
         layers: s.layers.clone(),
         upper: Some((upper.to_path_buf(), work.to_path_buf())),
         mountpoint: s.mnt.clone(),
-        log: scratch.path.join("stratafs.log"),
+        log: scratch.path().join("stratafs.log"),
     }
 }
 
-fn compare(
-    stage: &str,
-    a_name: &str,
-    a: &Tree,
-    b_name: &str,
-    b: &Tree,
-    view: View,
-    ignore: &[&str],
-) -> Result<(), String> {
-    let ignored = |line: &String| {
-        ignore.iter().any(|p| {
-            line.strip_prefix(p)
-                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
-        })
-    };
-    let diffs: Vec<String> = diff(a_name, a, b_name, b, view)
-        .into_iter()
-        .filter(|l| !ignored(l))
-        .collect();
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("{stage}:\n  {}", diffs.join("\n  ")))
+/// Collects the differences of every comparison stage of one run.
+struct Differences<'a> {
+    ignore: &'a [&'a str],
+    lower_layers: &'a [PathBuf],
+    found: Vec<String>,
+}
+
+impl Differences<'_> {
+    /// Compares snapshot `a` with `b`; each is (name for the report, tree).
+    fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
+        let ignored = |line: &String| {
+            self.ignore.iter().any(|p| {
+                line.strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
+            })
+        };
+        let diffs: Vec<String> = diff(a.0, a.1, b.0, b.1, view, self.lower_layers)
+            .into_iter()
+            .filter(|l| !ignored(l))
+            .collect();
+        if !diffs.is_empty() {
+            self.found
+                .push(format!("{stage}:\n  {}", diffs.join("\n  ")));
+        }
     }
 }
 
@@ -96,24 +101,39 @@ fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
     snapshot(path, view).map_err(|e| format!("snapshot of {what}: {e}"))
 }
 
+/// How long stratafs may take over one operation (or one tree walk) before it counts as hung.
+const STALL: Duration = Duration::from_secs(30);
+
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
-    let scratch = Scratch::new("wu");
+    let scratch = TempDir::new("wu");
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
 
-    let kernel = KernelOverlay::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
-    let strata = StrataMount::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
+    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
 
     let mut log = Vec::new();
     let mut outcomes = Vec::new();
+    let watchdog = Watchdog::new(strata.pid(), STALL);
+    let hung = |i: usize| {
+        if watchdog.fired() {
+            format!(
+                "stratafs hung (no progress for {STALL:?}, killed) at or after operation #{i}\n"
+            )
+        } else {
+            String::new()
+        }
+    };
     for (i, op) in ops.iter().enumerate() {
         let ko = apply(&k.mnt, op);
         let so = apply(&s.mnt, op);
+        watchdog.tick();
         log.push(format!("  #{i} {op:?} -> {}", describe(&ko)));
         if ko != so {
             return Err(format!(
-                "operation #{i} {op:?}: kernel {}, stratafs {}\n{}",
+                "{}operation #{i} {op:?}: kernel {}, stratafs {}\n{}",
+                hung(i),
                 describe(&ko),
                 describe(&so),
                 log.join("\n")
@@ -129,109 +149,83 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     };
 
     // Every stage runs even after one differs: together they tell where a difference comes from.
-    let mut problems: Vec<String> = Vec::new();
+    let mut differences = Differences {
+        ignore: opts.ignore_paths,
+        lower_layers: &template.layers,
+        found: Vec::new(),
+    };
     if let Some(check) = opts.live_check {
         if let Err(e) = check(&k.mnt, &s.mnt) {
-            problems.push(format!("live check: {e}"));
+            differences.found.push(format!("live check: {e}"));
         }
     }
     let kernel_merged = snap(&k.mnt, View::Merged, "the kernel mount")?;
-    let strata_merged = snap(&s.mnt, View::Merged, "the stratafs mount")?;
-    compare(
+    let strata_merged = snap(&s.mnt, View::Merged, "the stratafs mount")
+        .map_err(|e| format!("{}{e}", hung(ops.len())))?;
+    drop(watchdog);
+    differences.check(
         "merged trees differ",
-        "kernel",
-        &kernel_merged,
-        "stratafs",
-        &strata_merged,
+        ("kernel", &kernel_merged),
+        ("stratafs", &strata_merged),
         View::Merged,
-        opts.ignore_paths,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
     kernel.unmount()?;
     strata.unmount()?;
 
     let kernel_upper = snap(&k.upper, View::Upper, "the kernel's upper dir")?;
     let strata_upper = snap(&s.upper, View::Upper, "stratafs's upper dir")?;
-    compare(
+    differences.check(
         "upper dirs differ",
-        "kernel",
-        &kernel_upper,
-        "stratafs",
-        &strata_upper,
+        ("kernel", &kernel_upper),
+        ("stratafs", &strata_upper),
         View::Upper,
-        opts.ignore_paths,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
 
     // Persistence: stratafs remounted on its own upper dir shows the same tree.
-    let strata = StrataMount::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
     let remounted = snap(&s.mnt, View::Merged, "the remounted stratafs")?;
     strata.unmount()?;
-    compare(
+    differences.check(
         "stratafs after a remount differs from the kernel",
-        "kernel",
-        &kernel_merged,
-        "stratafs-remounted",
-        &remounted,
+        ("kernel", &kernel_merged),
+        ("stratafs-remounted", &remounted),
         View::Merged,
-        opts.ignore_paths,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
 
-    // Round trip: the kernel reads the upper dir stratafs wrote.
-    let work2 = scratch.dir("strata/work-kernel");
+    // Round trip: the kernel reads the upper dir stratafs wrote (with its work dir: the
+    // hard-link index lives there).
     let kernel_on_s =
-        KernelOverlay::mount(&s.layers, Some((&s.upper, &work2)), &s.mnt, KERNEL_OPTS)?;
+        KernelMount::mount(&s.layers, Some((&s.upper, &s.work)), &s.mnt, KERNEL_OPTS)?;
     let k_view = snap(&s.mnt, View::Merged, "the kernel mount of stratafs's upper")?;
     kernel_on_s.unmount()?;
-    compare(
+    differences.check(
         "the kernel mounted on stratafs's upper dir differs from stratafs",
-        "stratafs",
-        &strata_merged,
-        "kernel-on-stratafs-upper",
-        &k_view,
+        ("stratafs", &strata_merged),
+        ("kernel-on-stratafs-upper", &k_view),
         View::Merged,
-        opts.ignore_paths,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
 
     // And the other way: stratafs reads the upper dir the kernel wrote.
-    let work3 = scratch.dir("kernel/work-strata");
-    let strata_on_k = StrataMount::start(&StrataSpec {
+    let strata_on_k = StrataChild::start(&StrataSpec {
         layers: k.layers.clone(),
-        upper: Some((k.upper.clone(), work3)),
+        upper: Some((k.upper.clone(), k.work.clone())),
         mountpoint: k.mnt.clone(),
-        log: scratch.path.join("stratafs.log"),
+        log: scratch.path().join("stratafs.log"),
     })?;
     let s_view = snap(&k.mnt, View::Merged, "stratafs on the kernel's upper")?;
     strata_on_k.unmount()?;
-    compare(
+    differences.check(
         "stratafs mounted on the kernel's upper dir differs from the kernel",
-        "kernel",
-        &kernel_merged,
-        "stratafs-on-kernel-upper",
-        &s_view,
+        ("kernel", &kernel_merged),
+        ("stratafs-on-kernel-upper", &s_view),
         View::Merged,
-        opts.ignore_paths,
-    )
-    .err()
-    .into_iter()
-    .for_each(|e| problems.push(e));
+    );
 
-    if !problems.is_empty() {
-        return Err(with_log(problems.join("\n")));
+    if !differences.found.is_empty() {
+        return Err(with_log(differences.found.join("\n")));
     }
     Ok(Report {
         outcomes,
-        strata_merged,
         strata_upper,
     })
 }

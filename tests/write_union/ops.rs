@@ -129,6 +129,12 @@ pub enum Op {
     ListDir {
         path: &'static str,
     },
+    /// Opens a file, unlinks it, then writes, stats and reads through the still-open fd.
+    OpenUnlinkWrite {
+        path: &'static str,
+        len: usize,
+        byte: u8,
+    },
 }
 
 /// The data an operation writes: a simple pattern that differs by seed byte and position.
@@ -176,6 +182,9 @@ pub fn fnv(data: &[u8]) -> u64 {
     h
 }
 
+/// Opens never wait for the other end of a FIFO (no effect on regular files).
+const NB: i32 = libc::O_NONBLOCK;
+
 /// Applies `op` to the union mounted at `root`.
 pub fn apply(root: &Path, op: &Op) -> Outcome {
     let p = |rel: &str| root.join(rel);
@@ -195,7 +204,7 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
             done(fd.close())
         }
         Op::Append { path, len, byte } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_APPEND, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_APPEND | NB, 0)?;
             sysc::write_all_at(&fd, None, &pattern(*len, *byte))?;
             done(fd.close())
         }
@@ -205,18 +214,18 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
             len,
             byte,
         } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | NB, 0)?;
             sysc::write_all_at(&fd, Some(*off), &pattern(*len, *byte))?;
             done(fd.close())
         }
         Op::WriteTrunc { path, len, byte } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_TRUNC, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | libc::O_TRUNC | NB, 0)?;
             sysc::write_all_at(&fd, None, &pattern(*len, *byte))?;
             done(fd.close())
         }
         Op::Truncate { path, size } => done(sysc::truncate(&p(path), *size)),
         Op::SparseWrite { path, gap, byte } => {
-            let fd = sysc::open(&p(path), libc::O_WRONLY, 0)?;
+            let fd = sysc::open(&p(path), libc::O_WRONLY | NB, 0)?;
             let size = sysc::fstat(&fd)?.st_size as u64;
             sysc::write_all_at(&fd, Some(size + gap), &pattern(4, *byte))?;
             let new_size = sysc::fstat(&fd)?.st_size;
@@ -260,13 +269,29 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
             Ok(s)
         }
         Op::Read { path } => {
-            let fd = sysc::open(&p(path), libc::O_RDONLY, 0)?;
+            let fd = sysc::open(&p(path), libc::O_RDONLY | NB, 0)?;
             let data = sysc::read_all(&fd)?;
             Ok(format!("{} bytes fnv {:016x}", data.len(), fnv(&data)))
         }
         Op::ListDir { path } => {
             let names = list_dir(&p(path))?;
             Ok(names.join(" "))
+        }
+        Op::OpenUnlinkWrite { path, len, byte } => {
+            let fd = sysc::open(&p(path), libc::O_RDWR | NB, 0)?;
+            sysc::unlink(&p(path))?;
+            sysc::write_all_at(&fd, Some(1), &pattern(*len, *byte))?;
+            let st = sysc::fstat(&fd)?;
+            let data = sysc::pread_all(&fd)?;
+            let gone = sysc::lstat(&p(path)).err();
+            fd.close()?;
+            Ok(format!(
+                "size {} nlink {} fnv {:016x} name {}",
+                st.st_size,
+                st.st_nlink,
+                fnv(&data),
+                gone.map_or("still there".into(), sysc::errno_name)
+            ))
         }
     }
 }
@@ -499,7 +524,12 @@ pub fn generate(seed: u64, len: usize) -> Vec<Op> {
             79..=87 => Op::Stat {
                 path: path(&mut rng),
             },
-            88..=93 => Op::Read {
+            88..=89 => Op::OpenUnlinkWrite {
+                path: path(&mut rng),
+                len: rng.pick(&[1, 5000]),
+                byte,
+            },
+            90..=93 => Op::Read {
                 path: path(&mut rng),
             },
             _ => Op::ListDir {

@@ -87,6 +87,22 @@ pub fn read_all(fd: &Fd) -> Sys<Vec<u8>> {
     }
 }
 
+/// The whole file from offset 0, whatever the fd's position.
+pub fn pread_all(fd: &Fd) -> Sys<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        // SAFETY: the buffer is valid for buf.len() bytes.
+        let n = check_size(unsafe {
+            libc::pread(fd.0, buf.as_mut_ptr().cast(), buf.len(), out.len() as i64)
+        })?;
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
 pub fn fstat(fd: &Fd) -> Sys<libc::stat> {
     // SAFETY: stat is plain old data; fstat fills it.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -300,6 +316,7 @@ pub fn errno_name(e: i32) -> String {
         libc::ENXIO => "ENXIO",
         libc::ETXTBSY => "ETXTBSY",
         libc::ERANGE => "ERANGE",
+        libc::ESPIPE => "ESPIPE",
         libc::ENOSYS => "ENOSYS",
         _ => return format!("errno {e}"),
     };

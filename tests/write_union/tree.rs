@@ -22,13 +22,15 @@
 //! - trusted.overlay.index / the index dir: only with index=on.
 //!
 //! Whiteout link counts are skipped too: the kernel hard-links whiteouts to one shared inode.
+//! Opaque marks on directories with nothing below them are dropped before comparing: they hide
+//! nothing, and the kernel sets them as a lookup shortcut where stratafs does not.
 //! Redirects are normalized to absolute paths: the kernel writes a relative redirect (the old
 //! name) for a rename inside one directory, which means the same lower dir as the absolute form.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::ops::{fnv, kind_name, OLD_TIME_LIMIT};
 use super::sysc;
@@ -47,6 +49,8 @@ pub struct Entry {
     pub gid: u32,
     pub size: u64,
     pub nlink: u64,
+    /// 512-byte blocks allocated (not compared: it depends on the backing fs).
+    pub blocks: u64,
     pub mtime: i64,
     pub ino: (u64, u64),
     pub content: Option<Content>,
@@ -55,6 +59,9 @@ pub struct Entry {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// The first path (in name order) naming the same inode, for non-directories.
     pub link_group: Option<String>,
+    /// Upper view, directories: the lower path this dir merges with (its redirect, or its
+    /// parent's lower path plus its name).
+    pub lower_path: Option<String>,
 }
 
 impl Entry {
@@ -149,6 +156,7 @@ fn walk(root: &Path, path: &Path, view: View, tree: &mut Tree) -> Result<(), Str
         gid: st.st_gid,
         size: st.st_size as u64,
         nlink: st.st_nlink,
+        blocks: st.st_blocks as u64,
         mtime: st.st_mtime,
         ino: (st.st_dev, st.st_ino),
         content: None,
@@ -156,6 +164,7 @@ fn walk(root: &Path, path: &Path, view: View, tree: &mut Tree) -> Result<(), Str
         rdev: None,
         xattrs,
         link_group: None,
+        lower_path: None,
     };
     match kind {
         "file" => entry.content = Some(read_content(path).map_err(|e| format!("read {rel}: {e}"))?),
@@ -233,12 +242,64 @@ fn normalize_redirects(tree: &mut Tree) {
             }
             None => format!("{parent_lower}/{name}"),
         };
+        entry.lower_path = Some(lower.clone());
         lower_path.insert(path, lower);
     }
 }
 
-/// Lists every difference between two snapshots (empty: they match).
-pub fn diff(a_name: &str, a: &Tree, b_name: &str, b: &Tree, view: View) -> Vec<String> {
+/// True if the lower layers show nothing at `lower_path`, so an opaque mark there hides
+/// nothing. (The kernel marks every directory it creates in a merged dir opaque, as a lookup
+/// shortcut, and pure-upper dirs moved into a merged dir; stratafs marks them only where
+/// something lower exists. Both are the same union.) Looks the path up top layer first, the way
+/// overlayfs does: a whiteout or non-directory on the way, or an opaque dir, ends the search.
+fn nothing_below(lower_layers: &[PathBuf], lower_path: &str) -> bool {
+    let parts: Vec<&str> = lower_path.split('/').filter(|p| !p.is_empty()).collect();
+    if parts.is_empty() {
+        return false; // the root always merges with the lower roots
+    }
+    for layer in lower_layers.iter().rev() {
+        let mut at = layer.clone();
+        let mut opaque_ancestor = false;
+        for (i, part) in parts.iter().enumerate() {
+            at.push(part);
+            match sysc::lstat(&at) {
+                // Absent here: the next layer down decides, unless an opaque dir hides it.
+                Err(_) if opaque_ancestor => return true,
+                Err(_) => break,
+                // A whiteout or a non-directory hides everything below.
+                Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => return true,
+                // A lower directory: the mark matters.
+                Ok(_) if i + 1 == parts.len() => return false,
+                Ok(_) => {
+                    opaque_ancestor |=
+                        sysc::lgetxattr(&at, b"trusted.overlay.opaque").is_ok_and(|v| v == b"y")
+                }
+            }
+        }
+    }
+    true
+}
+
+fn without_noop_opaque(e: &Entry, lower_layers: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
+    let mut x = e.xattrs.clone();
+    if let Some(lp) = &e.lower_path {
+        if nothing_below(lower_layers, lp) {
+            x.remove("trusted.overlay.opaque");
+        }
+    }
+    x
+}
+
+/// Lists every difference between two snapshots (empty: they match). For upper views,
+/// `lower_layers` are the layers below them (to tell a meaningful opaque mark from a no-op).
+pub fn diff(
+    a_name: &str,
+    a: &Tree,
+    b_name: &str,
+    b: &Tree,
+    view: View,
+    lower_layers: &[PathBuf],
+) -> Vec<String> {
     let mut out = Vec::new();
     for (path, ea) in a {
         let Some(eb) = b.get(path) else {
@@ -262,7 +323,11 @@ pub fn diff(a_name: &str, a: &Tree, b_name: &str, b: &Tree, view: View) -> Vec<S
                 format!("{}:{}", eb.uid, eb.gid),
             );
         }
-        field("xattrs", fmt_xattrs(&ea.xattrs), fmt_xattrs(&eb.xattrs));
+        field(
+            "xattrs",
+            fmt_xattrs(&without_noop_opaque(ea, lower_layers)),
+            fmt_xattrs(&without_noop_opaque(eb, lower_layers)),
+        );
         if ea.kind != "dir" {
             field("size", ea.size.to_string(), eb.size.to_string());
             let whiteouts = view == View::Upper && ea.is_whiteout();
