@@ -5,7 +5,6 @@
 
 pub mod convert;
 pub mod gen;
-mod guard;
 pub mod layers;
 pub mod model;
 pub mod mount;
@@ -18,10 +17,6 @@ pub mod walk;
 // Each test binary uses its own part of the harness.
 #[allow(unused_imports)]
 pub use layers::{Layer, Ns, Stack};
-// Guards for stratafs, kernel overlayfs and tmpfs mounts used by the write, crash and
-// sub-mount tests (the read tests use `mount::`).
-#[allow(unused_imports)]
-pub use guard::*;
 #[allow(unused_imports)]
 pub use rw::{copy_tree, mount_type, mounts_under, require_root, stratafs_bin, umount, Scratch};
 #[allow(unused_imports)]
