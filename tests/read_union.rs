@@ -27,6 +27,7 @@ fn check_stack(stack: &Stack, what: &str) -> common::Snapshot {
 fn check_stack_with(stack: &Stack, what: &str, options: &[&str]) -> common::Snapshot {
     let layers = stack.layers();
     let expected = model::expected(layers);
+    let before = raw_layers(layers);
 
     let kernel_layers = convert::kernel_copy(layers, &stack.scratch().path().join("kernel"));
     let kmnt = stack.mountpoint("kernel");
@@ -51,7 +52,30 @@ fn check_stack_with(stack: &Stack, what: &str, options: &[&str]) -> common::Snap
     let wh = names_starting_with(&strata, b".wh.");
     assert!(wh.is_empty(), "{what}: .wh. names shown: {wh:?}");
     m.unmount().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_layers_unchanged(what, layers, &before);
     strata
+}
+
+/// Every layer recorded with contents, inode numbers and change times.
+fn raw_layers(layers: &[PathBuf]) -> Vec<common::Snapshot> {
+    layers
+        .iter()
+        .map(|l| common::walk::snapshot_raw(l))
+        .collect()
+}
+
+/// Serving a stack must leave its layers exactly as they were.
+fn assert_layers_unchanged(what: &str, layers: &[PathBuf], before: &[common::Snapshot]) {
+    for (l, b) in layers.iter().zip(before) {
+        let after = common::walk::snapshot_raw(l);
+        common::assert_same(
+            &format!("{what}: layer {}", l.display()),
+            "before",
+            b,
+            "after",
+            &after,
+        );
+    }
 }
 
 /// Like [`check_stack`] for stacks kernel overlayfs cannot serve correctly: stratafs is
@@ -760,10 +784,6 @@ fn permissions_for_other_users_match_kernel() {
     let kmnt = s.mountpoint("kernel");
     let _k = KernelOverlay::mount(&kernel_layers, &kmnt);
     let (_m, smnt) = mounted(&s);
-    // The scratch dir is 0700: let other users through to the mountpoints.
-    for dir in [s.scratch().path(), &kmnt, &smnt] {
-        let _ = std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755));
-    }
     let mut diffs = Vec::new();
     for uid in [1000, 65534] {
         let k = access_as(uid, &kmnt, &paths);
@@ -884,11 +904,7 @@ fn writes_fail_with_erofs_and_layers_stay_unchanged() {
         .symlink("link", "file")
         .file("gone", b"x\n");
     s.add_layer().whiteout_aufs("gone");
-    let before: Vec<_> = s
-        .layers()
-        .iter()
-        .map(|l| common::walk::snapshot_raw(l))
-        .collect();
+    let before = raw_layers(s.layers());
     let (m, mnt) = mounted(&s);
     let p = |r: &str| mnt.join(r);
     let erofs = |what: &str, r: std::io::Result<()>| match r {
@@ -945,14 +961,5 @@ fn writes_fail_with_erofs_and_layers_stay_unchanged() {
     // Reading everything must not change anything either.
     let _ = common::snapshot(&mnt);
     m.unmount().expect("unmount");
-    for (l, b) in s.layers().iter().zip(&before) {
-        let after = common::walk::snapshot_raw(l);
-        common::assert_same(
-            &format!("layer {}", l.display()),
-            "before",
-            b,
-            "after",
-            &after,
-        );
-    }
+    assert_layers_unchanged("after write attempts", s.layers(), &before);
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use super::mountinfo;
 
 pub const STRATAFS: &str = env!("CARGO_BIN_EXE_stratafs");
-const MOUNT_TIMEOUT: Duration = Duration::from_secs(20);
-const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `--layer L` for each layer, bottom first.
 pub fn layer_args(layers: &[PathBuf]) -> Vec<OsString> {

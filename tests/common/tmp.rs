@@ -24,6 +24,9 @@ impl TempDir {
         ));
         std::fs::create_dir(&path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        // Whatever the umask, other users may pass through (tests run commands as them).
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
         TempDir { path }
     }
 
