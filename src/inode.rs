@@ -61,6 +61,9 @@ pub struct NodeInner {
     pub index: Option<std::ffi::CString>,
     /// The upper copy holds metadata only; data is read from `lower` until the first write.
     pub metacopy: bool,
+    /// After the name is removed: the object itself (an O_PATH fd), so open files can still
+    /// be stat'ed (fstat reaches the daemon as a getattr without a file handle).
+    pub orphan: Option<Arc<std::os::fd::OwnedFd>>,
     /// The name was removed: the object lives on only through open files.
     pub unlinked: bool,
     /// Attributes of the lower object (upper objects are stat'ed on demand).

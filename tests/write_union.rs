@@ -246,8 +246,13 @@ fn lower_hard_links_stay_one_inode() {
         }
         Ok(())
     };
+    // Documented divergence in the upper dir only: the kernel links hl2 into the upper dir when
+    // chmod reaches it through the name hl2 (and counts links in trusted.overlay.nlink). A FUSE
+    // setattr names an inode, not a name, so stratafs changes the one shared copy (hl1 and the
+    // index entry) and hl2 keeps resolving to it through the index. The live check above
+    // asserts what users see on both sides: one inode, both names, nlink 2, same content.
     let opts = Options {
-        ignore_paths: &[],
+        ignore_paths: &["hl1", "hl2"],
         live_check: Some(&live),
     };
     if let Err(e) = run(&template, &ops, &opts) {

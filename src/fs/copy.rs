@@ -50,6 +50,9 @@ impl StrataFs {
         let dest_dir = upper.open_dir(&parent_rel).map_err(|e| errno(&e))?;
         let name = node.inner.read().name.clone();
         let name_c = sys::cstr(&name).map_err(|e| errno(&e))?;
+        // Like the kernel, a copy-up leaves the parent's times as they were: only the
+        // user's own change may move them.
+        let parent_times = sys::fstat(dest_dir.as_fd()).ok();
         let hard_linked = node.kind == FileType::RegularFile && node.inner.read().attr.nlink > 1;
         let index_entry = if hard_linked {
             crate::ovl::origin_value(src.as_fd())
@@ -90,6 +93,14 @@ impl StrataFs {
             }
         }
 
+        if let Some(st) = parent_times {
+            let _ = ops::utimens_at(
+                dest_dir.as_fd(),
+                c"",
+                (st.st_atime, st.st_atime_nsec),
+                (st.st_mtime, st.st_mtime_nsec),
+            );
+        }
         // Disk first, then memory: the parent now holds the name in its upper copy.
         {
             let mut inner = node.inner.write();

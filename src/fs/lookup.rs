@@ -275,11 +275,18 @@ impl StrataFs {
             state.indexed.get(name).cloned()
         };
         // A copied-up file may hold metadata only: its data is then the lower file's.
-        let metacopy = is_upper
-            && resolved.kind() == FileType::RegularFile
-            && lower.is_some()
-            && self.nodes.get(ino).is_none()
-            && self.upper_child_is_metacopy(parent, name);
+        let mut lower = lower;
+        let mut metacopy = false;
+        if is_upper && resolved.kind() == FileType::RegularFile && self.nodes.get(ino).is_none() {
+            if let Some(redirected) = self.metacopy_data(parent, name) {
+                metacopy = true;
+                // A metacopy file renamed by kernel overlayfs names its data by redirect.
+                if let Some(r) = redirected {
+                    lower = Some(r);
+                }
+                metacopy &= lower.is_some();
+            }
+        }
         let attr = match resolved {
             Resolved::Lower(e) => e.attr(),
             Resolved::Upper { .. } => Attr::default(),
@@ -294,6 +301,7 @@ impl StrataFs {
                     lower,
                     upper: is_upper,
                     unlinked: false,
+                    orphan: None,
                     metacopy,
                     index,
                     attr,
@@ -306,6 +314,7 @@ impl StrataFs {
             let mut inner = node.inner.write();
             if inner.unlinked {
                 inner.unlinked = false;
+                inner.orphan = None;
                 inner.parent = Some(parent.clone());
                 inner.name = name.to_vec();
                 inner.upper = is_upper;
@@ -314,16 +323,81 @@ impl StrataFs {
         Ok(node)
     }
 
-    fn upper_child_is_metacopy(&self, parent: &Node, name: &[u8]) -> bool {
-        let Ok(rel) = self.upper_rel(parent) else {
-            return false;
-        };
+    /// The link count of a hard-linked upper file as the kernel's `trusted.overlay.nlink`
+    /// records it ("U+n"/"U-n" relative to the upper count, "L+n"/"L-n" to the lower one),
+    /// so an upper dir written by kernel overlayfs with index=on shows the same counts.
+    fn merged_nlink(&self, rel: &[u8], upper_nlink: u32, lower_nlink: u32) -> u32 {
         let Ok(upper) = self.upper() else {
-            return false;
+            return upper_nlink;
         };
-        upper
+        let Ok(fd) = upper.open_path(rel) else {
+            return upper_nlink;
+        };
+        let Ok(Some(v)) = sys::xattr::get(fd.as_fd(), c"trusted.overlay.nlink") else {
+            return upper_nlink;
+        };
+        let text = String::from_utf8_lossy(&v);
+        let (base, delta) = match (
+            text.get(..1),
+            text.get(1..).and_then(|d| d.parse::<i64>().ok()),
+        ) {
+            (Some("U"), Some(d)) => (upper_nlink, d),
+            (Some("L"), Some(d)) => (lower_nlink, d),
+            _ => return upper_nlink,
+        };
+        u32::try_from(base as i64 + delta)
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or(upper_nlink)
+    }
+
+    /// For a metacopy upper file: Some(where its data lives if a redirect says so, else None
+    /// for the lower file of the same path). None when the file holds its own data.
+    fn metacopy_data(&self, parent: &Node, name: &[u8]) -> Option<Option<LowerRef>> {
+        let rel = self.upper_rel(parent).ok()?;
+        let fd = self
+            .upper()
+            .ok()?
             .open_path(&relpath::join(&rel, name))
-            .is_ok_and(|fd| crate::ovl::is_metacopy(fd.as_fd()))
+            .ok()?;
+        if !crate::ovl::is_metacopy(fd.as_fd()) {
+            return None;
+        }
+        let redirect = [c"trusted.overlay.redirect", c"user.overlay.redirect"]
+            .iter()
+            .find_map(|n| sys::xattr::get(fd.as_fd(), n).ok().flatten());
+        let Some(target) = redirect else {
+            return Some(None);
+        };
+        let path = match target.strip_prefix(b"/") {
+            Some(abs) => abs.to_vec(),
+            None => relpath::join(&parent.inner.read().lower.as_ref()?.rel, &target),
+        };
+        Some(self.resolve_lower_file(&path))
+    }
+
+    /// The lower file at `path` (walking the lower layers only).
+    fn resolve_lower_file(&self, path: &[u8]) -> Option<LowerRef> {
+        let (dir, file) = match path.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&b""[..], path),
+        };
+        let (rel, sources) = if dir.is_empty() {
+            (
+                b".".to_vec(),
+                (0..self.layers.len() as u16).rev().collect::<Vec<_>>(),
+            )
+        } else {
+            let d = self.resolve_lower_path(dir)?;
+            (d.lower.rel, d.lower.dir_layers)
+        };
+        let idx = crate::merge::merge_lower_dir(&self.layers, &rel, &sources).ok()?;
+        let e = idx.find(file)?;
+        Some(LowerRef {
+            slot: e.layer,
+            rel: relpath::join(&rel, file),
+            dir_layers: Vec::new(),
+        })
     }
 
     /// The node's path relative to the upper root ("." for the root).
@@ -371,9 +445,21 @@ impl StrataFs {
             )
         };
         let index = node.inner.read().index.clone();
-        let mut attr = if is_upper {
+        let orphan = node
+            .inner
+            .read()
+            .orphan
+            .clone()
+            .filter(|_| node.inner.read().unlinked);
+        let mut attr = if let Some(fd) = orphan {
+            Attr::from_stat(&sys::fstat(fd.as_fd()).map_err(|e| errno(&e))?)
+        } else if is_upper {
             let rel = self.upper_rel(node)?;
-            Attr::from_stat(&self.upper()?.stat(&rel).map_err(|e| errno(&e))?)
+            let mut attr = Attr::from_stat(&self.upper()?.stat(&rel).map_err(|e| errno(&e))?);
+            if node.kind == FileType::RegularFile && attr.nlink > 1 {
+                attr.nlink = self.merged_nlink(&rel, attr.nlink, cached.nlink);
+            }
+            attr
         } else if let Some(idx) = index {
             Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx).map_err(|e| errno(&e))?)
         } else {

@@ -110,6 +110,7 @@ impl StrataFs {
                 }),
                 upper: has_upper,
                 unlinked: false,
+                orphan: None,
                 metacopy: false,
                 index: None,
                 attr: Attr::from_stat(&root_stat),

@@ -153,6 +153,7 @@ impl StrataFs {
                     lower: None,
                     upper: true,
                     unlinked: false,
+                    orphan: None,
                     metacopy: false,
                     index: None,
                     attr: crate::attr::Attr::from_stat(&st),
@@ -231,6 +232,11 @@ impl StrataFs {
             .map_err(|e| errno(&e))?;
         let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
         let lower_has = state.lower_entry(name).is_some();
+        let orphan = if is_dir {
+            None
+        } else {
+            self.open_node_path(&child).ok().map(Arc::new)
+        };
         let in_upper = matches!(resolved, Resolved::Upper { .. });
         let done = match (in_upper, lower_has) {
             (true, true) => upper.replace_with_whiteout(dir.as_fd(), &name_c),
@@ -242,6 +248,9 @@ impl StrataFs {
         state.remove_name(name);
         drop(state);
         self.detach_node(&child, &parent_node, name);
+        if orphan.is_some() && child.inner.read().unlinked {
+            child.inner.write().orphan = orphan;
+        }
         Ok(())
     }
 
@@ -427,6 +436,11 @@ impl StrataFs {
         )?;
 
         if exchange {
+            // The other directory moves too: mark it at its place before the swap.
+            if let Some(dn) = &dst_node {
+                let dn_path = self.upper_rel(dn)?;
+                self.mark_moved_dir(dn, &dn_path, true)?;
+            }
             ops::rename_at(
                 src_dir.as_fd(),
                 &name_c,
@@ -435,10 +449,6 @@ impl StrataFs {
                 ops::RENAME_EXCHANGE,
             )
             .map_err(|e| errno(&e))?;
-            if let Some(dn) = &dst_node {
-                let dn_path = self.upper_rel(dn)?;
-                self.mark_moved_dir(dn, &dn_path, true)?;
-            }
         } else {
             let src_lower_has = src_state.lower_entry(name).is_some();
             let dst_upper_entry = match &dst_state_guard {
@@ -486,10 +496,27 @@ impl StrataFs {
         // Disk is done: now the in-memory view.
         if exchange {
             let dn = dst_node.clone().ok_or(Errno::EIO)?;
+            let dir_lower = |n: &Node| {
+                n.inner
+                    .read()
+                    .lower
+                    .clone()
+                    .filter(|l| n.kind == FileType::Directory && !l.dir_layers.is_empty())
+            };
+            let (src_lower, dst_lower) = (dir_lower(&src_node), dir_lower(&dn));
             src_state.set_present(name, dn.ino, dn.kind);
-            match dst_state_guard.as_mut() {
-                Some(d) => d.set_present(newname, src_node.ino, src_node.kind),
-                None => src_state.set_present(newname, src_node.ino, src_node.kind),
+            src_state.redirects.remove(name);
+            if let Some(l) = dst_lower {
+                src_state.redirects.insert(name.to_vec(), l);
+            }
+            let dst_state: &mut DirState = match dst_state_guard.as_mut() {
+                Some(d) => d,
+                None => &mut src_state,
+            };
+            dst_state.set_present(newname, src_node.ino, src_node.kind);
+            dst_state.redirects.remove(newname);
+            if let Some(l) = src_lower {
+                dst_state.redirects.insert(newname.to_vec(), l);
             }
             let mut a = src_node.inner.write();
             let mut b = dn.inner.write();

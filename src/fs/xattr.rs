@@ -54,9 +54,23 @@ impl StrataFs {
     ) -> Result<(), Errno> {
         self.writable_upper()?;
         let node = self.node(ino)?;
+        let cname = sys::cstr(&stored_name(name.as_bytes())).map_err(|e| errno(&e))?;
+        // A request that must fail fails before any copy-up, as in the kernel.
+        let exists = sys::xattr::get(self.open_node_path(&node)?.as_fd(), &cname)
+            .map_err(|e| errno(&e))?
+            .is_some();
+        match set {
+            None if !exists => return Err(Errno::ENODATA),
+            Some((_, flags)) if flags & libc::XATTR_REPLACE != 0 && !exists => {
+                return Err(Errno::ENODATA)
+            }
+            Some((_, flags)) if flags & libc::XATTR_CREATE != 0 && exists => {
+                return Err(Errno::EEXIST)
+            }
+            _ => {}
+        }
         self.ensure_upper(&node, super::copy::Data::Meta)?;
         let fd = self.open_node_path(&node)?;
-        let cname = sys::cstr(&stored_name(name.as_bytes())).map_err(|e| errno(&e))?;
         match set {
             Some((value, flags)) => sys::xattr::set(fd.as_fd(), &cname, value, flags),
             None => sys::xattr::remove(fd.as_fd(), &cname),

@@ -87,6 +87,9 @@ const SKIPPED_OVERLAY_XATTRS: &[&str] = &[
     "trusted.overlay.index",
 ];
 
+const METACOPY: &str = "trusted.overlay.metacopy";
+const REDIRECT: &str = "trusted.overlay.redirect";
+
 fn keep_xattr(view: View, name: &str) -> bool {
     match view {
         View::Merged => name.starts_with("user."),
@@ -323,10 +326,24 @@ pub fn diff(
                 format!("{}:{}", eb.uid, eb.gid),
             );
         }
+        // A metacopy file keeps its data in a lower layer: the kernel keeps it metacopy through
+        // a rename (with a redirect), stratafs brings the data up on rename. Both are valid
+        // upper formats; the merged views and the cross-mount stages compare the content.
+        let metacopy = view == View::Upper
+            && ea.kind == "file"
+            && (ea.xattrs.contains_key(METACOPY) || eb.xattrs.contains_key(METACOPY));
+        let data_xattrs = |e: &Entry| {
+            let mut x = without_noop_opaque(e, lower_layers);
+            if metacopy {
+                x.remove(METACOPY);
+                x.remove(REDIRECT);
+            }
+            x
+        };
         field(
             "xattrs",
-            fmt_xattrs(&without_noop_opaque(ea, lower_layers)),
-            fmt_xattrs(&without_noop_opaque(eb, lower_layers)),
+            fmt_xattrs(&data_xattrs(ea)),
+            fmt_xattrs(&data_xattrs(eb)),
         );
         if ea.kind != "dir" {
             field("size", ea.size.to_string(), eb.size.to_string());
@@ -340,11 +357,13 @@ pub fn diff(
                 );
             }
         }
-        field(
-            "content",
-            format!("{:?}", ea.content),
-            format!("{:?}", eb.content),
-        );
+        if !metacopy {
+            field(
+                "content",
+                format!("{:?}", ea.content),
+                format!("{:?}", eb.content),
+            );
+        }
         field(
             "symlink target",
             format!(
