@@ -1,11 +1,12 @@
 //! The kernel overlayfs xattrs stratafs reads and writes in the upper dir.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use crate::sys;
 
 pub const ORIGIN: &std::ffi::CStr = c"trusted.overlay.origin";
 pub const METACOPY: &std::ffi::CStr = c"trusted.overlay.metacopy";
+pub const NLINK: &std::ffi::CStr = c"trusted.overlay.nlink";
 
 /// The upper file holds metadata only; its data is the lower file's.
 pub fn is_metacopy(obj: BorrowedFd<'_>) -> bool {
@@ -50,6 +51,25 @@ pub fn origin_value(lower: BorrowedFd<'_>) -> std::io::Result<Vec<u8>> {
     v.extend_from_slice(&[0u8; 16]);
     v.extend_from_slice(&handle);
     Ok(v)
+}
+
+/// Adds `delta` to the kernel's `trusted.overlay.nlink` ("U+n"/"U-n": the merged link count
+/// relative to the upper inode's) of the index entry `name` in `index`.
+pub fn adjust_nlink(index: BorrowedFd<'_>, name: &std::ffi::CStr, delta: i64) {
+    let Ok(fd) = sys::open_beneath(index, name, libc::O_PATH | libc::O_NOFOLLOW, 0) else {
+        return;
+    };
+    let current = match sys::xattr::get(fd.as_fd(), NLINK) {
+        Ok(Some(v)) => String::from_utf8_lossy(&v)
+            .strip_prefix('U')
+            .and_then(|d| d.parse::<i64>().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    let value = format!("U{:+}", current + delta);
+    if let Err(e) = sys::xattr::set(fd.as_fd(), NLINK, value.as_bytes(), 0) {
+        log::warn!("index: cannot record the link count: {e}");
+    }
 }
 
 /// Hex name of an origin value: the name the kernel gives the object's entry in the

@@ -69,6 +69,8 @@ impl StrataFs {
         if let Some(idx) = indexed_copy {
             // Another name of this hard-linked file was copied up: this name joins that copy.
             ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
+            // The index link stood for this lower name; now the name has its own link.
+            crate::ovl::adjust_nlink(upper.index(), idx, -1);
         } else {
             let opts = CopyOptions {
                 with_data: data != Data::None,

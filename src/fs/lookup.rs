@@ -97,6 +97,28 @@ impl StrataFs {
         Ok(state)
     }
 
+    /// The index entry of the lower file `name` in `dir`, if another of its names was copied up.
+    pub(super) fn indexed_lower_name(
+        &self,
+        dir: &Node,
+        state: &DirState,
+        name: &[u8],
+    ) -> Option<std::ffi::CString> {
+        let upper = self.upper.as_ref().filter(|u| u.index_in_use())?;
+        let e = state.lower_entry(name)?;
+        if e.attr().nlink < 2 || e.attr().kind() != FileType::RegularFile {
+            return None;
+        }
+        let rel = relpath::to_cstring(&relpath::join(&dir.inner.read().lower.as_ref()?.rel, name))
+            .ok()?;
+        let obj = self.layers[e.layer as usize]
+            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
+            .ok()?;
+        let origin = crate::ovl::origin_value(obj.as_fd()).ok()?;
+        let idx = sys::cstr(crate::ovl::index_name(&origin).as_bytes()).ok()?;
+        sys::stat_at(upper.index(), &idx).ok().map(|_| idx)
+    }
+
     /// Hard-linked lower files copied up under another name have an index entry: record it so
     /// this name shows (and later links) that copy.
     fn find_indexed(&self, state: &mut DirState, lower: Option<&LowerRef>) {
@@ -202,6 +224,24 @@ impl StrataFs {
     /// continues it (a merged directory, or a copied-up file carrying an origin), so numbers
     /// survive copy-up and remount; otherwise a number of the upper layer.
     fn upper_entry_ino(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        st: &libc::stat,
+        lower: Option<&crate::index::IndexEntry>,
+    ) -> u64 {
+        // Names of one hard-linked upper file must share one number, whichever is met first.
+        if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            if let Some(ino) = self.upper_link_inos.lock().get(&st.st_ino) {
+                return *ino;
+            }
+            let ino = self.upper_entry_ino_by_name(dir, name, st, lower);
+            return *self.upper_link_inos.lock().entry(st.st_ino).or_insert(ino);
+        }
+        self.upper_entry_ino_by_name(dir, name, st, lower)
+    }
+
+    fn upper_entry_ino_by_name(
         &self,
         dir: &OwnedFd,
         name: &[u8],

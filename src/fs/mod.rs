@@ -59,6 +59,8 @@ pub struct StrataFs {
     backing: file::BackingCache,
     want_passthrough: bool,
     want_posix_acl: bool,
+    /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
+    upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
     deny_writes: Arc<AtomicBool>,
 }
@@ -92,6 +94,7 @@ impl StrataFs {
             backing: file::BackingCache::default(),
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
+            upper_link_inos: Default::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
             layers,
             upper,

@@ -127,6 +127,9 @@ impl StrataFs {
         check_name(name)?;
         let upper = self.writable_upper()?;
         let parent_node = self.node(parent)?;
+        if self.dir_state(&parent_node)?.read().resolve(name).is_some() {
+            return Err(Errno::EEXIST);
+        }
         self.ensure_upper(&parent_node, Data::All)?;
         let state = self.dir_state(&parent_node)?;
         let mut state = state.write();
@@ -210,6 +213,8 @@ impl StrataFs {
         let name = name.as_bytes();
         let upper = self.writable_upper()?;
         let parent_node = self.node(parent)?;
+        // A removal that must fail fails before the parent is copied up, as in the kernel.
+        self.check_removable(&parent_node, name, is_dir)?;
         self.ensure_upper(&parent_node, Data::All)?;
         let state_lock = self.dir_state(&parent_node)?;
         let mut state = state_lock.write();
@@ -232,6 +237,11 @@ impl StrataFs {
             .map_err(|e| errno(&e))?;
         let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
         let lower_has = state.lower_entry(name).is_some();
+        let indexed_name = if in_upper_of(&resolved) {
+            None
+        } else {
+            self.indexed_lower_name(&parent_node, &state, name)
+        };
         let orphan = if is_dir {
             None
         } else {
@@ -245,11 +255,35 @@ impl StrataFs {
             (false, _) => upper.make_whiteout(dir.as_fd(), &name_c),
         };
         done.map_err(|e| errno(&e))?;
+        if let Some(idx) = indexed_name {
+            // A lower name of a copied-up hard link is gone: one name less.
+            crate::ovl::adjust_nlink(upper.index(), &idx, -1);
+        }
         state.remove_name(name);
         drop(state);
         self.detach_node(&child, &parent_node, name);
         if orphan.is_some() && child.inner.read().unlinked {
             child.inner.write().orphan = orphan;
+        }
+        Ok(())
+    }
+
+    /// The checks of unlink/rmdir that need no change on disk.
+    fn check_removable(&self, parent: &Arc<Node>, name: &[u8], is_dir: bool) -> Result<(), Errno> {
+        let state_lock = self.dir_state(parent)?;
+        let state = state_lock.read();
+        let resolved = state.resolve(name).ok_or(Errno::ENOENT)?;
+        match (is_dir, resolved.kind() == FileType::Directory) {
+            (true, false) => return Err(Errno::ENOTDIR),
+            (false, true) => return Err(Errno::EISDIR),
+            _ => {}
+        }
+        if is_dir {
+            let child = self.peek_node(parent, &state, name, resolved)?;
+            drop(state);
+            if !self.dir_state(&child)?.read().is_empty() {
+                return Err(Errno::ENOTEMPTY);
+            }
         }
         Ok(())
     }
@@ -310,6 +344,9 @@ impl StrataFs {
         };
         linked.map_err(|e| errno(&e))?;
         state.set_present(newname, node.ino, node.kind);
+        if let Ok(st) = sys::stat_at(dir.as_fd(), &name_c) {
+            self.upper_link_inos.lock().insert(st.st_ino, node.ino);
+        }
         drop(state);
         let node = self
             .nodes
@@ -565,12 +602,34 @@ impl StrataFs {
     /// Before a directory moves: a directory with lower content gets a redirect to its lower
     /// path (the kernel's redirect_dir format), and a pure upper directory landing where a
     /// lower name exists becomes opaque, so nothing of the new place leaks into it.
+    /// A copied-up lower hard link that moves keeps a redirect to its lower path, as the
+    /// kernel writes with index=on, so its origin stays reachable by path.
+    fn mark_moved_hard_link(&self, node: &Node, upper_path: &[u8]) -> Result<(), Errno> {
+        let (lower, nlink) = {
+            let inner = node.inner.read();
+            (inner.lower.clone(), inner.attr.nlink)
+        };
+        let Some(lower) = lower.filter(|_| nlink > 1) else {
+            return Ok(());
+        };
+        let fd = self
+            .writable_upper()?
+            .open_path(upper_path)
+            .map_err(|e| errno(&e))?;
+        let mut target = b"/".to_vec();
+        target.extend_from_slice(&lower.rel);
+        sys::xattr::set(fd.as_fd(), c"trusted.overlay.redirect", &target, 0).map_err(|e| errno(&e))
+    }
+
     fn mark_moved_dir(
         &self,
         node: &Node,
         upper_path: &[u8],
         lands_on_lower: bool,
     ) -> Result<(), Errno> {
+        if node.kind == FileType::RegularFile {
+            return self.mark_moved_hard_link(node, upper_path);
+        }
         if node.kind != FileType::Directory {
             return Ok(());
         }
@@ -589,4 +648,8 @@ impl StrataFs {
             _ => Ok(()),
         }
     }
+}
+
+fn in_upper_of(r: &Resolved<'_>) -> bool {
+    matches!(r, Resolved::Upper { .. })
 }
