@@ -1,25 +1,38 @@
 #!/usr/bin/env bash
-# Read-path benchmark: stratafs vs kernel overlayfs vs fuse-overlayfs on one layer stack, in
-# one run, as root. Prints a table of medians with ratios.
+# Benchmark: stratafs vs kernel overlayfs vs fuse-overlayfs on one layer stack, in one run, as
+# root. Read path (mount, find, sequential read, RSS) and write path (untar, copy-up of a big
+# file, rm -rf of merged trees, chown -R, RSS). Prints a table of medians with ratios.
 #
 #   sudo scripts/bench.sh                  # everything
+#   sudo BENCH=write REPEAT=1 scripts/bench.sh
 #   STRATAFS=/path/to/stratafs scripts/bench.sh
 #   FILESYSTEMS="kernel fuse-overlayfs" scripts/bench.sh
 #
 # Environment:
 #   STRATAFS     stratafs binary (default: target/release/stratafs)
-#   BENCH_DIR    work dir; the layer stack and the 1 GiB file are built once and kept there
-#                (default: /var/tmp/stratafs-bench)
+#   BENCH        read, write or all (default: all)
+#   BENCH_DIR    work dir; the layer stack, the big files and the tarball are built once and kept
+#                there (default: /var/tmp/stratafs-bench)
 #   FILESYSTEMS  which to run, in order (default: "kernel fuse-overlayfs stratafs")
 #   REPEAT       runs per timing; the median is reported (default: 3)
+#   RM_TREES     top-level dirs the rm -rf benchmark removes (default: the two merged dirs with
+#                the most entries)
+#   CHOWN_TREE   top-level dir the chown -R benchmark changes (default: the biggest other
+#                merged dir)
 #
 # The stack: /usr/share spread over 20 layers (big top-level dirs have their children dealt
 # round-robin over all layers, so those dirs merge 20 ways; some small dirs are copied into two
 # layers, so files shadow each other), a top layer of whiteouts (char 0:0, understood by all three)
-# hiding a few files and one dir, and a 1 GiB random file in one layer.
+# hiding a few files and one dir, a 1 GiB random file in one layer and a 2 GiB one in another.
+#
+# Write benchmarks: every run mounts on a fresh upper/work pair, and the clock runs from the
+# first write after the mount to the end of the unmount plus a sync of the upper's filesystem,
+# so work a filesystem defers (flushes, daemon shutdown) is counted. The result is then checked
+# on a second mount of the same upper: the checks of all filesystems must agree.
 #
 # Layout for adding benchmarks: one bench_* function per measurement, run for each filesystem by
-# run_bench; mount_fs/umount_fs take an optional upper and work dir for write benchmarks.
+# run_bench; mount_fs/umount_fs take an optional upper and work dir for write benchmarks, and
+# write_run times one write run of work_NAME, checked by check_NAME.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,14 +40,23 @@ STRATAFS=${STRATAFS:-target/release/stratafs}
 BENCH_DIR=${BENCH_DIR:-/var/tmp/stratafs-bench}
 FILESYSTEMS=${FILESYSTEMS:-kernel fuse-overlayfs stratafs}
 REPEAT=${REPEAT:-3}
+BENCH=${BENCH:-all}
 SOURCE_TREE=/usr/share
 NLAYERS=20
-STACK_VERSION=1 # bump when the stack recipe changes, to rebuild the cache
+STACK_VERSION=2 # bump when the stack recipe changes, to rebuild the cache
 
 STACK=$BENCH_DIR/stack
 MNT_ROOT=$BENCH_DIR/mnt
 BIG_FILE_NAME=bench-data/big-1GiB.bin
 BIG_FILE_BYTES=$((1024 * 1024 * 1024))
+BIG2_FILE_NAME=bench-data/big-2GiB.bin
+BIG2_LAYER=12
+RW_ROOT=$BENCH_DIR/rw
+UNTAR_BYTES=$((20 * 1000 * 1000))
+UNTAR_MAX_FILE=32k # find -size: only files below this go into the tarball
+UNTAR_TARBALL=$BENCH_DIR/untar-small-files.v1.tar
+UNTAR_TOP=untar-slice # the tarball's single top-level dir
+CHOWN_OWNER=12345:12345
 
 die() {
     printf 'bench: %s\n' "$*" >&2
@@ -79,6 +101,8 @@ build_stack() {
         children=$(find "$dir" -mindepth 1 -maxdepth 1 | wc -l)
         if [ "$children" -gt "$NLAYERS" ]; then
             # Deal the children over every layer: $name becomes a 20-way merged dir.
+            printf '%s %s %s\n' "$name" "$(find "$dir" | wc -l)" "$(du -sk "$dir" | cut -f1)" \
+                >>"$STACK/merged.txt"
             local k=0 child dest
             while IFS= read -r -d '' child; do
                 dest=$(layer_dir $(((n + k) % NLAYERS)))/$name
@@ -101,6 +125,7 @@ build_stack() {
     build_big_file
     mkdir -p "$(layer_dir 5)/${BIG_FILE_NAME%/*}"
     ln "$BENCH_DIR/big-1GiB.bin" "$(layer_dir 5)/$BIG_FILE_NAME"
+    build_big2_file
 
     build_whiteouts
     pick_deep_path
@@ -114,6 +139,17 @@ build_big_file() {
     fi
     note "writing 1 GiB of random data to $f (once)"
     head -c "$BIG_FILE_BYTES" /dev/urandom >"$f.tmp"
+    mv "$f.tmp" "$f"
+}
+
+# The copy-up benchmark's 2 GiB lower file: real data (a sparse file would make copy-up cheap),
+# the 1 GiB file twice. Its only link: a hard-linked file takes other copy-up paths.
+build_big2_file() {
+    local f
+    f=$(layer_dir "$BIG2_LAYER")/$BIG2_FILE_NAME
+    note "writing the 2 GiB file $f (once)"
+    mkdir -p "${f%/*}"
+    cat "$BENCH_DIR/big-1GiB.bin" "$BENCH_DIR/big-1GiB.bin" >"$f.tmp"
     mv "$f.tmp" "$f"
 }
 
@@ -155,17 +191,21 @@ pick_deep_path() {
 
 # ---------------------------------------------------------------------------------------------
 # Mounting: mount_fs FS MNT [UPPER WORK]; umount_fs FS MNT; daemon_pid FS MNT
+# FS is kernel, fuse-overlayfs or stratafs, or kernel-metacopy: the kernel with metadata-only
+# copy-up turned on (its default is off, as container engines leave it).
 
 lowerdir_top_first() {
     layers_bottom_first | tac | paste -sd:
 }
 
 # mount_FS MNT [UPPER WORK]
+# mount_kernel EXTRA_OPTIONS MNT [UPPER WORK]
 mount_kernel() {
     local opts
     opts="lowerdir=$(lowerdir_top_first)"
-    [ -z "${2:-}" ] || opts+=",upperdir=$2,workdir=$3"
-    mount -t overlay overlay -o "$opts" "$1"
+    [ -z "${3:-}" ] || opts+=",upperdir=$3,workdir=$4"
+    [ -z "$1" ] || opts+=",$1"
+    mount -t overlay overlay -o "$opts" "$2"
 }
 
 mount_fuse_overlayfs() {
@@ -188,7 +228,8 @@ mount_fs() {
     shift 2
     mkdir -p "$mnt"
     case $fs in
-    kernel) mount_kernel "$mnt" "$@" ;;
+    kernel) mount_kernel "" "$mnt" "$@" ;;
+    kernel-metacopy) mount_kernel metacopy=on,redirect_dir=on "$mnt" "$@" ;;
     fuse-overlayfs) mount_fuse_overlayfs "$mnt" "$@" ;;
     stratafs) mount_stratafs "$mnt" "$@" ;;
     *) die "unknown filesystem $fs" ;;
@@ -198,7 +239,7 @@ mount_fs() {
 # The FUSE daemon serving MNT (empty for the kernel).
 daemon_pid() {
     local fs=$1 mnt=$2 pid
-    [ "$fs" != kernel ] || return 0
+    case $fs in kernel*) return 0 ;; esac
     for pid in $(pgrep -f -- "$mnt" || true); do
         if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${fs:0:15}" ]; then
             echo "$pid"
@@ -212,22 +253,25 @@ umount_fs() {
     mountpoint -q "$mnt" || return 0
     pid=$(daemon_pid "$fs" "$mnt")
     case $fs in
-    kernel) umount "$mnt" ;;
+    kernel*) umount "$mnt" ;;
     *) fusermount3 -u "$mnt" ;;
     esac
-    # Wait for the daemon so the next run does not overlap with its shutdown.
-    for ((i = 0; i < 200; i++)); do
+    # Wait for the daemon so the next run does not overlap with its shutdown (and write
+    # benchmarks count the shutdown's work).
+    for ((i = 0; i < 1000; i++)); do
         [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
-        sleep 0.05
+        sleep 0.01
     done
     note "$fs daemon $pid still running 10 s after unmounting $mnt"
 }
 
 cleanup() {
     local fs
-    for fs in kernel fuse-overlayfs stratafs; do
+    for fs in kernel kernel-metacopy fuse-overlayfs stratafs; do
         umount_fs "$fs" "$MNT_ROOT/$fs" 2>/dev/null || umount -l "$MNT_ROOT/$fs" 2>/dev/null || true
     done
+    # Upper dirs hold gigabytes after the copy-up benchmark.
+    rm -rf "$RW_ROOT"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -260,7 +304,7 @@ bench_cold_find() {
         find "$mnt" -printf '%s\n' >/dev/null
         t2=$(now)
         umount_fs "$fs" "$mnt"
-        echo "$(elapsed "$t0" "$t2")" >>"$RESULTS/$fs.cold_mount_find.runs"
+        { elapsed "$t0" "$t2" && echo; } >>"$RESULTS/$fs.cold_mount_find.runs"
         elapsed "$t1" "$t2"
         echo
     done
@@ -313,11 +357,231 @@ bench_peak_rss() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Write benchmarks: bench_NAME FS MNT runs write_run NAME REPEAT times; write_run calls
+# prepare_NAME (outside the clock: warms the lower data so the disk does not dominate),
+# work_NAME MNT (timed) and check_NAME MNT (on a second mount; one line describing the result).
+
+# The merged dirs the rm -rf and chown -R benchmarks work on, unless RM_TREES/CHOWN_TREE say.
+pick_write_trees() {
+    local merged=$STACK/merged.txt t
+    [ -s "$merged" ] || die "$merged is missing: no merged dirs to write to (rm -rf $STACK to rebuild)"
+    # merged.txt: NAME ENTRIES KIB, one merged dir per line.
+    if [ -z "${RM_TREES:-}" ]; then
+        RM_TREES=$(sort -k2,2nr "$merged" | awk 'NR <= 2 { print $1 }' | paste -sd' ')
+    fi
+    if [ -z "${CHOWN_TREE:-}" ]; then
+        CHOWN_TREE=$(sort -k3,3nr "$merged" |
+            awk -v rm=" $RM_TREES " '!found && index(rm, " " $1 " ") == 0 { print $1; found = 1 }')
+    fi
+    for t in $RM_TREES $CHOWN_TREE; do
+        [ -n "$(lower_copies "$t")" ] || die "no layer of $STACK has a top-level dir '$t' (check RM_TREES/CHOWN_TREE)"
+    done
+}
+
+# The layers' copies of top-level dir $1, one per line.
+lower_copies() {
+    local i
+    for ((i = 0; i <= NLAYERS; i++)); do
+        [ ! -d "$(layer_dir "$i")/$1" ] || echo "$(layer_dir "$i")/$1"
+    done
+}
+
+# A contiguous slice (in path order) of the small files of the source tree, about
+# UNTAR_BYTES in all, each after its parent dirs, under the single top-level dir UNTAR_TOP.
+build_untar_tarball() {
+    [ ! -s "$UNTAR_TARBALL" ] || return 0
+    note "building $UNTAR_TARBALL from the small files of $SOURCE_TREE (once)"
+    local list=$BENCH_DIR/untar-files.txt
+    (cd "$SOURCE_TREE" && find . -type f -size "-$UNTAR_MAX_FILE" -printf '%s %P\n') | LC_ALL=C sort -k2 |
+        awk -v max="$UNTAR_BYTES" '
+        total < max {
+            path = substr($0, index($0, " ") + 1)
+            n = split(path, part, "/")
+            dir = part[1]
+            for (i = 1; i < n; i++) {
+                if (i > 1) dir = dir "/" part[i]
+                if (!(dir in seen)) { seen[dir] = 1; print dir }
+            }
+            print path
+            total += $1
+        }' >"$list"
+    tar -C "$SOURCE_TREE" --no-recursion --verbatim-files-from --transform "s,^,$UNTAR_TOP/," \
+        -cf "$UNTAR_TARBALL.tmp" -T "$list"
+    mv "$UNTAR_TARBALL.tmp" "$UNTAR_TARBALL"
+    rm -f "$list"
+}
+
+# One line describing a tree: entry count, bytes of regular files, and a digest of every
+# entry's type, mode, owner, (for files) size, mtime and content, and symlink target.
+tree_summary() {
+    local dir=$1 entries bytes digest
+    entries=$(find "$dir" | wc -l)
+    bytes=$(find "$dir" -type f -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+    digest=$(cd "$dir" && {
+        find . \( -type f -printf '%y %m %U:%G %s %T@ %p\n' \) -o -printf '%y %m %U:%G %p %l\n'
+        find . -type f -print0 | xargs -0r md5sum
+    } | LC_ALL=C sort | md5sum | cut -c1-12)
+    printf '%s entries, %s bytes, digest %s\n' "$entries" "$bytes" "$digest"
+}
+
+# The upper dir's disk usage (KiB) goes to $RESULTS/FS.NAME.upper_kib.
+# write_run NAME FS MNT
+write_run() {
+    local name=$1 fs=$2 mnt=$3 rw=$RW_ROOT/$2 t0 t1 status=0
+    rm -rf "$rw"
+    mkdir -p "$rw/upper" "$rw/work"
+    "prepare_$name"
+    sync -f "$rw"
+    mount_fs "$fs" "$mnt" "$rw/upper" "$rw/work"
+    t0=$(now)
+    "work_$name" "$mnt" || status=$?
+    umount_fs "$fs" "$mnt"
+    sync -f "$rw"
+    t1=$(now)
+    mount_fs "$fs" "$mnt" "$rw/upper" "$rw/work"
+    if [ "$status" -ne 0 ]; then
+        note "WARN: $name on $fs failed (exit $status)"
+        echo "FAILED (exit $status)" >>"$RESULTS/$fs.$name.checks"
+    else
+        "check_$name" "$mnt" >>"$RESULTS/$fs.$name.checks" ||
+            echo "CHECK FAILED" >>"$RESULTS/$fs.$name.checks"
+    fi
+    umount_fs "$fs" "$mnt"
+    du -sk "$rw/upper" | cut -f1 >"$RESULTS/$fs.$name.upper_kib"
+    rm -rf "$rw"
+    [ "$status" -ne 0 ] || { elapsed "$t0" "$t1" && echo; }
+}
+
+repeat_write_run() {
+    local r
+    for ((r = 0; r < REPEAT; r++)); do write_run "$@"; done
+}
+
+# 1. Untar about 20 MB of small files into a new dir: file creation through the filesystem.
+prepare_untar() { cat "$UNTAR_TARBALL" >/dev/null; }
+work_untar() { tar -xf "$UNTAR_TARBALL" -C "$1"; }
+check_untar() { tree_summary "$1/$UNTAR_TOP"; }
+bench_untar() { repeat_write_run untar "$1" "$2"; }
+
+# 2. Append one byte to the 2 GiB lower file: a full copy-up of its data.
+prepare_append_2g() { cat "$(layer_dir "$BIG2_LAYER")/$BIG2_FILE_NAME" >/dev/null; }
+work_append_2g() { printf x >>"$1/$BIG2_FILE_NAME"; }
+check_append_2g() { file_summary "$1/$BIG2_FILE_NAME"; }
+bench_append_2g() { repeat_write_run append_2g "$1" "$2"; }
+
+# Size and digests of the first MiB and of the last MiB + 1 byte: where copy-up and append meet.
+file_summary() {
+    printf 'size %s, head %s, tail %s\n' "$(stat -c %s "$1")" \
+        "$(head -c 1048576 "$1" | md5sum | cut -c1-12)" "$(tail -c 1048577 "$1" | md5sum | cut -c1-12)"
+}
+
+# 3. rm -rf of merged lower trees: a whiteout (or opaque dir) per lower entry.
+prepare_rm_trees() {
+    local t dirs
+    for t in $RM_TREES; do
+        mapfile -t dirs < <(lower_copies "$t")
+        find "${dirs[@]}" >/dev/null
+    done
+}
+work_rm_trees() {
+    local t
+    for t in $RM_TREES; do rm -rf -- "${1:?}/$t" || return; done
+}
+# Lookup and readdir must both miss the removed trees.
+check_rm_trees() {
+    local t parts=() names
+    names=$(find "$1" -mindepth 1 -maxdepth 1 -printf '%f\n')
+    for t in $RM_TREES; do
+        if [ -e "$1/$t" ] || [ -L "$1/$t" ]; then parts+=("$t present"); else parts+=("$t gone"); fi
+        parts+=("listed $(grep -cxF -- "$t" <<<"$names" || true)")
+    done
+    parts+=("$(wc -l <<<"$names") top-level entries")
+    join_comma "${parts[@]}"
+}
+
+join_comma() {
+    local s
+    s=$(printf '%s, ' "$@")
+    echo "${s%, }"
+}
+bench_rm_trees() { repeat_write_run rm_trees "$1" "$2"; }
+
+# 4. chown -R of a merged lower tree: stratafs copies metadata only (the kernel's metacopy
+# format); the kernel without metacopy=on and fuse-overlayfs 1.x copy every file's data.
+prepare_chown() {
+    local dirs
+    mapfile -t dirs < <(lower_copies "$CHOWN_TREE")
+    find "${dirs[@]}" -type f -print0 | xargs -0r cat >/dev/null
+}
+work_chown() { chown -R -h "$CHOWN_OWNER" "$1/$CHOWN_TREE"; }
+check_chown() {
+    printf '%s, not owned by %s: %s\n' "$(tree_summary "$1/$CHOWN_TREE")" "$CHOWN_OWNER" \
+        "$(find "$1/$CHOWN_TREE" ! \( -user "${CHOWN_OWNER%:*}" -group "${CHOWN_OWNER#*:}" \) | wc -l)"
+}
+bench_chown() { repeat_write_run chown "$1" "$2"; }
+
+# The same on the kernel with metacopy=on (the fair comparison), for the kernel column only.
+bench_chown_metacopy() {
+    local mnt=$MNT_ROOT/kernel-metacopy rw=$RW_ROOT/kernel-metacopy err
+    [ "$1" = kernel ] || return 0
+    rm -rf "$rw"
+    mkdir -p "$rw/upper" "$rw/work" "$mnt"
+    if ! err=$(mount_fs kernel-metacopy "$mnt" "$rw/upper" "$rw/work" 2>&1); then
+        note "kernel overlayfs does not mount with metacopy=on,redirect_dir=on ($err): row left empty"
+        rm -rf "$rw"
+        return 0
+    fi
+    umount_fs kernel-metacopy "$mnt"
+    repeat_write_run chown kernel-metacopy "$mnt"
+}
+
+# 5. Daemon peak RSS (VmHWM, KiB) after all the write work on one mount, before unmount.
+bench_write_rss() {
+    local fs=$1 mnt=$2 rw=$RW_ROOT/$1 name pid
+    case $fs in kernel*) return 0 ;; esac
+    rm -rf "$rw"
+    mkdir -p "$rw/upper" "$rw/work"
+    mount_fs "$fs" "$mnt" "$rw/upper" "$rw/work"
+    for name in untar append_2g rm_trees chown; do
+        "work_$name" "$mnt" || note "WARN: $name on $fs failed during the RSS run"
+    done
+    pid=$(daemon_pid "$fs" "$mnt")
+    [ -n "$pid" ] || die "cannot find the $fs daemon for $mnt"
+    awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status"
+    umount_fs "$fs" "$mnt"
+    rm -rf "$rw"
+}
+
+# What the checks must show, where that is known without a mount.
+write_expectations() {
+    local ref big t n
+    ref=$(mktemp -d "$BENCH_DIR/untar-ref.XXXXXX")
+    tar -xf "$UNTAR_TARBALL" -C "$ref"
+    tree_summary "$ref/$UNTAR_TOP" >"$RESULTS/expected.untar.checks"
+    rm -rf "$ref"
+
+    big=$(layer_dir "$BIG2_LAYER")/$BIG2_FILE_NAME
+    printf 'size %s, head %s, tail %s\n' $((2 * BIG_FILE_BYTES + 1)) \
+        "$(head -c 1048576 "$big" | md5sum | cut -c1-12)" \
+        "$( { tail -c 1048576 "$big"; printf x; } | md5sum | cut -c1-12)" >"$RESULTS/expected.append_2g.checks"
+
+    # Top-level names: the union of the layers' (whiteouts in this stack are all deeper).
+    n=$(find "$STACK"/L* -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -u | wc -l)
+    local parts=()
+    for t in $RM_TREES; do
+        parts+=("$t gone" "listed 0")
+        n=$((n - 1))
+    done
+    parts+=("$n top-level entries")
+    join_comma "${parts[@]}" >"$RESULTS/expected.rm_trees.checks"
+}
+
+# ---------------------------------------------------------------------------------------------
 # Running and reporting
 
 # name|label|unit; unit "s" = seconds (ratios of times), "GB/s" = seconds shown as throughput
 # of the 1 GiB file (ratios of times), "MiB" = KiB shown in MiB.
-BENCHES=(
+READ_BENCHES=(
     "mount_stat|mount + first stat of a deep path|s"
     "cold_find|find -printf %s, cold caches, fresh mount|s"
     "cold_mount_find|  the same, including the mount|s"
@@ -325,6 +589,16 @@ BENCHES=(
     "read_1g|sequential read 1 GiB (dd bs=1M)|GB/s"
     "peak_rss|daemon peak RSS (VmHWM)|MiB"
 )
+WRITE_BENCHES=(
+    "untar|untar ~20 MB of small files|s"
+    "append_2g|append 1 byte to a 2 GiB lower file|s"
+    "rm_trees|rm -rf two merged lower trees|s"
+    "chown|chown -R a lower tree (kernel: data copy)|s"
+    "chown_metacopy|  kernel -o metacopy=on,redirect_dir=on|s"
+    "write_rss|daemon peak RSS after the write work|MiB"
+)
+# The write benchmarks that leave a result to check, in report order.
+CHECKED_WRITES=(untar append_2g rm_trees chown)
 
 run_bench() {
     local name=$1 fs=$2 out=$RESULTS/$2.$1
@@ -373,14 +647,59 @@ print_table() {
     for fs in kernel fuse-overlayfs stratafs; do
         [ -s "$RESULTS/$fs.entries" ] && counts+=("$fs $(cat "$RESULTS/$fs.entries")")
     done
-    printf 'Entries seen by find: %s\n' "$(printf '%s, ' "${counts[@]}" | sed 's/, $//')"
+    [ "${#counts[@]}" -gt 0 ] || return 0
+    printf 'Entries seen by find: %s\n' "$(join_comma "${counts[@]}")"
     distinct=$(printf '%s\n' "${counts[@]}" | awk '{ print $2 }' | sort -u | wc -l)
     [ "$distinct" -le 1 ] || printf 'WARNING: the filesystems show different trees (entry counts differ)\n'
 }
 
+print_write_notes() {
+    printf 'Write rows: from the first write after the mount to the end of umount + sync, on a fresh\n'
+    printf "upper each run. The chown row's kernel column copies data (metacopy off, its default, as\n"
+    printf 'container engines leave it); the next row is the kernel with metacopy, the other columns\n'
+    printf 'repeated. fuse-overlayfs 1.x has no metacopy: it always copies data.\n'
+}
+
+# The checks of each write benchmark (made on a second mount of each upper) must agree with
+# each other and with what is expected, where that is known without a mount.
+print_write_checks() {
+    local name src f value values runs_differ lines sizes kib
+    printf '\nChecks of the write results:\n'
+    for name in "${CHECKED_WRITES[@]}"; do
+        lines=() values=() sizes=() runs_differ=
+        for src in expected kernel kernel-metacopy fuse-overlayfs stratafs; do
+            f=$RESULTS/$src.$name.checks
+            [ -s "$f" ] || continue
+            [ "$(sort -u "$f" | wc -l)" -le 1 ] || runs_differ=1
+            value=$(sort -u "$f" | paste -sd'|')
+            lines+=("$src: $value")
+            values+=("$value")
+            kib=$(cat "$RESULTS/$src.$name.upper_kib" 2>/dev/null || true)
+            [ -z "$kib" ] || sizes+=("$src $(format_value MiB "$kib")")
+        done
+        [ "${#lines[@]}" -gt 0 ] || continue
+        if [ -z "$runs_differ" ] && [ "$(printf '%s\n' "${values[@]}" | sort -u | wc -l)" -eq 1 ]; then
+            printf '  %s: all agree (%s): %s\n' "$name" \
+                "$(printf '%s\n' "${lines[@]}" | cut -d: -f1 | paste -sd, | sed 's/,/, /g')" "${values[0]}"
+        else
+            printf 'WARN: %s: the results differ:\n' "$name"
+            printf '    %s\n' "${lines[@]}"
+        fi
+        printf '    upper dir after it: %s\n' "$(join_comma "${sizes[@]}")"
+    done
+}
+
 main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (mounts and drop_caches need it)"
-    [ -w /proc/sys/vm/drop_caches ] || die "/proc/sys/vm/drop_caches is not writable: cold runs need it"
+    case $BENCH in
+    read) BENCHES=("${READ_BENCHES[@]}") ;;
+    write) BENCHES=("${WRITE_BENCHES[@]}") ;;
+    all) BENCHES=("${READ_BENCHES[@]}" "${WRITE_BENCHES[@]}") ;;
+    *) die "BENCH must be read, write or all, not '$BENCH'" ;;
+    esac
+    if [ "$BENCH" != write ]; then
+        [ -w /proc/sys/vm/drop_caches ] || die "/proc/sys/vm/drop_caches is not writable: cold runs need it"
+    fi
     local fs available=()
     for fs in $FILESYSTEMS; do
         case $fs in
@@ -403,6 +722,11 @@ main() {
     trap 'cleanup; rm -rf "$RESULTS"' EXIT
     trap 'exit 130' INT TERM
     build_stack
+    if [ "$BENCH" != read ]; then
+        build_untar_tarball
+        pick_write_trees
+        write_expectations
+    fi
     find "$STACK" >/dev/null # same starting point for every filesystem
 
     printf 'stack: %s layers + whiteout layer, %s entries, deep path %s\n' "$NLAYERS" \
@@ -410,20 +734,42 @@ main() {
     printf 'kernel %s; fuse-overlayfs %s; stratafs %s\n' "$(uname -r)" \
         "$(fuse-overlayfs --version 2>&1 | awk '/fuse-overlayfs/ && !v { v = $NF } END { print v }')" \
         "$(git log -1 --format='%h %s' 2>/dev/null | cut -c1-60) ($STRATAFS)"
+    if [ "$BENCH" != read ]; then
+        printf 'write: untar %s entries (%s MB) into a new dir; rm -rf %s; chown -R %s\n' \
+            "$(tar -tf "$UNTAR_TARBALL" | wc -l)" \
+            "$(awk -v b="$(stat -c %s "$UNTAR_TARBALL")" 'BEGIN { printf "%.1f", b / 1e6 }')" \
+            "$(for t in $RM_TREES; do awk -v t="$t" '$1 == t { printf "%s (%s entries) ", $1, $2 }' \
+                "$STACK/merged.txt"; done | sed 's/ $//')" \
+            "$(awk -v t="$CHOWN_TREE" '$1 == t { printf "%s (%s entries, %.0f MiB)", $1, $2, $3 / 1024 }' \
+                "$STACK/merged.txt")"
+    fi
 
     local entry name
     for entry in "${BENCHES[@]}"; do
         name=${entry%%|*}
         [ "$name" != cold_mount_find ] || continue # filled in by cold_find
         for fs in "${available[@]}"; do
-            note "$name: $fs"
+            # Daemon RSS has no kernel value; the metacopy row is the kernel's only.
+            case $name:$fs in
+            peak_rss:kernel | write_rss:kernel) ;;
+            chown_metacopy:kernel) note "$name: kernel-metacopy" ;;
+            chown_metacopy:*) continue ;;
+            *) note "$name: $fs" ;;
+            esac
             run_bench "$name" "$fs"
         done
     done
     for fs in "${available[@]}"; do
-        median <"$RESULTS/$fs.cold_mount_find.runs" >"$RESULTS/$fs.cold_mount_find"
+        [ ! -f "$RESULTS/$fs.cold_mount_find.runs" ] ||
+            median <"$RESULTS/$fs.cold_mount_find.runs" >"$RESULTS/$fs.cold_mount_find"
+        # The metacopy row compares the kernel with metacopy against the same FUSE runs.
+        [ "$fs" = kernel ] || [ ! -f "$RESULTS/$fs.chown" ] || cp "$RESULTS/$fs.chown" "$RESULTS/$fs.chown_metacopy"
     done
     print_table
+    if [ "$BENCH" != read ]; then
+        print_write_notes
+        print_write_checks
+    fi
 }
 
 main "$@"
