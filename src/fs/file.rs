@@ -96,40 +96,18 @@ impl StrataFs {
             Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        let fh = self.alloc_fh();
         let is_upper = {
             let inner = node.inner.read();
             (inner.upper && !inner.metacopy) || inner.index.is_some()
         };
-        if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
-            match self.backing_for(node.ino, &file, !is_upper, |f| reply.open_backing(f)) {
-                Ok(backing) => {
-                    self.handles.insert(
-                        fh,
-                        Arc::new(Handle::File {
-                            file,
-                            _backing: Some(backing.clone()),
-                        }),
-                    );
-                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing);
-                }
-                Err(e) => log::debug!("passthrough unavailable for inode {ino:?}: {e}"),
-            }
+        let (fh, backing) =
+            self.register_open_file(node.ino, file, !is_upper, |f| reply.open_backing(f));
+        match backing {
+            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            // Lower content never changes: keep the page cache across opens of lower files.
+            None if is_upper => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            None => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
         }
-        self.handles.insert(
-            fh,
-            Arc::new(Handle::File {
-                file,
-                _backing: None,
-            }),
-        );
-        // Lower content never changes: keep the page cache across opens of lower files.
-        let keep = if is_upper {
-            FopenFlags::empty()
-        } else {
-            FopenFlags::FOPEN_KEEP_CACHE
-        };
-        reply.opened(FileHandle(fh), keep)
     }
 
     /// Opens the node's current object (upper copy if any, else lower, read-only).
@@ -182,6 +160,33 @@ impl StrataFs {
         }
     }
 
+    /// Stores an open file under a new handle, with a passthrough backing id when the kernel
+    /// offers passthrough; returns the handle and the backing id to reply with.
+    fn register_open_file(
+        &self,
+        ino: u64,
+        file: File,
+        lower: bool,
+        register: impl FnOnce(&File) -> std::io::Result<BackingId>,
+    ) -> (u64, Option<Arc<BackingId>>) {
+        let fh = self.alloc_fh();
+        let backing = if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
+            self.backing_for(ino, &file, lower, register)
+                .inspect_err(|e| log::debug!("passthrough unavailable for inode {ino}: {e}"))
+                .ok()
+        } else {
+            None
+        };
+        self.handles.insert(
+            fh,
+            Arc::new(Handle::File {
+                file,
+                _backing: backing.clone(),
+            }),
+        );
+        (fh, backing)
+    }
+
     fn backing_for(
         &self,
         ino: u64,
@@ -226,43 +231,25 @@ impl StrataFs {
             Ok((attr, node, file)) => (attr, node, file.expect("a file was created")),
             Err(e) => return reply.error(e),
         };
-        let fh = self.alloc_fh();
-        if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
-            match self.backing_for(node.ino, &file, false, |f| reply.open_backing(f)) {
-                Ok(backing) => {
-                    self.handles.insert(
-                        fh,
-                        Arc::new(Handle::File {
-                            file,
-                            _backing: Some(backing.clone()),
-                        }),
-                    );
-                    return reply.created_passthrough(
-                        &TTL,
-                        &attr,
-                        fuser::Generation(0),
-                        FileHandle(fh),
-                        FopenFlags::empty(),
-                        &backing,
-                    );
-                }
-                Err(e) => log::debug!("passthrough unavailable for a new file: {e}"),
-            }
+        let (fh, backing) =
+            self.register_open_file(node.ino, file, false, |f| reply.open_backing(f));
+        match backing {
+            Some(b) => reply.created_passthrough(
+                &TTL,
+                &attr,
+                fuser::Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+                &b,
+            ),
+            None => reply.created(
+                &TTL,
+                &attr,
+                fuser::Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
         }
-        self.handles.insert(
-            fh,
-            Arc::new(Handle::File {
-                file,
-                _backing: None,
-            }),
-        );
-        reply.created(
-            &TTL,
-            &attr,
-            fuser::Generation(0),
-            FileHandle(fh),
-            FopenFlags::empty(),
-        )
     }
 
     fn file_of(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
