@@ -1,0 +1,31 @@
+//! stratafs: a union filesystem for container root filesystems, served over FUSE.
+//!
+//! The crate is a library with a thin binary (`main.rs`) on top. Data flows in layers:
+//! command line (`cli`, `compat`) -> mount spec (`spec`) -> daemon (`daemon`, `submount`)
+//! -> FUSE adapter (`fs`) -> union (`index`, `merge`, `dirstate`, `inode`, `upper`, `copyup`,
+//! `whiteout`, `ovl`) -> system calls (`sys`, the only place with `unsafe`).
+
+mod attr;
+pub mod cli;
+mod compat;
+mod copyup;
+mod daemon;
+mod demo;
+mod dirstate;
+mod fs;
+mod idmap;
+mod index;
+mod inode;
+mod layer;
+mod merge;
+mod mountinfo;
+mod ovl;
+mod sharded;
+mod spec;
+mod submount;
+mod sys;
+mod treecopy;
+mod upper;
+mod volattach;
+mod volume;
+mod whiteout;
