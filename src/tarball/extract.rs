@@ -429,7 +429,7 @@ fn not_extracted(entry: &[u8], target: &[u8]) -> ArchiveError {
     ArchiveError::refused(
         entry,
         format!(
-            "hard link to {}, which the archive has not extracted before it",
+            "hard link to {}, which is not extracted yet (a hard link must follow its target)",
             show(target)
         ),
     )
