@@ -58,7 +58,7 @@ mod meta;
 mod name;
 mod store;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 mod usage;
 mod workdir;
 
