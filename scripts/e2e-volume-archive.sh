@@ -44,6 +44,7 @@ if [ ! -x "$STRATAFS" ]; then
 fi
 
 T=$(mktemp -d /var/tmp/stratafs-volarc.XXXXXX)
+# shellcheck disable=SC2317 # reached through the exit trap
 cleanup() {
     podman volume rm -af >/dev/null 2>&1
     rm -rf "$T"
