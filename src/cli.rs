@@ -33,6 +33,10 @@ pub enum Command {
     Demo { mountpoint: PathBuf },
     /// Manage volumes: create, ls, inspect, rm, prune.
     Volume(crate::volume::cli::VolumeArgs),
+    /// List the changes of a writable layer over its image (A added, C changed, D deleted).
+    Diff(crate::image::cli::DiffArgs),
+    /// Write a writable layer as an OCI layer tarball; prints its diff_id and digest.
+    Commit(crate::image::cli::CommitArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +127,8 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         Command::Umount { mountpoint } => daemon::umount(&mountpoint),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
         Command::Volume(args) => crate::volume::cli::run(args),
+        Command::Diff(args) => crate::image::cli::diff(args),
+        Command::Commit(args) => crate::image::cli::commit(args),
     }
 }
 

@@ -272,8 +272,12 @@ pub fn is_compat_invocation(argv: &[OsString]) -> bool {
     let Some(first) = argv.get(1).map(|a| a.as_bytes()) else {
         return false;
     };
-    const SUBCOMMANDS: [&[u8]; 4] = [b"mount", b"umount", b"demo", b"volume"];
-    if SUBCOMMANDS.contains(&first) {
+    // Any subcommand of the command line (`-o` is an option of some, e.g. `commit -o FILE`).
+    let command = <crate::cli::Cli as clap::CommandFactory>::command();
+    if command
+        .get_subcommands()
+        .any(|s| s.get_name().as_bytes() == first)
+    {
         return false;
     }
     if first.starts_with(b"-o") {
@@ -1594,6 +1598,10 @@ mod tests {
             &["stratafs", "-f", "/m"],
             &["stratafs", "-d"],
             &["stratafs", "mount", "-o", "x"],
+            &[
+                "stratafs", "commit", "--upper", "/u", "--layer", "/l", "-o", "x.tar",
+            ],
+            &["stratafs", "diff", "--upper", "/u", "--layer", "/l"],
             &["stratafs", "--layer", "/l", "-o", "x"],
             &["stratafs", "somepath"],
         ];

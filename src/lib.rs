@@ -14,6 +14,7 @@ mod demo;
 mod dirstate;
 mod fs;
 mod idmap;
+mod image;
 mod index;
 mod inode;
 mod layer;

@@ -224,25 +224,15 @@ impl<W: Write> Packer<'_, W> {
     fn file(&mut self, fd: OwnedFd, path: &[u8], st: &libc::stat) -> Result<()> {
         let size = st.st_size as u64;
         let mut header = header_for(st, EntryType::Regular, size);
-        let mut stream = FileStream::new(fd.as_fd(), size, self.progress);
-        let result = self.builder.append_data(
+        let changed = append_file(
+            &mut self.builder,
             &mut header,
-            as_path(path),
-            BufReader::with_capacity(1 << 20, &mut stream),
-        );
-        let failed = stream.read_error.take();
-        let shrank = stream.shrank;
-        match (result, failed) {
-            (_, Some(e)) => return Err(ArchiveError::io(path, "read the file", e)),
-            (Err(e), None) => return Err(self.write_error(path, e)),
-            (Ok(()), None) => {}
-        }
-        let after = sys::fstat(fd.as_fd()).ok();
-        let changed = after.is_some_and(|a| {
-            a.st_size != st.st_size
-                || (a.st_mtime, a.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
-        });
-        if shrank || changed {
+            path,
+            fd.as_fd(),
+            st,
+            self.progress,
+        )?;
+        if changed {
             self.report.warnings.push(format!(
                 "{}: changed while being exported; the archive holds a mix of old and new data",
                 show(path)
@@ -293,21 +283,56 @@ impl<W: Write> Packer<'_, W> {
         self.progress.file();
     }
 
-    /// A failure of the builder: a bad name or field is the entry's, anything else the output's.
     fn write_error(&self, path: &[u8], e: io::Error) -> ArchiveError {
-        if e.kind() == io::ErrorKind::Other && e.raw_os_error().is_none() {
-            ArchiveError::refused(path, format!("it cannot be written in a tar header: {e}"))
-        } else {
-            ArchiveError::Write(e)
-        }
+        write_error(path, e)
     }
+}
+
+/// A failure of the builder: a bad name or field is the entry's, anything else the output's.
+pub(crate) fn write_error(path: &[u8], e: io::Error) -> ArchiveError {
+    if e.kind() == io::ErrorKind::Other && e.raw_os_error().is_none() {
+        ArchiveError::refused(path, format!("it cannot be written in a tar header: {e}"))
+    } else {
+        ArchiveError::Write(e)
+    }
+}
+
+/// Appends regular file `fd` (stat'ed as `st`) as entry `path` under `header`, whose size
+/// says how many bytes to write: holes come out as zeros without being read, a file that
+/// shrank is padded. Returns whether the file changed while it was read.
+pub(crate) fn append_file<W: Write>(
+    builder: &mut Builder<W>,
+    header: &mut Header,
+    path: &[u8],
+    fd: BorrowedFd<'_>,
+    st: &libc::stat,
+    progress: &Progress,
+) -> Result<bool> {
+    let mut stream = FileStream::new(fd, header.size().unwrap_or(0), progress);
+    let result = builder.append_data(
+        header,
+        as_path(path),
+        BufReader::with_capacity(1 << 20, &mut stream),
+    );
+    let failed = stream.read_error.take();
+    let shrank = stream.shrank;
+    match (result, failed) {
+        (_, Some(e)) => return Err(ArchiveError::io(path, "read the file", e)),
+        (Err(e), None) => return Err(write_error(path, e)),
+        (Ok(()), None) => {}
+    }
+    let after = sys::fstat(fd).ok();
+    let changed = after.is_some_and(|a| {
+        a.st_size != st.st_size || (a.st_mtime, a.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
+    });
+    Ok(shrank || changed)
 }
 
 fn as_path(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))
 }
 
-fn header_for(st: &libc::stat, kind: EntryType, size: u64) -> Header {
+pub(crate) fn header_for(st: &libc::stat, kind: EntryType, size: u64) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(st.st_mode & 0o7777);

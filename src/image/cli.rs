@@ -1,0 +1,127 @@
+//! `stratafs diff` and `stratafs commit`: arguments, and where the output goes.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use super::blob::{BlobWriter, Compression, Digests};
+use super::lower::LowerStack;
+use crate::tarball::Progress;
+
+const IO_BUFFER: usize = 1 << 20;
+
+/// The image and writable layer both commands read.
+#[derive(clap::Args, Debug)]
+pub struct ContainerArgs {
+    /// The writable layer: an upper dir in the kernel overlayfs format.
+    #[arg(long, value_name = "DIR")]
+    pub upper: PathBuf,
+    /// The image's layers, bottom layer first, as given to `stratafs mount`.
+    #[arg(long = "layer", value_name = "DIR", required = true)]
+    pub layers: Vec<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub container: ContainerArgs,
+    /// `json` for podman's JSON report (default: `A|C|D PATH` lines).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CommitArgs {
+    #[command(flatten)]
+    pub container: ContainerArgs,
+    /// The layer tarball to write: LAYER.tar, LAYER.tar.gz or LAYER.tar.zst.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+pub fn diff(args: DiffArgs) -> Result<(), String> {
+    let json = match args.format.as_deref() {
+        None => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(format!(
+                "unknown --format {other:?}: the only format is json (default: A/C/D lines)"
+            ))
+        }
+    };
+    let mut stack = LowerStack::open(&args.container.layers)?;
+    let changes = super::diff::changes(&args.container.upper, &mut stack)?;
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    let written = if json {
+        super::diff::write_json(&mut out, &changes)
+    } else {
+        super::diff::write_text(&mut out, &changes)
+    };
+    written
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write the changes to stdout: {e}"))
+}
+
+pub fn commit(args: CommitArgs) -> Result<(), String> {
+    let compression = Compression::from_name(&args.output)?;
+    let mut stack = LowerStack::open(&args.container.layers)?;
+    let digests = write_layer(&args.container.upper, &mut stack, &args.output, compression)?;
+    println!("diff_id: {}", digests.diff_id);
+    println!("digest: {}", digests.digest);
+    println!("size: {}", digests.size);
+    println!("media_type: {}", compression.media_type());
+    Ok(())
+}
+
+/// Writes the layer to a temp file next to `path` and renames it into place, so a failed
+/// commit never leaves a truncated layer under the name.
+fn write_layer(
+    upper: &Path,
+    stack: &mut LowerStack,
+    path: &Path,
+    compression: Compression,
+) -> Result<Digests, String> {
+    let partial = partial_name(path);
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let written = (|| -> Result<Digests, String> {
+        let out = BlobWriter::new(BufWriter::with_capacity(IO_BUFFER, file), compression)
+            .map_err(|e| format!("cannot start the compressor: {e}"))?;
+        let mut progress = Progress::on_terminal("committed");
+        let (out, report) = super::commit::commit(upper, stack, out, &mut progress)?;
+        drop(progress);
+        for w in &report.warnings {
+            eprintln!("stratafs: warning: {w}");
+        }
+        let (digests, buffered) = out
+            .finish()
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        let file: File = buffered
+            .into_inner()
+            .map_err(|e| format!("cannot write {}: {}", partial.display(), e.error()))?;
+        file.sync_all()
+            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        std::fs::rename(&partial, path)
+            .map_err(|e| format!("cannot move the layer to {}: {e}", path.display()))?;
+        Ok(digests)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+/// `DIR/.NAME.partial-PID`: hidden, unique to this process, on the output's filesystem.
+fn partial_name(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "layer".into());
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
