@@ -71,14 +71,14 @@ pub struct Report {
     pub strata_upper: Tree,
 }
 
-struct Side {
-    layers: Vec<PathBuf>,
-    upper: PathBuf,
-    work: PathBuf,
-    mnt: PathBuf,
+pub struct Side {
+    pub layers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub mnt: PathBuf,
 }
 
-fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
+pub fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
     let base = scratch.subdir(name);
     let layer_dir = base.join("layers");
     std::fs::create_dir(&layer_dir).expect("create layers dir");
@@ -95,7 +95,7 @@ fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
     }
 }
 
-fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
+pub fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
     StrataSpec {
         layers: s.layers.clone(),
         upper: Some((upper.to_path_buf(), work.to_path_buf())),
@@ -105,15 +105,15 @@ fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> Strata
 }
 
 /// Collects the differences of every comparison stage of one run.
-struct Differences<'a> {
-    ignore: &'a [&'a str],
-    lower_layers: &'a [PathBuf],
-    found: Vec<String>,
+pub struct Differences<'a> {
+    pub ignore: &'a [&'a str],
+    pub lower_layers: &'a [PathBuf],
+    pub found: Vec<String>,
 }
 
 impl Differences<'_> {
     /// Compares snapshot `a` with `b`; each is (name for the report, tree).
-    fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
+    pub fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
         let ignored = |line: &String| {
             self.ignore.iter().any(|p| {
                 line.strip_prefix(p)
@@ -131,12 +131,12 @@ impl Differences<'_> {
     }
 }
 
-fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
+pub fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
     snapshot(path, view).map_err(|e| format!("snapshot of {what}: {e}"))
 }
 
 /// How long stratafs may take over one operation (or one tree walk) before it counts as hung.
-const STALL: Duration = Duration::from_secs(30);
+pub const STALL: Duration = Duration::from_secs(30);
 
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
