@@ -25,6 +25,7 @@ mod sharded;
 mod spec;
 mod submount;
 mod sys;
+mod tarball;
 mod tempname;
 mod treecopy;
 mod upper;
