@@ -42,15 +42,13 @@ pub fn export(
     if !is_plain_file_or_missing(path) {
         // A device, FIFO or symlink (-o /dev/null, -o /dev/stdout): written through, as
         // tar -f does; a rename would replace the object itself.
+        // O_TRUNC empties a regular file behind a symlink and is ignored by devices and FIFOs.
         let file = OpenOptions::new()
             .write(true)
             .create(true)
+            .truncate(true)
             .open(path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        if file.metadata().is_ok_and(|m| m.is_file()) {
-            file.set_len(0)
-                .map_err(|e| format!("cannot truncate {}: {e}", path.display()))?;
-        }
         let shown = path.display().to_string();
         let warnings = export_to(store, name, file, consistent, &mut progress, &shown)?;
         drop(progress);
