@@ -113,10 +113,6 @@ impl Upper {
         sys::open_beneath(self.root(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)
     }
 
-    pub fn stat(&self, rel: &[u8]) -> io::Result<libc::stat> {
-        sys::fstat(self.open_path(rel)?.as_fd())
-    }
-
     /// A fresh name for a temp object in the work dir.
     pub fn temp_name(&self) -> CString {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

@@ -13,6 +13,8 @@ mod common;
 mod differential;
 #[path = "write_union/fixture.rs"]
 mod fixture;
+#[path = "write_union/identity.rs"]
+mod identity;
 #[path = "write_union/ops.rs"]
 mod ops;
 #[path = "write_union/sysc.rs"]

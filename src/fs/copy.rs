@@ -10,7 +10,7 @@ use fuser::{Errno, FileType};
 
 use super::{errno, StrataFs};
 use crate::copyup::{self, CopyOptions};
-use crate::inode::Node;
+use crate::inode::{Link, Node};
 use crate::layer::relpath;
 use crate::sys;
 use crate::sys::ops;
@@ -28,11 +28,28 @@ pub enum Data {
 impl StrataFs {
     /// Makes sure `node` exists in the upper layer, copying it (and missing parents) up.
     pub(super) fn ensure_upper(&self, node: &Arc<Node>, data: Data) -> Result<(), Errno> {
+        self.ensure_upper_as(node, data, None)
+    }
+
+    /// `ensure_upper`, the copy going to `at` (one of the node's names) rather than to any
+    /// live name: a hard-linked lower file about to lose the name `at` is copied up there,
+    /// as the kernel does, so the index keeps its link count.
+    pub(super) fn ensure_upper_as(
+        &self,
+        node: &Arc<Node>,
+        data: Data,
+        at: Option<Link>,
+    ) -> Result<(), Errno> {
         if node.inner.read().upper {
             return self.complete_metacopy(node, data);
         }
         let upper = self.writable_upper()?;
-        let parent = node.inner.read().parent.clone().ok_or(Errno::EIO)?;
+        // The copy goes where a live name of the node is.
+        let link = match at {
+            Some(l) => l,
+            None => node.inner.read().any_link().cloned().ok_or(Errno::ENOENT)?,
+        };
+        let parent = link.parent;
         self.ensure_upper(&parent, Data::All)?;
 
         let guard = node.copy_up.lock();
@@ -48,7 +65,7 @@ impl StrataFs {
             .map_err(|e| errno(&e))?;
         let parent_rel = self.upper_rel(&parent)?;
         let dest_dir = upper.open_dir(&parent_rel).map_err(|e| errno(&e))?;
-        let name = node.inner.read().name.clone();
+        let name = link.name;
         let name_c = sys::cstr(&name).map_err(|e| errno(&e))?;
         // Like the kernel, a copy-up leaves the parent's times as they were: only the
         // user's own change may move them.
@@ -103,11 +120,25 @@ impl StrataFs {
                 (st.st_mtime, st.st_mtime_nsec),
             );
         }
+        // A hard-linked copy is held open: its names may go independently from now on.
+        let object = if hard_linked {
+            let obj = sys::open_beneath(
+                dest_dir.as_fd(),
+                &name_c,
+                libc::O_PATH | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(|e| errno(&e))?;
+            Some(Arc::new(obj))
+        } else {
+            None
+        };
         // Disk first, then memory: the parent now holds the name in its upper copy.
         {
             let mut inner = node.inner.write();
             inner.upper = true;
             inner.metacopy = indexed_copy.is_none() && as_metacopy;
+            inner.object = object;
         }
         if let Ok(state) = self.dir_state(&parent) {
             state.write().set_present(&name, node.ino, node.kind);
@@ -130,10 +161,8 @@ impl StrataFs {
             return Ok(());
         }
         let upper = self.writable_upper()?;
-        let rel = self.upper_rel(node)?;
-        let rel_c = sys::cstr(&rel).map_err(|e| errno(&e))?;
-        let target = sys::open_beneath(upper.root(), &rel_c, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
-            .map_err(|e| errno(&e))?;
+        let obj = self.upper_object(node)?;
+        let target = ops::reopen(obj.as_fd(), libc::O_WRONLY).map_err(|e| errno(&e))?;
         if data == Data::All {
             let lower = node.inner.read().lower.clone().ok_or(Errno::EIO)?;
             let layer = &self.layers[lower.slot as usize];
@@ -147,7 +176,6 @@ impl StrataFs {
                 ops::fsync(target.as_fd(), false).map_err(|e| errno(&e))?;
             }
         }
-        let obj = upper.open_path(&rel).map_err(|e| errno(&e))?;
         sys::xattr::remove(obj.as_fd(), crate::ovl::METACOPY).map_err(|e| errno(&e))?;
         node.inner.write().metacopy = false;
         Ok(())

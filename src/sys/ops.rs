@@ -43,6 +43,24 @@ pub fn link_at(
     Ok(())
 }
 
+/// Links the object behind `obj` (an O_PATH fd) as `new` in `new_dir`. Goes through the
+/// object's /proc magic link: AT_SYMLINK_FOLLOW follows the magic link to the object and no
+/// further (a symlink is linked itself), and unlike AT_EMPTY_PATH it needs no capability.
+pub fn link_object(obj: BorrowedFd<'_>, new_dir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    let path = super::cstr(format!("/proc/self/fd/{}", obj.as_raw_fd()).as_bytes())?;
+    // SAFETY: NUL-terminated paths; the fds stay open for the call.
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, is_dir: bool) -> io::Result<()> {
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: NUL-terminated name.

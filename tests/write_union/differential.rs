@@ -104,28 +104,41 @@ fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
 /// How long stratafs may take over one operation (or one tree walk) before it counts as hung.
 const STALL: Duration = Duration::from_secs(30);
 
+/// A note for the report when the watchdog had to kill a stalled daemon.
+fn hung(watchdog: &Watchdog, i: usize) -> String {
+    if watchdog.fired() {
+        format!("stratafs hung (no progress for {STALL:?}, killed) at or after operation #{i}\n")
+    } else {
+        String::new()
+    }
+}
+
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
     let scratch = TempDir::new("wu");
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
 
-    let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let mut kernel =
+        KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
+    let mut strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
 
     let mut log = Vec::new();
     let mut outcomes = Vec::new();
-    let watchdog = Watchdog::new(strata.pid(), STALL);
-    let hung = |i: usize| {
-        if watchdog.fired() {
-            format!(
-                "stratafs hung (no progress for {STALL:?}, killed) at or after operation #{i}\n"
-            )
-        } else {
-            String::new()
-        }
-    };
+    let mut watchdog = Watchdog::new(strata.pid(), STALL);
     for (i, op) in ops.iter().enumerate() {
+        if *op == Op::Remount {
+            // Both sides start over from their upper dirs: nothing may live only in memory.
+            drop(watchdog);
+            kernel.unmount()?;
+            strata.unmount()?;
+            kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
+            strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+            watchdog = Watchdog::new(strata.pid(), STALL);
+            log.push(format!("  #{i} {op:?}"));
+            outcomes.push(Ok(String::new()));
+            continue;
+        }
         let ko = apply(&k.mnt, op);
         let so = apply(&s.mnt, op);
         watchdog.tick();
@@ -133,7 +146,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         if ko != so {
             return Err(format!(
                 "{}operation #{i} {op:?}: kernel {}, stratafs {}\n{}",
-                hung(i),
+                hung(&watchdog, i),
                 describe(&ko),
                 describe(&so),
                 log.join("\n")
@@ -161,7 +174,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     }
     let kernel_merged = snap(&k.mnt, View::Merged, "the kernel mount")?;
     let strata_merged = snap(&s.mnt, View::Merged, "the stratafs mount")
-        .map_err(|e| format!("{}{e}", hung(ops.len())))?;
+        .map_err(|e| format!("{}{e}", hung(&watchdog, ops.len())))?;
     drop(watchdog);
     differences.check(
         "merged trees differ",
