@@ -39,6 +39,7 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
         Options {
             passthrough: spec.passthrough,
             posix_acl: !spec.noacl,
+            marker_ns: spec.marker_ns,
         },
     )
     .map_err(|e| format!("cannot read the top layer: {e}"))?;

@@ -19,7 +19,7 @@ mod inode;
 mod layer;
 mod merge;
 mod mountinfo;
-mod ovl;
+pub mod ovl;
 mod sharded;
 mod spec;
 mod submount;

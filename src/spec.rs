@@ -30,6 +30,8 @@ pub struct MountSpec {
     pub state_dir: Option<PathBuf>,
     pub threads: Option<usize>,
     pub fsname: Option<String>,
+    /// The namespace the union writes its overlay markers in (trusted unless rootless).
+    pub marker_ns: crate::ovl::Namespace,
 }
 
 fn describe(path: &Path) -> String {
