@@ -254,8 +254,9 @@ fn lower_hard_links_stay_one_inode() {
     // index entry) and hl2 keeps resolving to it through the index. The live check above
     // asserts what users see on both sides: one inode, both names, nlink 2, same content.
     let opts = Options {
-        ignore_paths: &["hl1", "hl2"],
+        ignore_upper_paths: &["hl1", "hl2"],
         live_check: Some(&live),
+        ..Options::default()
     };
     if let Err(e) = run(&template, &ops, &opts) {
         panic!("hard-linked lower files: {e}");

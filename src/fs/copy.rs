@@ -107,7 +107,10 @@ impl StrataFs {
             if let Some(idx) = &index_entry {
                 // Later lookups of the other names (also after a remount) find the copy here.
                 match ops::link_at(dest_dir.as_fd(), &name_c, upper.index(), idx) {
-                    Ok(()) => upper.mark_index_used(),
+                    Ok(()) => {
+                        upper.mark_index_used();
+                        self.record_merged_nlink(idx, node.inner.read().attr.nlink);
+                    }
                     Err(e) => log::warn!("copy-up: cannot record the hard link in the index: {e}"),
                 }
             }
@@ -148,6 +151,19 @@ impl StrataFs {
             // The (empty) upper copy adds nothing to a loaded state: it stays valid.
         }
         Ok(())
+    }
+
+    /// Writes the kernel's nlink marker on a new index entry: the union's link count (the
+    /// lower file's) relative to the upper inode's, so that the kernel, reading this upper
+    /// dir, neither counts the index link as a name nor takes the entry for an orphan once
+    /// the copied name goes.
+    fn record_merged_nlink(&self, idx: &std::ffi::CStr, lower_nlink: u32) {
+        let Ok(upper) = self.upper() else { return };
+        let Ok(st) = sys::stat_at(upper.index(), idx) else {
+            return;
+        };
+        let delta = lower_nlink as i64 - st.st_nlink as i64;
+        crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, delta);
     }
 
     /// Brings the data of a metacopy file up, in place (its metadata is already the upper

@@ -130,8 +130,7 @@ impl StrataFs {
                 None => {
                     let rel = self.upper_rel(node)?;
                     let c = sys::cstr(&rel).map_err(|e| errno(&e))?;
-                    sys::open_beneath(self.upper()?.root(), &c, flags, 0)
-                        .map_err(|e| errno(&e))?
+                    sys::open_beneath(self.upper()?.root(), &c, flags, 0).map_err(|e| errno(&e))?
                 }
             }
         } else {

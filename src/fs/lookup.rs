@@ -85,7 +85,11 @@ impl StrataFs {
                         continue;
                     }
                 }
-                let ino = self.upper_entry_ino(&fd, &name, &st, state.lower.find(&name));
+                let lower_here = state.lower.find(&name).map(|e| {
+                    let rel = lower.as_ref().map(|l| relpath::join(&l.rel, &name));
+                    (e, rel)
+                });
+                let ino = self.upper_entry_ino(&fd, &name, &st, lower_here);
                 state.upper.entry(name).or_insert(UpperEntry::Present {
                     ino,
                     kind: kind_of_mode(st.st_mode),
@@ -151,7 +155,13 @@ impl StrataFs {
             let Ok(idx) = sys::cstr(crate::ovl::index_name(&origin).as_bytes()) else {
                 continue;
             };
-            if sys::stat_at(upper.index(), &idx).is_ok() {
+            if let Ok(st) = sys::stat_at(upper.index(), &idx) {
+                // Upper names of the same copy (e.g. one that took another lower name's place
+                // by a rename) share this lower name's number.
+                self.upper_link_inos
+                    .lock()
+                    .entry(st.st_ino)
+                    .or_insert(lower_ino(e.layer, e.attr().host_ino));
                 state.indexed.insert(name.to_vec(), idx);
             }
         }
@@ -227,7 +237,7 @@ impl StrataFs {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<&crate::index::IndexEntry>,
+        lower: Option<(&crate::index::IndexEntry, Option<Vec<u8>>)>,
     ) -> u64 {
         // Names of one hard-linked upper file must share one number, whichever is met first.
         if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -245,10 +255,12 @@ impl StrataFs {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<&crate::index::IndexEntry>,
+        lower: Option<(&crate::index::IndexEntry, Option<Vec<u8>>)>,
     ) -> u64 {
         let own = upper_ino(st.st_ino);
-        let Some(lower) = lower else { return own };
+        let Some((lower, lower_rel)) = lower else {
+            return own;
+        };
         let lower_is_dir = lower.attr().kind() == FileType::Directory;
         let upper_is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let Ok(obj) = sys::cstr(name)
@@ -259,13 +271,31 @@ impl StrataFs {
         let continues = if upper_is_dir {
             lower_is_dir && !is_opaque_dir(&obj)
         } else {
-            !lower_is_dir && crate::ovl::has_origin(obj.as_fd())
+            // A file renamed over a lower name carries the origin of another lower file: only
+            // a copy of this very lower file continues its number.
+            !lower_is_dir
+                && match ovl::get(obj.as_fd(), Marker::Origin) {
+                    None => false,
+                    Some(stored) => self
+                        .lower_origin(lower.layer, lower_rel.as_deref())
+                        .is_none_or(|value| same_origin(&stored, &value)),
+                }
         };
         if continues {
             lower_ino(lower.layer, lower.attr().host_ino)
         } else {
             own
         }
+    }
+
+    /// The origin value of the lower object at `rel` in layer `slot` (None when the layer's
+    /// filesystem gives no file handles: nothing to compare with then).
+    fn lower_origin(&self, slot: u16, rel: Option<&[u8]>) -> Option<Vec<u8>> {
+        let rel = relpath::to_cstring(rel?).ok()?;
+        let obj = self.layers[slot as usize]
+            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
+            .ok()?;
+        ovl::origin_value(obj.as_fd()).ok()
     }
 
     /// Resolves `name` in `parent` and counts a kernel reference on the result.
@@ -577,6 +607,17 @@ impl StrataFs {
         layer
             .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(|e| errno(&e))
+    }
+}
+
+/// Whether two origin values name the same object: the handle type and the handle itself
+/// (the kernel fills in the filesystem uuid where stratafs leaves it null).
+fn same_origin(a: &[u8], b: &[u8]) -> bool {
+    const HANDLE_TYPE: usize = 4;
+    const HANDLE: usize = 21;
+    match (a.get(HANDLE..), b.get(HANDLE..)) {
+        (Some(ha), Some(hb)) => a[HANDLE_TYPE] == b[HANDLE_TYPE] && ha == hb,
+        _ => a == b,
     }
 }
 

@@ -197,6 +197,8 @@ impl StrataFs {
         resolved: Resolved<'_>,
     ) -> Result<Arc<Node>, Errno> {
         if let Some(n) = self.nodes.get(resolved.ino()) {
+            // The name is one of the node's names (a hard link may not have been seen by it).
+            n.inner.write().add_link(parent, name);
             return Ok(n);
         }
         let node = self.node_for(parent, state, name, resolved)?;
@@ -413,7 +415,11 @@ impl StrataFs {
             let r = st.resolve(name).ok_or(Errno::ENOENT)?;
             self.peek_node(&src_parent, &st, name, r)?
         };
-        self.ensure_upper(&src_node, Data::All)?;
+        let src_link = Link {
+            parent: src_parent.clone(),
+            name: name.to_vec(),
+        };
+        self.ensure_upper_as(&src_node, Data::All, Some(src_link))?;
         let dst_node = {
             let st = self.dir_state(&dst_parent)?;
             let st = st.read();
@@ -424,7 +430,11 @@ impl StrataFs {
         };
         if exchange {
             let dst = dst_node.as_ref().ok_or(Errno::ENOENT)?;
-            self.ensure_upper(dst, Data::All)?;
+            let dst_link = Link {
+                parent: dst_parent.clone(),
+                name: newname.to_vec(),
+            };
+            self.ensure_upper_as(dst, Data::All, Some(dst_link))?;
         } else if dst_node.is_some() {
             self.copy_up_linked_lower(&dst_parent, newname)?;
         }

@@ -26,6 +26,9 @@ pub type LiveCheck<'a> = &'a dyn Fn(&Path, &Path) -> Result<(), String>;
 pub struct Options<'a> {
     /// Paths whose differences are expected (documented divergences; the caller checks them).
     pub ignore_paths: &'a [&'a str],
+    /// Paths whose differences are expected in the upper dirs only (the merged views, after
+    /// remounts and cross mounts, must still agree).
+    pub ignore_upper_paths: &'a [&'a str],
     /// Extra assertions on (kernel mount, stratafs mount) after the operations.
     pub live_check: Option<LiveCheck<'a>>,
 }
@@ -73,6 +76,7 @@ fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> Strata
 /// Collects the differences of every comparison stage of one run.
 struct Differences<'a> {
     ignore: &'a [&'a str],
+    ignore_upper: &'a [&'a str],
     lower_layers: &'a [PathBuf],
     found: Vec<String>,
 }
@@ -80,8 +84,13 @@ struct Differences<'a> {
 impl Differences<'_> {
     /// Compares snapshot `a` with `b`; each is (name for the report, tree).
     fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
+        let upper_only: &[&str] = if view == View::Upper {
+            self.ignore_upper
+        } else {
+            &[]
+        };
         let ignored = |line: &String| {
-            self.ignore.iter().any(|p| {
+            self.ignore.iter().chain(upper_only).any(|p| {
                 line.strip_prefix(p)
                     .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
             })
@@ -119,8 +128,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
 
-    let mut kernel =
-        KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
+    let mut kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
     let mut strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
 
     let mut log = Vec::new();
@@ -164,6 +172,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     // Every stage runs even after one differs: together they tell where a difference comes from.
     let mut differences = Differences {
         ignore: opts.ignore_paths,
+        ignore_upper: opts.ignore_upper_paths,
         lower_layers: &template.layers,
         found: Vec::new(),
     };

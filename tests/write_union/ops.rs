@@ -331,7 +331,8 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
             std::thread::sleep(std::time::Duration::from_millis(30));
             sysc::rename2(&p(from), &p(to), 0)?;
             let after = sysc::lstat(&p(other))?;
-            let moved = (after.st_ctime, after.st_ctime_nsec) > (before.st_ctime, before.st_ctime_nsec);
+            let moved =
+                (after.st_ctime, after.st_ctime_nsec) > (before.st_ctime, before.st_ctime_nsec);
             Ok(format!(
                 "{other}: nlink {} -> {}, ctime moved: {moved}",
                 before.st_nlink, after.st_nlink
