@@ -21,6 +21,7 @@ fn run_ok(ops: &[Op], what: &str, linked_up_by_kernel: &[&str]) -> Vec<String> {
         dir.path(),
         Extras {
             lower_hardlinks: true,
+            ..Extras::default()
         },
     );
     let opts = Options {

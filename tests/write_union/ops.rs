@@ -137,12 +137,14 @@ pub enum Op {
     },
     /// Opens `path`, renames `from` over it, then writes and fstats through the open fd: the
     /// file renamed over keeps living through the fd, with no name left.
+    #[allow(dead_code)] // only the write_union crate's identity tests use it
     OpenRenameOver {
         path: &'static str,
         from: &'static str,
     },
     /// Renames `from` over `to` and reports what `other` (another name of `to`'s inode) shows
     /// afterwards: its link count, and whether its ctime moved.
+    #[allow(dead_code)] // only the write_union crate's identity tests use it
     RenameOverLink {
         from: &'static str,
         to: &'static str,
@@ -150,6 +152,53 @@ pub enum Op {
     },
     /// Unmounts and mounts again on the same dirs (the runner does it; `apply` cannot).
     Remount,
+}
+
+impl Op {
+    /// The same operation on other paths: `f` maps every path it names (not symlink targets).
+    /// Used to move a generated sequence into a subtree of its own.
+    #[allow(dead_code)] // only the stress test crate uses it
+    pub fn map_paths(&self, f: impl Fn(&'static str) -> &'static str) -> Op {
+        let mut op = self.clone();
+        match &mut op {
+            Op::Create { path, .. }
+            | Op::Append { path, .. }
+            | Op::Overwrite { path, .. }
+            | Op::WriteTrunc { path, .. }
+            | Op::Truncate { path, .. }
+            | Op::SparseWrite { path, .. }
+            | Op::Chmod { path, .. }
+            | Op::Chown { path, .. }
+            | Op::Utimes { path, .. }
+            | Op::Unlink { path }
+            | Op::Rmdir { path }
+            | Op::RmRf { path }
+            | Op::Mkdir { path, .. }
+            | Op::Symlink { path, .. }
+            | Op::Mkfifo { path, .. }
+            | Op::SetXattr { path, .. }
+            | Op::RemoveXattr { path, .. }
+            | Op::Stat { path }
+            | Op::Read { path }
+            | Op::ListDir { path }
+            | Op::OpenUnlinkWrite { path, .. } => *path = f(path),
+            Op::Rename { from, to, .. } | Op::Link { from, to } => {
+                *from = f(from);
+                *to = f(to);
+            }
+            Op::OpenRenameOver { path, from } => {
+                *path = f(path);
+                *from = f(from);
+            }
+            Op::RenameOverLink { from, to, other } => {
+                *from = f(from);
+                *to = f(to);
+                *other = f(other);
+            }
+            Op::Remount => {}
+        }
+        op
+    }
 }
 
 /// The data an operation writes: a simple pattern that differs by seed byte and position.
