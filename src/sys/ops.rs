@@ -43,12 +43,12 @@ pub fn link_at(
     Ok(())
 }
 
-/// Links the object behind `obj` (an O_PATH fd) as `new` in `new_dir`. Goes through the
-/// object's /proc magic link: AT_SYMLINK_FOLLOW follows the magic link to the object and no
-/// further (a symlink is linked itself), and unlike AT_EMPTY_PATH it needs no capability.
-pub fn link_object(obj: BorrowedFd<'_>, new_dir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
-    let path = super::cstr(format!("/proc/self/fd/{}", obj.as_raw_fd()).as_bytes())?;
-    // SAFETY: NUL-terminated paths; the fds stay open for the call.
+/// Adds the name `new` in `new_dir` for the object behind `fd` (any fd, O_PATH included):
+/// the link is made to exactly that inode, whatever name it has now or had when opened.
+pub fn link_fd_at(fd: BorrowedFd<'_>, new_dir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: NUL-terminated names; AT_SYMLINK_FOLLOW resolves the /proc magic link to the
+    // object itself (which needs no CAP_DAC_READ_SEARCH, unlike AT_EMPTY_PATH).
     check(unsafe {
         libc::linkat(
             libc::AT_FDCWD,
