@@ -4,6 +4,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
+use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::sys::ops;
 
@@ -11,9 +12,11 @@ pub struct CopyOptions {
     /// Copy the file's data (false: an empty file, for open(O_TRUNC) and truncate(0)).
     pub with_data: bool,
     /// Copy metadata only (the kernel's metacopy format): a sparse file of the right size
-    /// marked `trusted.overlay.metacopy`, whose data stays in the lower layer until a write.
+    /// marked metacopy, whose data stays in the lower layer until a write.
     pub metacopy: bool,
     pub fsync: bool,
+    /// Where the mount writes its markers.
+    pub ns: ovl::Namespace,
 }
 
 /// Copies the object behind `src` (an O_PATH fd) into `dest_dir/name`, atomically: the copy is
@@ -65,13 +68,13 @@ fn make_copy(
             )?;
             if opts.metacopy {
                 ops::ftruncate(out.as_fd(), st.st_size as u64)?;
-                sys::xattr::set(out.as_fd(), crate::ovl::METACOPY, b"", 0)?;
+                ovl::set(out.as_fd(), opts.ns, Marker::Metacopy, b"")?;
             } else if opts.with_data {
                 let input = ops::reopen(src, libc::O_RDONLY)?;
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
             }
             copy_metadata(src, st, out.as_fd())?;
-            record_origin(src, out.as_fd());
+            record_origin(src, out.as_fd(), opts.ns);
             // Copied data must be on disk before the rename makes it the file; a metacopy or
             // an empty copy has no data to lose.
             if opts.fsync && opts.with_data && !opts.metacopy {
@@ -83,7 +86,7 @@ fn make_copy(
             ops::mkdir_at(work, tmp, 0o700)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
             copy_metadata(src, st, fd.as_fd())?;
-            record_origin(src, fd.as_fd());
+            record_origin(src, fd.as_fd(), opts.ns);
             Ok(())
         }
         libc::S_IFLNK => {
@@ -91,14 +94,14 @@ fn make_copy(
             ops::symlink_at(&sys::cstr(&target)?, work, tmp)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
             copy_metadata(src, st, fd.as_fd())?;
-            record_origin(src, fd.as_fd());
+            record_origin(src, fd.as_fd(), opts.ns);
             Ok(())
         }
         _ => {
             ops::mknod_at(work, tmp, st.st_mode & libc::S_IFMT, st.st_rdev)?;
             let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
             copy_metadata(src, st, fd.as_fd())?;
-            record_origin(src, fd.as_fd());
+            record_origin(src, fd.as_fd(), opts.ns);
             Ok(())
         }
     }
@@ -106,10 +109,10 @@ fn make_copy(
 
 /// Records where the copy came from (the kernel's origin xattr): it keeps the object's
 /// inode number across remounts, here and under kernel overlayfs.
-fn record_origin(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) {
-    match crate::ovl::origin_value(src) {
+fn record_origin(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, ns: ovl::Namespace) {
+    match ovl::origin_value(src) {
         Ok(v) => {
-            if let Err(e) = sys::xattr::set(dst, crate::ovl::ORIGIN, &v, 0) {
+            if let Err(e) = ovl::set(dst, ns, Marker::Origin, &v) {
                 log::debug!("copy-up: cannot record the origin: {e}");
             }
         }
@@ -179,7 +182,7 @@ fn copy_through_buffer(
 pub fn copy_metadata(src: BorrowedFd<'_>, st: &libc::stat, dst: BorrowedFd<'_>) -> io::Result<()> {
     ops::chown_at(dst, c"", st.st_uid, st.st_gid)?;
     for name in sys::xattr::list(src)? {
-        if crate::ovl::is_private(&name) {
+        if ovl::is_private(&name) {
             continue;
         }
         let c = sys::cstr(&name)?;

@@ -66,6 +66,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
         Options {
             passthrough: spec.passthrough,
             posix_acl: !spec.noacl,
+            marker_ns: spec.marker_ns,
         },
     )
     .map_err(|e| format!("cannot read the top layer: {e}"))?;

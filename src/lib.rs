@@ -21,7 +21,7 @@ mod layer;
 mod logging;
 mod merge;
 mod mountinfo;
-mod ovl;
+pub mod ovl;
 mod sharded;
 mod spec;
 mod submount;

@@ -1,23 +1,20 @@
 //! The whiteout and opaque-directory formats found in real layer stacks.
 //!
-//! - kernel overlayfs: a char device 0:0 named NAME; `trusted.overlay.opaque=y` (or
-//!   `user.overlay.opaque=y` for userxattr mounts) on a directory; since Linux 6.7 also a
-//!   zero-size regular file carrying `*.overlay.whiteout` inside a directory marked opaque=`x`.
+//! - kernel overlayfs: a char device 0:0 named NAME; the opaque marker "y" on a directory;
+//!   since Linux 6.7 also a zero-size regular file carrying the whiteout marker inside a
+//!   directory whose opaque marker is "x" (marker names: ovl.rs).
 //! - OCI/AUFS tar layers (what podman and dockerd write with a mount program): an empty file
 //!   `.wh.NAME`, and `.wh..wh..opq` inside a directory to make it opaque.
 
 use std::os::fd::BorrowedFd;
 
+use crate::ovl::{self, Marker};
 use crate::sys;
 
 pub const WH_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// AUFS metadata entries (`.wh..wh.plnk`, `.wh..wh.aufs`): never shown, hide nothing.
 pub const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
-
-pub const OPAQUE_XATTRS: [&std::ffi::CStr; 2] = [c"trusted.overlay.opaque", c"user.overlay.opaque"];
-pub const WHITEOUT_XATTRS: [&std::ffi::CStr; 2] =
-    [c"trusted.overlay.whiteout", c"user.overlay.whiteout"];
 
 /// What a directory entry name means before looking at the object itself.
 #[derive(Debug, PartialEq, Eq)]
@@ -63,7 +60,7 @@ pub enum Opacity {
 
 pub fn dir_opacity(dir: BorrowedFd<'_>) -> Opacity {
     let mut result = Opacity::Transparent;
-    for name in OPAQUE_XATTRS {
+    for name in Marker::Opaque.read_names() {
         match sys::xattr::get(dir, name) {
             Ok(Some(v)) if v == b"y" => return Opacity::Opaque,
             Ok(Some(v)) if v == b"x" => result = Opacity::HasXattrWhiteouts,
@@ -82,9 +79,7 @@ pub fn is_device_whiteout(st: &libc::stat) -> bool {
 pub fn is_xattr_whiteout(obj: BorrowedFd<'_>, st: &libc::stat) -> bool {
     (st.st_mode & libc::S_IFMT) == libc::S_IFREG
         && st.st_size == 0
-        && WHITEOUT_XATTRS
-            .iter()
-            .any(|n| matches!(sys::xattr::get(obj, n), Ok(Some(_))))
+        && ovl::has(obj, Marker::Whiteout)
 }
 
 #[cfg(test)]

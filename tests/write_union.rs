@@ -15,6 +15,8 @@ mod differential;
 mod fixture;
 #[path = "write_union/ops.rs"]
 mod ops;
+#[path = "write_union/script.rs"]
+mod script;
 #[path = "write_union/sysc.rs"]
 mod sysc;
 #[path = "write_union/tree.rs"]
@@ -24,102 +26,10 @@ use std::path::Path;
 
 use common::rw::{require_root, KernelMount};
 use common::tmp::TempDir;
-use differential::{run, shrink, Options};
+use differential::{random_runs, run, Options};
 use fixture::{build_template, Extras};
-use ops::{describe, generate, Mode, Op, RenameFlags::*};
-
-#[rustfmt::skip]
-fn scripted_ops() -> Vec<Op> {
-    vec![
-        // Writes: new files, appends and overwrites of lower files (copy-up with data).
-        Op::Create { path: "new", mode: Mode(0o644), len: 100, byte: 1 },
-        Op::Append { path: "f", len: 10, byte: 2 },
-        Op::Append { path: "d/g", len: 5000, byte: 3 },
-        Op::Overwrite { path: "sub/d/g", off: 4090, len: 20, byte: 4 },
-        Op::WriteTrunc { path: "d/f", len: 7, byte: 5 },
-        // Metadata of lower objects (copy-up keeping data, owner, xattrs and times).
-        Op::Chmod { path: "g", mode: Mode(0o4755) },
-        Op::Chown { path: "d/sub/f", uid: 1000, gid: 1000 },
-        Op::Chown { path: "g", uid: 0, gid: 0 },
-        Op::Utimes { path: "sub/f", secs: 600_000_000 },
-        Op::Utimes { path: "d/sub", secs: 610_000_000 },
-        Op::Chmod { path: "d/sub/e", mode: Mode(0o711) },
-        Op::Chmod { path: "x", mode: Mode(0o600) },
-        Op::Chown { path: "h", uid: 65534, gid: 65534 },
-        // Truncation: to zero (no data copied), shorter, longer.
-        Op::Truncate { path: "sub/f", size: 0 },
-        Op::Truncate { path: "g", size: 50 },
-        Op::Truncate { path: "sub/d/f", size: 300_000 },
-        // Sparse writes far beyond the end of a lower and of an upper file.
-        Op::SparseWrite { path: "f", gap: 64 << 20, byte: 6 },
-        Op::SparseWrite { path: "sparse", gap: 1 << 20, byte: 7 },
-        Op::SparseWrite { path: "new", gap: 5 << 20, byte: 8 },
-        // File renames, RENAME_NOREPLACE, RENAME_EXCHANGE.
-        Op::Rename { from: "new", to: "d/new", flags: Plain },
-        Op::Rename { from: "f", to: "g", flags: NoReplace },
-        Op::Rename { from: "f", to: "f3", flags: NoReplace },
-        Op::Rename { from: "d/h", to: "f3", flags: Exchange },
-        Op::Rename { from: "x", to: "nothere", flags: Exchange },
-        Op::Rename { from: "sub/d/f", to: "d/f", flags: Plain },
-        // Directory renames (redirects): a lower dir, a merged dir, and a redirected dir again.
-        Op::Rename { from: "sub/d", to: "moved", flags: Plain },
-        Op::Stat { path: "moved/n/f" },
-        Op::Read { path: "moved/g" },
-        Op::ListDir { path: "moved" },
-        Op::Rename { from: "d/sub", to: "d/sub2", flags: Plain },
-        Op::ListDir { path: "d/sub2" },
-        Op::Stat { path: "d/sub" },
-        Op::Rename { from: "moved", to: "d/sub2/moved", flags: Plain },
-        Op::ListDir { path: "d/sub2/moved/n" },
-        Op::Rename { from: "e", to: "n", flags: Exchange },
-        Op::ListDir { path: "n" },
-        Op::ListDir { path: "e" },
-        Op::Rename { from: "d/sub2/e", to: "sub/e2", flags: NoReplace },
-        // rm -rf of lower trees, a new dir of the same name, and the old names must stay gone
-        // (fuse-overlayfs bug #324 showed them again).
-        Op::RmRf { path: "sub" },
-        Op::Mkdir { path: "sub", mode: Mode(0o755) },
-        Op::Stat { path: "sub/f" },
-        Op::Stat { path: "sub/d" },
-        Op::ListDir { path: "sub" },
-        Op::RmRf { path: "d" },
-        Op::Mkdir { path: "d", mode: Mode(0o700) },
-        Op::Stat { path: "d/f" },
-        Op::Stat { path: "d/sub2" },
-        Op::Stat { path: "d/d" },
-        Op::ListDir { path: "d" },
-        Op::Mkdir { path: "d/d", mode: Mode(0o755) },
-        Op::Stat { path: "d/d/f" },
-        // Hard links: of a lower file (copy-up first) and of a new file.
-        Op::Link { from: "g", to: "g-link" },
-        Op::Link { from: "f3", to: "sub/f3-link" },
-        Op::Append { path: "g-link", len: 3, byte: 9 },
-        Op::Stat { path: "g" },
-        // Symlinks.
-        Op::Symlink { target: "g", path: "s1" },
-        Op::Symlink { target: "../nowhere", path: "d/s2" },
-        Op::Read { path: "s1" },
-        // user.* xattrs: set on lower and new objects, remove a lower one, refuse on symlinks.
-        Op::SetXattr { path: "f3", name: "user.a", value: "1" },
-        Op::SetXattr { path: "n/g", name: "user.b", value: "red" },
-        Op::RemoveXattr { path: "g", name: "user.color" },
-        Op::SetXattr { path: "e", name: "user.dir", value: "on a moved dir" },
-        Op::SetXattr { path: "h", name: "user.a", value: "1" },
-        // FIFOs and removals of lower objects.
-        Op::Mkfifo { path: "fifo1", mode: Mode(0o640) },
-        Op::Mkfifo { path: "g", mode: Mode(0o644) },
-        Op::Unlink { path: "h" },
-        Op::Unlink { path: "nothere" },
-        Op::OpenUnlinkWrite { path: "g-link", len: 5000, byte: 10 },
-        Op::OpenUnlinkWrite { path: "fifo1", len: 1, byte: 11 },
-        Op::Rmdir { path: "n" },
-        Op::Rmdir { path: "sub" },
-        // A redirected dir that stays: its upper copy must carry the redirect.
-        Op::Rename { from: "n", to: "n-moved", flags: Plain },
-        Op::ListDir { path: "n-moved" },
-        Op::ListDir { path: "" },
-    ]
-}
+use ops::{describe, Mode, Op, RenameFlags::*};
+use script::scripted_ops;
 
 #[test]
 fn scripted_differential() {
@@ -208,6 +118,7 @@ fn lower_hard_links_stay_one_inode() {
         dir.path(),
         Extras {
             lower_hardlinks: true,
+            ..Extras::default()
         },
     );
     #[rustfmt::skip]
@@ -254,6 +165,7 @@ fn lower_hard_links_stay_one_inode() {
     let opts = Options {
         ignore_paths: &["hl1", "hl2"],
         live_check: Some(&live),
+        ..Options::default()
     };
     if let Err(e) = run(&template, &ops, &opts) {
         panic!("hard-linked lower files: {e}");
@@ -275,6 +187,46 @@ fn lower_hard_links_stay_one_inode() {
     }
 }
 
+/// A name longer than NAME_MAX is refused with ENAMETOOLONG by every call, as kernel
+/// overlayfs's lookup refuses it (pjdfstest */02.t), not reported as absent; 255 bytes work.
+#[test]
+fn names_longer_than_name_max_are_refused() {
+    require_root();
+    const LONG: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    const MAX: &str = "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy";
+    let dir = TempDir::new("wu-namemax");
+    let template = build_template(dir.path(), Extras::default());
+    #[rustfmt::skip]
+    let refused = vec![
+        Op::Chmod { path: LONG, mode: Mode(0o600) },
+        Op::Chown { path: LONG, uid: 1, gid: 1 },
+        Op::Truncate { path: LONG, size: 0 },
+        Op::Unlink { path: LONG },
+        Op::Rmdir { path: LONG },
+        Op::Link { from: LONG, to: "l1" },
+        Op::Link { from: "f", to: LONG },
+        Op::Rename { from: LONG, to: "r1", flags: Plain },
+        Op::Rename { from: "f", to: LONG, flags: Plain },
+        Op::Stat { path: LONG },
+        Op::Create { path: LONG, mode: Mode(0o644), len: 1, byte: 1 },
+        Op::Mkdir { path: LONG, mode: Mode(0o755) },
+    ];
+    let mut ops = refused.clone();
+    #[rustfmt::skip]
+    ops.extend([
+        Op::Create { path: MAX, mode: Mode(0o644), len: 3, byte: 2 },
+        Op::Chmod { path: MAX, mode: Mode(0o600) },
+        Op::Rename { from: MAX, to: "d/moved", flags: Plain },
+    ]);
+    let report = run(&template, &ops, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for (op, outcome) in refused.iter().zip(&report.outcomes) {
+        assert_eq!(describe(outcome), "ENAMETOOLONG", "{op:?}");
+    }
+    for outcome in &report.outcomes[refused.len()..] {
+        assert_eq!(describe(outcome), "ok");
+    }
+}
+
 /// The divergence the index avoids: kernel overlayfs with index=off breaks a lower hard link
 /// on copy-up (the other name keeps the old data). Documents why the reference uses index=on.
 #[test]
@@ -285,6 +237,7 @@ fn kernel_without_index_breaks_lower_hard_links() {
         &dir.subdir("template"),
         Extras {
             lower_hardlinks: true,
+            ..Extras::default()
         },
     );
     let (upper, work, mnt) = (dir.subdir("u"), dir.subdir("w"), dir.subdir("m"));
@@ -312,49 +265,12 @@ fn kernel_without_index_breaks_lower_hard_links() {
     kernel.unmount().expect("unmount");
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v}: expected a number")),
-    )
-}
-
-/// Operations per random sequence.
-const SEQUENCE_LEN: usize = 40;
-
 #[test]
 fn random_differential() {
     require_root();
-    let seeds: Vec<u64> = match env_u64("STRATAFS_SEED") {
-        Some(s) => vec![s],
-        None => (1..=env_u64("STRATAFS_SEEDS").unwrap_or(20)).collect(),
-    };
-    let keep_going = std::env::var_os("STRATAFS_KEEP_GOING").is_some();
     let dir = TempDir::new("wu-template");
     let template = build_template(dir.path(), Extras::default());
-    let opts = Options::default();
-    let mut failures = Vec::new();
-    for seed in seeds {
-        let ops = generate(seed, SEQUENCE_LEN);
-        if run(&template, &ops, &opts).is_ok() {
-            continue;
-        }
-        let (minimal, failure) = shrink(&template, &ops, &opts);
-        let list: Vec<String> = minimal.iter().map(|o| format!("    {o:?},")).collect();
-        let msg = format!(
-            "seed {seed} fails (STRATAFS_SEED={seed} to rerun); minimal operation list ({} of {}):\n{}\nfailure: {failure}",
-            minimal.len(),
-            ops.len(),
-            list.join("\n"),
-        );
-        eprintln!("{msg}\n");
-        failures.push(msg);
-        if !keep_going {
-            break;
-        }
-    }
+    let failures = random_runs(&template, &Options::default(), 20);
     assert!(
         failures.is_empty(),
         "{} seed(s) failed:\n\n{}",

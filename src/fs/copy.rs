@@ -70,12 +70,13 @@ impl StrataFs {
             // Another name of this hard-linked file was copied up: this name joins that copy.
             ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
             // The index link stood for this lower name; now the name has its own link.
-            crate::ovl::adjust_nlink(upper.index(), idx, -1);
+            crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, -1);
         } else {
             let opts = CopyOptions {
                 with_data: data != Data::None,
                 metacopy: as_metacopy,
                 fsync: upper.fsync,
+                ns: self.marker_ns,
             };
             copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
                 |e| {
@@ -148,7 +149,7 @@ impl StrataFs {
             }
         }
         let obj = upper.open_path(&rel).map_err(|e| errno(&e))?;
-        sys::xattr::remove(obj.as_fd(), crate::ovl::METACOPY).map_err(|e| errno(&e))?;
+        crate::ovl::remove(obj.as_fd(), crate::ovl::Marker::Metacopy).map_err(|e| errno(&e))?;
         node.inner.write().metacopy = false;
         Ok(())
     }

@@ -14,6 +14,7 @@ use crate::dirstate::{DirState, Resolved, UpperEntry};
 use crate::index::DirIndex;
 use crate::inode::{lower_ino, upper_ino, LowerRef, Node, NodeInner};
 use crate::layer::relpath;
+use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::whiteout::{self, NameKind, Opacity};
 
@@ -167,7 +168,7 @@ impl StrataFs {
         }
     }
 
-    /// Follows a `trusted.overlay.redirect` on upper directory `name`: an absolute path from
+    /// Follows the redirect marker on upper directory `name`: an absolute path from
     /// the root of the lower layers, or a name relative to the parent's lower path.
     fn redirect_target(
         &self,
@@ -178,9 +179,7 @@ impl StrataFs {
         let obj = sys::cstr(name)
             .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
             .ok()?;
-        let value = [c"trusted.overlay.redirect", c"user.overlay.redirect"]
-            .iter()
-            .find_map(|n| sys::xattr::get(obj.as_fd(), n).ok().flatten())?;
+        let value = ovl::get(obj.as_fd(), Marker::Redirect)?;
         let path: Vec<u8> = match value.strip_prefix(b"/") {
             Some(abs) => abs.to_vec(),
             None => relpath::join(&parent_lower?.rel, &value),
@@ -275,10 +274,15 @@ impl StrataFs {
         parent: INodeNo,
         name: &OsStr,
     ) -> Result<(FileAttr, Arc<Node>), Errno> {
+        let name = name.as_bytes();
+        // Like the kernel's ovl_lookup: such a name is refused, not merely absent, so every
+        // call on it (chmod, unlink, rename, ...) fails with ENAMETOOLONG.
+        if name.len() > super::NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         let parent_node = self.node(parent)?;
         let state = self.dir_state(&parent_node)?;
         let state = state.read();
-        let name = name.as_bytes();
         let resolved = state.resolve(name).ok_or(Errno::ENOENT)?;
         let node = self.node_for(&parent_node, &state, name, resolved)?;
         let attr = self.node_attr(&node)?;
@@ -363,7 +367,7 @@ impl StrataFs {
         Ok(node)
     }
 
-    /// The link count of a hard-linked upper file as the kernel's `trusted.overlay.nlink`
+    /// The link count of a hard-linked upper file as the kernel's nlink marker
     /// records it ("U+n"/"U-n" relative to the upper count, "L+n"/"L-n" to the lower one),
     /// so an upper dir written by kernel overlayfs with index=on shows the same counts.
     fn merged_nlink(&self, rel: &[u8], upper_nlink: u32, lower_nlink: u32) -> u32 {
@@ -373,17 +377,13 @@ impl StrataFs {
         let Ok(fd) = upper.open_path(rel) else {
             return upper_nlink;
         };
-        let Ok(Some(v)) = sys::xattr::get(fd.as_fd(), c"trusted.overlay.nlink") else {
-            return upper_nlink;
-        };
-        let text = String::from_utf8_lossy(&v);
-        let (base, delta) = match (
-            text.get(..1),
-            text.get(1..).and_then(|d| d.parse::<i64>().ok()),
-        ) {
-            (Some("U"), Some(d)) => (upper_nlink, d),
-            (Some("L"), Some(d)) => (lower_nlink, d),
-            _ => return upper_nlink,
+        let (base, delta) = match ovl::get(fd.as_fd(), Marker::Nlink)
+            .as_deref()
+            .and_then(ovl::parse_nlink)
+        {
+            Some(ovl::NlinkBase::Upper(d)) => (upper_nlink, d),
+            Some(ovl::NlinkBase::Lower(d)) => (lower_nlink, d),
+            None => return upper_nlink,
         };
         u32::try_from(base as i64 + delta)
             .ok()
@@ -403,9 +403,7 @@ impl StrataFs {
         if !crate::ovl::is_metacopy(fd.as_fd()) {
             return None;
         }
-        let redirect = [c"trusted.overlay.redirect", c"user.overlay.redirect"]
-            .iter()
-            .find_map(|n| sys::xattr::get(fd.as_fd(), n).ok().flatten());
+        let redirect = ovl::get(fd.as_fd(), Marker::Redirect);
         let Some(target) = redirect else {
             return Some(None);
         };

@@ -41,10 +41,15 @@ pub use file::Handle;
 /// kernel may cache entries and attributes for as long as it likes.
 const TTL: Duration = Duration::from_secs(1_000_000);
 
+/// The longest name any layer's filesystem can hold (Linux NAME_MAX).
+const NAME_MAX: usize = 255;
+
 pub struct Options {
     pub passthrough: bool,
     /// Let the kernel enforce POSIX ACLs found in the layers (off with `noacl`).
     pub posix_acl: bool,
+    /// Where overlay markers are written (they are read in every namespace).
+    pub marker_ns: crate::ovl::Namespace,
 }
 
 pub struct StrataFs {
@@ -59,6 +64,7 @@ pub struct StrataFs {
     backing: file::BackingCache,
     want_passthrough: bool,
     want_posix_acl: bool,
+    marker_ns: crate::ovl::Namespace,
     /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
@@ -94,6 +100,7 @@ impl StrataFs {
             backing: file::BackingCache::default(),
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
+            marker_ns: opts.marker_ns,
             upper_link_inos: Default::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
             layers,

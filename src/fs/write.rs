@@ -18,6 +18,7 @@ use super::{errno, StrataFs};
 use crate::attr::kind_of_mode;
 use crate::dirstate::{DirState, Resolved, UpperEntry};
 use crate::inode::{upper_ino, Node, NodeInner};
+use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::sys::ops;
 use crate::whiteout;
@@ -30,6 +31,9 @@ pub enum NewObject<'a> {
 }
 
 fn check_name(name: &[u8]) -> Result<(), Errno> {
+    if name.len() > super::NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
     // Names starting with `.wh.` are whiteouts in every layer format: such a file could not be
     // told apart from a whiteout by any reader of the upper dir.
     if name.starts_with(whiteout::WH_PREFIX) {
@@ -94,7 +98,7 @@ impl StrataFs {
                 if matches!(spec, NewObject::Dir { .. }) {
                     // A directory made where a lower one was deleted must hide the old content.
                     let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-                    sys::xattr::set(fd.as_fd(), c"trusted.overlay.opaque", b"y", 0)?;
+                    ovl::set(fd.as_fd(), self.marker_ns, Marker::Opaque, b"y")?;
                     // A directory cannot replace a whiteout by rename: swap them, drop the whiteout.
                     ops::rename_at(at, at_name, dir, name, ops::RENAME_EXCHANGE)?;
                     ops::unlink_at(at, at_name, false)?;
@@ -257,7 +261,7 @@ impl StrataFs {
         done.map_err(|e| errno(&e))?;
         if let Some(idx) = indexed_name {
             // A lower name of a copied-up hard link is gone: one name less.
-            crate::ovl::adjust_nlink(upper.index(), &idx, -1);
+            crate::ovl::adjust_nlink(upper.index(), self.marker_ns, &idx, -1);
         }
         state.remove_name(name);
         drop(state);
@@ -618,7 +622,7 @@ impl StrataFs {
             .map_err(|e| errno(&e))?;
         let mut target = b"/".to_vec();
         target.extend_from_slice(&lower.rel);
-        sys::xattr::set(fd.as_fd(), c"trusted.overlay.redirect", &target, 0).map_err(|e| errno(&e))
+        ovl::set(fd.as_fd(), self.marker_ns, Marker::Redirect, &target).map_err(|e| errno(&e))
     }
 
     fn mark_moved_dir(
@@ -640,11 +644,12 @@ impl StrataFs {
             Some(l) if !l.dir_layers.is_empty() => {
                 let mut target = b"/".to_vec();
                 target.extend_from_slice(&l.rel);
-                sys::xattr::set(fd.as_fd(), c"trusted.overlay.redirect", &target, 0)
+                ovl::set(fd.as_fd(), self.marker_ns, Marker::Redirect, &target)
                     .map_err(|e| errno(&e))
             }
-            _ if lands_on_lower => sys::xattr::set(fd.as_fd(), c"trusted.overlay.opaque", b"y", 0)
-                .map_err(|e| errno(&e)),
+            _ if lands_on_lower => {
+                ovl::set(fd.as_fd(), self.marker_ns, Marker::Opaque, b"y").map_err(|e| errno(&e))
+            }
             _ => Ok(()),
         }
     }

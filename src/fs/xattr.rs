@@ -1,6 +1,6 @@
-//! getxattr / listxattr. The overlay's own markers (`trusted.overlay.*`, `user.overlay.*`) are
-//! metadata of the union, not of the file, and are hidden; escaped user attributes
-//! (`trusted.overlay.overlay.X`, the kernel's format) are shown as `trusted.overlay.X`.
+//! getxattr / listxattr / setxattr / removexattr. The overlay's own markers are metadata of
+//! the union, not of the file: hidden, and user attributes that would look like them are
+//! escaped (the rule and the escaping: ovl.rs).
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
@@ -9,29 +9,16 @@ use std::os::unix::ffi::OsStrExt;
 use fuser::{Errno, INodeNo, ReplyXattr};
 
 use super::{errno, StrataFs};
+use crate::ovl;
 use crate::sys;
 
-const PRIVATE_PREFIXES: [&[u8]; 2] = [b"trusted.overlay.", b"user.overlay."];
-
-/// Maps a stored xattr name to the name users see; None when it is private to the union.
-fn visible_name(stored: &[u8]) -> Option<Vec<u8>> {
-    for prefix in PRIVATE_PREFIXES {
-        if let Some(rest) = stored.strip_prefix(prefix) {
-            // trusted.overlay.overlay.X -> trusted.overlay.X
-            return rest.strip_prefix(b"overlay.").map(|x| [prefix, x].concat());
-        }
+/// The stored name for a user-visible one, as a C string; EPERM for a name reserved to the
+/// union's format.
+fn stored_cname(visible: &[u8]) -> Result<std::ffi::CString, Errno> {
+    match ovl::stored_name(visible) {
+        ovl::StoredName::At(name) => sys::cstr(&name).map_err(|e| errno(&e)),
+        ovl::StoredName::Reserved => Err(Errno::EPERM),
     }
-    Some(stored.to_vec())
-}
-
-/// Maps a user-visible name to the stored one.
-pub(super) fn stored_name(visible: &[u8]) -> Vec<u8> {
-    for prefix in PRIVATE_PREFIXES {
-        if let Some(rest) = visible.strip_prefix(prefix) {
-            return [prefix, b"overlay.", rest].concat();
-        }
-    }
-    visible.to_vec()
 }
 
 fn reply_sized(data: &[u8], size: u32, reply: ReplyXattr) {
@@ -54,7 +41,7 @@ impl StrataFs {
     ) -> Result<(), Errno> {
         self.writable_upper()?;
         let node = self.node(ino)?;
-        let cname = sys::cstr(&stored_name(name.as_bytes())).map_err(|e| errno(&e))?;
+        let cname = stored_cname(name.as_bytes())?;
         // A request that must fail fails before any copy-up, as in the kernel.
         let exists = sys::xattr::get(self.open_node_path(&node)?.as_fd(), &cname)
             .map_err(|e| errno(&e))?
@@ -82,7 +69,8 @@ impl StrataFs {
         let result = (|| {
             let node = self.node(ino)?;
             let fd = self.open_node_path(&node)?;
-            let cname = sys::cstr(&stored_name(name.as_bytes())).map_err(|e| errno(&e))?;
+            // A name reserved to the union is never the file's: it has no value to show.
+            let cname = stored_cname(name.as_bytes()).map_err(|_| Errno::ENODATA)?;
             sys::xattr::get(fd.as_fd(), &cname)
                 .map_err(|e| errno(&e))?
                 .ok_or(Errno::ENODATA)
@@ -102,7 +90,7 @@ impl StrataFs {
         match result {
             Ok(names) => {
                 let mut out = Vec::new();
-                for n in names.iter().filter_map(|n| visible_name(n)) {
+                for n in names.iter().filter_map(|n| ovl::visible_name(n)) {
                     out.extend_from_slice(&n);
                     out.push(0);
                 }
@@ -110,29 +98,5 @@ impl StrataFs {
             }
             Err(e) => reply.error(e),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn private_names_are_hidden_and_escaped_names_unescaped() {
-        assert_eq!(visible_name(b"user.foo"), Some(b"user.foo".to_vec()));
-        assert_eq!(visible_name(b"trusted.overlay.opaque"), None);
-        assert_eq!(visible_name(b"user.overlay.origin"), None);
-        assert_eq!(
-            visible_name(b"trusted.overlay.overlay.opaque"),
-            Some(b"trusted.overlay.opaque".to_vec())
-        );
-        assert_eq!(
-            stored_name(b"trusted.overlay.x"),
-            b"trusted.overlay.overlay.x".to_vec()
-        );
-        assert_eq!(
-            stored_name(b"security.capability"),
-            b"security.capability".to_vec()
-        );
     }
 }

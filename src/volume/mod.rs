@@ -56,7 +56,7 @@ mod meta;
 mod name;
 mod store;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 mod usage;
 
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ pub mod mountinfo;
 pub mod rw;
 pub mod sys;
 pub mod tmp;
+pub mod userns;
 pub mod walk;
 
 // Each test binary uses its own part of the harness.

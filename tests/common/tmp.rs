@@ -8,16 +8,23 @@ use super::mountinfo;
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// Where temp dirs go instead of /tmp, when set.
+pub const TEST_TMP_ENV: &str = "STRATAFS_TEST_TMP";
+
 pub struct TempDir {
     path: PathBuf,
 }
 
 impl TempDir {
-    /// A new empty directory `/tmp/stratafs-test.<pid>.<n>.<label>`.
+    /// A new empty directory `/tmp/stratafs-test.<pid>.<n>.<label>` (under $STRATAFS_TEST_TMP
+    /// instead of /tmp when set: a test run as another user keeps its files in a directory its
+    /// parent test removes).
     pub fn new(label: &str) -> TempDir {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = PathBuf::from(format!(
-            "/tmp/stratafs-test.{}.{}.{}",
+        let base =
+            std::env::var_os(TEST_TMP_ENV).map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        let path = base.join(format!(
+            "stratafs-test.{}.{}.{}",
             std::process::id(),
             n,
             label

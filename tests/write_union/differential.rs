@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test crates, each using part of it
 //! One differential run: the same operations on kernel overlayfs and on stratafs over identical
 //! copies of the same layers, then the merged trees, the upper dirs, a remount of stratafs, and
 //! both cross mounts (each implementation on the upper dir the other one wrote) compared.
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use crate::common::rw::{copy_tree, KernelMount, StrataChild, StrataSpec, Watchdog};
 use crate::common::tmp::TempDir;
+use crate::common::Ns;
 
 use super::fixture::Template;
-use super::ops::{apply, describe, Op, Outcome};
+use super::ops::{apply, describe, generate, Op, Outcome};
 use super::tree::{diff, snapshot, Tree, View};
 
 /// Kernel overlayfs options of the reference, the formats stratafs writes: directory renames
@@ -18,6 +20,37 @@ use super::tree::{diff, snapshot, Tree, View};
 /// links are kept together through the index in the work dir. (With index=off the kernel
 /// breaks lower hard links on copy-up; stratafs keeps them, as index=on does.)
 pub const KERNEL_OPTS: &str = "redirect_dir=on,index=on,metacopy=on";
+
+/// Kernel overlayfs options of the rootless reference, what a user namespace can mount: markers
+/// in user.overlay.*, which makes the kernel refuse metacopy and directory redirects (renaming
+/// a merged or lower directory fails with EXDEV; `mv` then copies).
+pub const KERNEL_USERXATTR_OPTS: &str = "userxattr";
+
+/// Which on-disk format the run compares: the privileged one, or the one written by mounts made
+/// inside a user namespace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    #[default]
+    Privileged,
+    Userxattr,
+}
+
+impl Format {
+    pub fn kernel_opts(self) -> &'static str {
+        match self {
+            Format::Privileged => KERNEL_OPTS,
+            Format::Userxattr => KERNEL_USERXATTR_OPTS,
+        }
+    }
+
+    /// The xattr namespace of the overlay markers in this format.
+    pub fn ns(self) -> Ns {
+        match self {
+            Format::Privileged => Ns::Trusted,
+            Format::Userxattr => Ns::User,
+        }
+    }
+}
 
 /// A check run against both mounts after the operations, while they are live.
 pub type LiveCheck<'a> = &'a dyn Fn(&Path, &Path) -> Result<(), String>;
@@ -28,6 +61,7 @@ pub struct Options<'a> {
     pub ignore_paths: &'a [&'a str],
     /// Extra assertions on (kernel mount, stratafs mount) after the operations.
     pub live_check: Option<LiveCheck<'a>>,
+    pub format: Format,
 }
 
 /// Snapshots kept for further assertions by the caller.
@@ -37,14 +71,14 @@ pub struct Report {
     pub strata_upper: Tree,
 }
 
-struct Side {
-    layers: Vec<PathBuf>,
-    upper: PathBuf,
-    work: PathBuf,
-    mnt: PathBuf,
+pub struct Side {
+    pub layers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub mnt: PathBuf,
 }
 
-fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
+pub fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
     let base = scratch.subdir(name);
     let layer_dir = base.join("layers");
     std::fs::create_dir(&layer_dir).expect("create layers dir");
@@ -61,7 +95,7 @@ fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
     }
 }
 
-fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
+pub fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
     StrataSpec {
         layers: s.layers.clone(),
         upper: Some((upper.to_path_buf(), work.to_path_buf())),
@@ -71,15 +105,15 @@ fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> Strata
 }
 
 /// Collects the differences of every comparison stage of one run.
-struct Differences<'a> {
-    ignore: &'a [&'a str],
-    lower_layers: &'a [PathBuf],
-    found: Vec<String>,
+pub struct Differences<'a> {
+    pub ignore: &'a [&'a str],
+    pub lower_layers: &'a [PathBuf],
+    pub found: Vec<String>,
 }
 
 impl Differences<'_> {
     /// Compares snapshot `a` with `b`; each is (name for the report, tree).
-    fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
+    pub fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
         let ignored = |line: &String| {
             self.ignore.iter().any(|p| {
                 line.strip_prefix(p)
@@ -97,12 +131,12 @@ impl Differences<'_> {
     }
 }
 
-fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
+pub fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
     snapshot(path, view).map_err(|e| format!("snapshot of {what}: {e}"))
 }
 
 /// How long stratafs may take over one operation (or one tree walk) before it counts as hung.
-const STALL: Duration = Duration::from_secs(30);
+pub const STALL: Duration = Duration::from_secs(30);
 
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
@@ -110,7 +144,12 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
 
-    let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
+    let kernel = KernelMount::mount(
+        &k.layers,
+        Some((&k.upper, &k.work)),
+        &k.mnt,
+        opts.format.kernel_opts(),
+    )?;
     let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
 
     let mut log = Vec::new();
@@ -172,13 +211,14 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     kernel.unmount()?;
     strata.unmount()?;
 
-    let kernel_upper = snap(&k.upper, View::Upper, "the kernel's upper dir")?;
-    let strata_upper = snap(&s.upper, View::Upper, "stratafs's upper dir")?;
+    let upper_view = View::Upper(opts.format.ns());
+    let kernel_upper = snap(&k.upper, upper_view, "the kernel's upper dir")?;
+    let strata_upper = snap(&s.upper, upper_view, "stratafs's upper dir")?;
     differences.check(
         "upper dirs differ",
         ("kernel", &kernel_upper),
         ("stratafs", &strata_upper),
-        View::Upper,
+        upper_view,
     );
 
     // Persistence: stratafs remounted on its own upper dir shows the same tree.
@@ -194,8 +234,12 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
 
     // Round trip: the kernel reads the upper dir stratafs wrote (with its work dir: the
     // hard-link index lives there).
-    let kernel_on_s =
-        KernelMount::mount(&s.layers, Some((&s.upper, &s.work)), &s.mnt, KERNEL_OPTS)?;
+    let kernel_on_s = KernelMount::mount(
+        &s.layers,
+        Some((&s.upper, &s.work)),
+        &s.mnt,
+        opts.format.kernel_opts(),
+    )?;
     let k_view = snap(&s.mnt, View::Merged, "the kernel mount of stratafs's upper")?;
     kernel_on_s.unmount()?;
     differences.check(
@@ -259,4 +303,48 @@ pub fn shrink(template: &Template, ops: &[Op], opts: &Options<'_>) -> (Vec<Op>, 
             return (current, failure);
         }
     }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v}: expected a number")),
+    )
+}
+
+/// Operations per random sequence.
+const SEQUENCE_LEN: usize = 40;
+
+/// Random runs over `template`: seeds 1..=STRATAFS_SEEDS (default `default_seeds`), or only
+/// STRATAFS_SEED; stops at the first failing seed unless STRATAFS_KEEP_GOING is set. Returns one
+/// report per failing seed, with the operation list shrunk to a minimal failing one.
+pub fn random_runs(template: &Template, opts: &Options<'_>, default_seeds: u64) -> Vec<String> {
+    let seeds: Vec<u64> = match env_u64("STRATAFS_SEED") {
+        Some(s) => vec![s],
+        None => (1..=env_u64("STRATAFS_SEEDS").unwrap_or(default_seeds)).collect(),
+    };
+    let keep_going = std::env::var_os("STRATAFS_KEEP_GOING").is_some();
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let ops = generate(seed, SEQUENCE_LEN);
+        if run(template, &ops, opts).is_ok() {
+            continue;
+        }
+        let (minimal, failure) = shrink(template, &ops, opts);
+        let list: Vec<String> = minimal.iter().map(|o| format!("    {o:?},")).collect();
+        let msg = format!(
+            "seed {seed} fails (STRATAFS_SEED={seed} to rerun); minimal operation list ({} of {}):\n{}\nfailure: {failure}",
+            minimal.len(),
+            ops.len(),
+            list.join("\n"),
+        );
+        eprintln!("{msg}\n");
+        failures.push(msg);
+        if !keep_going {
+            break;
+        }
+    }
+    failures
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::ops::pattern;
 use super::sysc;
+use crate::common::Ns;
 
 /// Layer dirs of a template, bottom first.
 pub struct Template {
@@ -13,10 +14,22 @@ pub struct Template {
 }
 
 /// Optional extras, kept out of the common fixture because they change what is comparable.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct Extras {
     /// Two hard-linked files `hl1`, `hl2` in the bottom layer.
     pub lower_hardlinks: bool,
+    /// The namespace of the opaque marker in the top layer: the one the mounts under test read
+    /// (a user namespace can write only user.overlay.*).
+    pub ns: Ns,
+}
+
+impl Default for Extras {
+    fn default() -> Extras {
+        Extras {
+            lower_hardlinks: false,
+            ns: Ns::Trusted,
+        }
+    }
 }
 
 enum Item<'a> {
@@ -28,6 +41,8 @@ enum Item<'a> {
     Whiteout(&'a str),
     Owner(&'a str, u32, u32),
     Xattr(&'a str, &'a str, &'a str),
+    /// An overlay marker (name without namespace) in the namespace the template is built for.
+    Marker(&'a str, &'a str, &'a str),
     Sparse(&'a str, u64, u64),
 }
 
@@ -73,13 +88,13 @@ const TOP: &[Item<'static>] = &[
     Item::File("d/sub/g", 0o644, b"top sub g\n"),
     Item::Xattr("d/sub", "user.dir", "sub of d, top"),
     Item::Dir("e", 0o755),
-    Item::Xattr("e", "trusted.overlay.opaque", "y"),
+    Item::Marker("e", "opaque", "y"),
     Item::File("e/g", 0o644, b"opaque g\n"),
     Item::Dir("n", 0o711),
     Item::File("n/f", 0o644, b"n/f top only\n"),
 ];
 
-fn build(root: &Path, items: &[Item<'_>]) {
+fn build(root: &Path, items: &[Item<'_>], ns: Ns) {
     std::fs::create_dir_all(root).expect("create layer dir");
     for item in items {
         match item {
@@ -102,6 +117,8 @@ fn build(root: &Path, items: &[Item<'_>]) {
                 sysc::mknod(&root.join(p), libc::S_IFCHR, 0).expect("fixture whiteout")
             }
             Item::Owner(p, u, g) => sysc::lchown(&root.join(p), *u, *g).expect("fixture chown"),
+            Item::Marker(p, n, v) => sysc::lsetxattr(&root.join(p), &ns.name(n), v.as_bytes())
+                .expect("fixture overlay marker"),
             Item::Xattr(p, n, v) => {
                 sysc::lsetxattr(&root.join(p), n, v.as_bytes()).expect("fixture xattr")
             }
@@ -142,12 +159,12 @@ fn age(root: &Path) {
 pub fn build_template(dir: &Path, extras: Extras) -> Template {
     let bottom = dir.join("l0");
     let top = dir.join("l1");
-    build(&bottom, BOTTOM);
+    build(&bottom, BOTTOM, extras.ns);
     if extras.lower_hardlinks {
         std::fs::write(bottom.join("hl1"), b"linked lower file\n").expect("write hl1");
         std::fs::hard_link(bottom.join("hl1"), bottom.join("hl2")).expect("link hl2");
     }
-    build(&top, TOP);
+    build(&top, TOP, extras.ns);
     age(&bottom);
     age(&top);
     Template {

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test crates, each using part of it
 //! Snapshots of a directory tree (a merged mount or a raw upper dir) and their comparison.
 //!
 //! What is compared, and what is skipped and why:
@@ -13,8 +14,9 @@
 //!   directory link counts (overlayfs reports 1 for merged dirs, other values are allowed).
 //!
 //! Upper dirs ("raw" snapshots) are compared in the kernel's format: whiteouts are char 0:0
-//! entries and trusted.overlay.* xattrs are compared too, except for bookkeeping the kernel keeps
-//! for itself and that stratafs does not write:
+//! entries and the overlay xattrs (trusted.overlay.*, or user.overlay.* for `userxattr` mounts)
+//! are compared too, except for bookkeeping the kernel keeps for itself and that stratafs does
+//! not write (named here in the trusted namespace):
 //! - trusted.overlay.origin: a file handle of the lower object; unique per filesystem instance;
 //! - trusted.overlay.impure: marks dirs holding copied-up or moved entries, for d_ino fixups
 //!   with xino/index; it changes no content;
@@ -34,6 +36,7 @@ use std::path::{Path, PathBuf};
 
 use super::ops::{fnv, kind_name, OLD_TIME_LIMIT};
 use super::sysc;
+use crate::common::Ns;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Content {
@@ -76,26 +79,22 @@ pub type Tree = BTreeMap<String, Entry>;
 pub enum View {
     /// A mounted union: user.* xattrs only.
     Merged,
-    /// An upper dir read directly, in the kernel overlayfs format.
-    Upper,
+    /// An upper dir read directly, in the kernel overlayfs format with markers in namespace
+    /// `Ns` (trusted.overlay.*, or user.overlay.* as the kernel writes with `userxattr`).
+    Upper(Ns),
 }
 
-const SKIPPED_OVERLAY_XATTRS: &[&str] = &[
-    "trusted.overlay.origin",
-    "trusted.overlay.impure",
-    "trusted.overlay.uuid",
-    "trusted.overlay.index",
-];
-
-const METACOPY: &str = "trusted.overlay.metacopy";
-const REDIRECT: &str = "trusted.overlay.redirect";
+/// Overlay xattrs (without their namespace prefix) the comparison skips; see the module doc.
+const SKIPPED_OVERLAY_XATTRS: &[&str] = &["origin", "impure", "uuid", "index"];
 
 fn keep_xattr(view: View, name: &str) -> bool {
     match view {
+        // Merged views show no overlay marker of either namespace: one leaking shows up as
+        // a difference (the kernel hides them).
         View::Merged => name.starts_with("user."),
-        View::Upper => {
-            name.starts_with("user.")
-                || (name.starts_with("trusted.overlay.") && !SKIPPED_OVERLAY_XATTRS.contains(&name))
+        View::Upper(ns) => {
+            let skipped = SKIPPED_OVERLAY_XATTRS.iter().any(|x| name == ns.name(x));
+            !skipped && (name.starts_with("user.") || name.starts_with(&ns.name("")))
         }
     }
 }
@@ -121,8 +120,8 @@ pub fn snapshot(root: &Path, view: View) -> Result<Tree, String> {
             e.link_group = first.get(&e.ino).cloned();
         }
     }
-    if view == View::Upper {
-        normalize_redirects(&mut tree);
+    if let View::Upper(ns) = view {
+        normalize_redirects(&mut tree, ns);
     }
     Ok(tree)
 }
@@ -214,8 +213,9 @@ fn read_content(path: &Path) -> Result<Content, String> {
     }
 }
 
-/// Rewrites relative trusted.overlay.redirect values as the absolute lower path they denote.
-fn normalize_redirects(tree: &mut Tree) {
+/// Rewrites relative overlay redirect values as the absolute lower path they denote.
+fn normalize_redirects(tree: &mut Tree, ns: Ns) {
+    let redirect_name = ns.name("redirect");
     // The lower path each directory reads from: its redirect, or its parent's plus its name.
     let mut lower_path: BTreeMap<String, String> = BTreeMap::new();
     lower_path.insert(".".into(), String::new());
@@ -233,14 +233,14 @@ fn normalize_redirects(tree: &mut Tree) {
         if entry.kind != "dir" {
             continue;
         }
-        let redirect = entry.xattrs.get("trusted.overlay.redirect").cloned();
+        let redirect = entry.xattrs.get(&redirect_name).cloned();
         let lower = match redirect {
             Some(r) if r.starts_with(b"/") => String::from_utf8_lossy(&r).into_owned(),
             Some(r) => {
                 let abs = format!("{parent_lower}/{}", String::from_utf8_lossy(&r));
                 entry
                     .xattrs
-                    .insert("trusted.overlay.redirect".into(), abs.clone().into_bytes());
+                    .insert(redirect_name.clone(), abs.clone().into_bytes());
                 abs
             }
             None => format!("{parent_lower}/{name}"),
@@ -255,7 +255,8 @@ fn normalize_redirects(tree: &mut Tree) {
 /// shortcut, and pure-upper dirs moved into a merged dir; stratafs marks them only where
 /// something lower exists. Both are the same union.) Looks the path up top layer first, the way
 /// overlayfs does: a whiteout or non-directory on the way, or an opaque dir, ends the search.
-fn nothing_below(lower_layers: &[PathBuf], lower_path: &str) -> bool {
+fn nothing_below(lower_layers: &[PathBuf], lower_path: &str, ns: Ns) -> bool {
+    let opaque = ns.name("opaque");
     let parts: Vec<&str> = lower_path.split('/').filter(|p| !p.is_empty()).collect();
     if parts.is_empty() {
         return false; // the root always merges with the lower roots
@@ -275,7 +276,7 @@ fn nothing_below(lower_layers: &[PathBuf], lower_path: &str) -> bool {
                 Ok(_) if i + 1 == parts.len() => return false,
                 Ok(_) => {
                     opaque_ancestor |=
-                        sysc::lgetxattr(&at, b"trusted.overlay.opaque").is_ok_and(|v| v == b"y")
+                        sysc::lgetxattr(&at, opaque.as_bytes()).is_ok_and(|v| v == b"y")
                 }
             }
         }
@@ -283,11 +284,11 @@ fn nothing_below(lower_layers: &[PathBuf], lower_path: &str) -> bool {
     true
 }
 
-fn without_noop_opaque(e: &Entry, lower_layers: &[PathBuf]) -> BTreeMap<String, Vec<u8>> {
+fn without_noop_opaque(e: &Entry, lower_layers: &[PathBuf], ns: Ns) -> BTreeMap<String, Vec<u8>> {
     let mut x = e.xattrs.clone();
     if let Some(lp) = &e.lower_path {
-        if nothing_below(lower_layers, lp) {
-            x.remove("trusted.overlay.opaque");
+        if nothing_below(lower_layers, lp, ns) {
+            x.remove(&ns.name("opaque"));
         }
     }
     x
@@ -329,14 +330,19 @@ pub fn diff(
         // A metacopy file keeps its data in a lower layer: the kernel keeps it metacopy through
         // a rename (with a redirect), stratafs brings the data up on rename. Both are valid
         // upper formats; the merged views and the cross-mount stages compare the content.
-        let metacopy = view == View::Upper
+        let ns = match view {
+            View::Upper(ns) => ns,
+            View::Merged => Ns::Trusted,
+        };
+        let metacopy_name = ns.name("metacopy");
+        let metacopy = matches!(view, View::Upper(_))
             && ea.kind == "file"
-            && (ea.xattrs.contains_key(METACOPY) || eb.xattrs.contains_key(METACOPY));
+            && (ea.xattrs.contains_key(&metacopy_name) || eb.xattrs.contains_key(&metacopy_name));
         let data_xattrs = |e: &Entry| {
-            let mut x = without_noop_opaque(e, lower_layers);
+            let mut x = without_noop_opaque(e, lower_layers, ns);
             if metacopy {
-                x.remove(METACOPY);
-                x.remove(REDIRECT);
+                x.remove(&metacopy_name);
+                x.remove(&ns.name("redirect"));
             }
             x
         };
@@ -347,7 +353,7 @@ pub fn diff(
         );
         if ea.kind != "dir" {
             field("size", ea.size.to_string(), eb.size.to_string());
-            let whiteouts = view == View::Upper && ea.is_whiteout();
+            let whiteouts = matches!(view, View::Upper(_)) && ea.is_whiteout();
             if !whiteouts {
                 field("nlink", ea.nlink.to_string(), eb.nlink.to_string());
                 field(
