@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 
+use super::archive_cli;
 use super::filter::Filters;
 use super::store::{VolumeInfo, VolumeStore};
 use super::{resolve_state_dir, VolumeError};
@@ -70,6 +71,37 @@ pub enum VolumeCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Write a volume's content as a tar stream (the format of podman volume export) to
+    /// stdout or to FILE.
+    Export {
+        name: String,
+        /// Write to FILE instead of stdout (written whole, then renamed into place).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Refuse to export a volume that a mount is using, instead of exporting it live.
+        #[arg(long)]
+        consistent: bool,
+    },
+    /// Fill an empty volume from a tar stream (FILE, or stdin for - or no FILE).
+    Import {
+        name: String,
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+        /// Create the volume if it does not exist.
+        #[arg(long)]
+        create: bool,
+        /// Replace the content of a volume that is not empty (atomically, at the end).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Copy a volume into a new volume, with its labels (reflinks where the filesystem can).
+    Clone {
+        src: String,
+        dst: String,
+        /// Label to set on the copy, over those of SRC; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -114,7 +146,14 @@ fn view(v: &VolumeInfo) -> View<'_> {
 pub fn run(args: VolumeArgs) -> Result<(), String> {
     let state_dir = resolve_state_dir(args.state_dir.as_deref())?;
     let mut out = String::new();
-    let result = if state_dir.exists() || matches!(args.command, VolumeCommand::Create { .. }) {
+    let only_reads = matches!(
+        args.command,
+        VolumeCommand::Ls { .. }
+            | VolumeCommand::Inspect { .. }
+            | VolumeCommand::Rm { .. }
+            | VolumeCommand::Prune { .. }
+    );
+    let result = if state_dir.exists() || !only_reads {
         let store = VolumeStore::open(&state_dir)?;
         execute(&store, args.command, &mut out)
     } else {
@@ -201,6 +240,23 @@ fn execute(store: &VolumeStore, command: VolumeCommand, out: &mut String) -> Res
             out.push_str(&format!("Total reclaimed space: {}\n", human_size(total)));
             Ok(())
         }
+        // The archive goes straight to its file or stdout, not through `out`.
+        VolumeCommand::Export {
+            name,
+            output,
+            consistent,
+        } => archive_cli::export(store, &name, output.as_deref(), consistent),
+        VolumeCommand::Import {
+            name,
+            file,
+            create,
+            replace,
+        } => archive_cli::import(store, &name, file.as_deref(), create, replace),
+        VolumeCommand::Clone { src, dst, labels } => {
+            archive_cli::clone(store, &src, &dst, parse_labels(&labels)?)?;
+            out.push_str(&format!("{dst}\n"));
+            Ok(())
+        }
     }
 }
 
@@ -213,7 +269,6 @@ fn execute_without_store(command: VolumeCommand, out: &mut String) -> Result<(),
             .collect::<Vec<_>>()
     };
     match command {
-        VolumeCommand::Create { .. } => Err("the state dir is needed to create a volume".into()),
         VolumeCommand::Ls {
             filters,
             format,
@@ -239,10 +294,12 @@ fn execute_without_store(command: VolumeCommand, out: &mut String) -> Result<(),
             out.push_str(&format!("Total reclaimed space: {}\n", human_size(0)));
             Ok(())
         }
+        // Commands that write open (and so create) the store instead.
+        _ => Err("this volume command needs the state dir".into()),
     }
 }
 
-fn parse_labels(specs: &[String]) -> Result<BTreeMap<String, String>, VolumeError> {
+pub(super) fn parse_labels(specs: &[String]) -> Result<BTreeMap<String, String>, VolumeError> {
     let mut labels = BTreeMap::new();
     for spec in specs {
         let (k, v) = spec.split_once('=').unwrap_or((spec, ""));
@@ -308,7 +365,7 @@ fn to_json_pretty<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-fn warn_all(lines: &[String]) {
+pub(super) fn warn_all(lines: &[String]) {
     for line in lines {
         eprintln!("stratafs: warning: {line}");
     }
