@@ -5,6 +5,7 @@
 //! -> FUSE adapter (`fs`) -> union (`index`, `merge`, `dirstate`, `inode`, `upper`, `copyup`,
 //! `whiteout`, `ovl`) -> system calls (`sys`, the only place with `unsafe`).
 
+mod acl;
 mod attr;
 pub mod cli;
 mod compat;
@@ -13,19 +14,23 @@ mod daemon;
 mod demo;
 mod dirstate;
 mod fs;
+mod fusemount;
 mod idmap;
 mod image;
 mod index;
 mod inode;
 mod layer;
+mod logging;
 mod merge;
 mod mountinfo;
 pub mod ovl;
+mod private_dir;
 mod sharded;
 mod spec;
 mod submount;
 mod sys;
 mod tarball;
+mod tempname;
 mod treecopy;
 mod upper;
 mod volattach;

@@ -308,11 +308,16 @@ pub(crate) fn append_file<W: Write>(
     st: &libc::stat,
     progress: &Progress,
 ) -> Result<bool> {
-    let mut stream = FileStream::new(fd, header.size().unwrap_or(0), progress);
+    let size = header.size().unwrap_or(0);
+    let mut stream = FileStream::new(fd, size, progress);
+    if (st.st_blocks as u64) * 512 >= size {
+        // Fully allocated: no holes to look for.
+        stream.data_until = size;
+    }
     let result = builder.append_data(
         header,
         as_path(path),
-        BufReader::with_capacity(1 << 20, &mut stream),
+        BufReader::with_capacity(read_buffer_size(size), &mut stream),
     );
     let failed = stream.read_error.take();
     let shrank = stream.shrank;
@@ -326,6 +331,12 @@ pub(crate) fn append_file<W: Write>(
         a.st_size != st.st_size || (a.st_mtime, a.st_mtime_nsec) != (st.st_mtime, st.st_mtime_nsec)
     });
     Ok(shrank || changed)
+}
+
+/// Read buffer for a file: its size (a small file gets a small allocation, which malloc
+/// serves from its arena), up to 1 MiB for large ones.
+fn read_buffer_size(size: u64) -> usize {
+    size.clamp(512, 1 << 20) as usize
 }
 
 fn as_path(bytes: &[u8]) -> &Path {
