@@ -17,6 +17,7 @@ mod idmap;
 mod index;
 mod inode;
 mod layer;
+mod lowerwalk;
 mod merge;
 mod mountinfo;
 pub mod ovl;
