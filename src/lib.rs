@@ -5,6 +5,7 @@
 //! -> FUSE adapter (`fs`) -> union (`index`, `merge`, `dirstate`, `inode`, `upper`, `copyup`,
 //! `whiteout`, `ovl`) -> system calls (`sys`, the only place with `unsafe`).
 
+mod acl;
 mod attr;
 pub mod cli;
 mod compat;
@@ -21,10 +22,13 @@ mod lowerwalk;
 mod merge;
 mod mountinfo;
 pub mod ovl;
+mod private_dir;
 mod sharded;
 mod spec;
 mod submount;
 mod sys;
+mod tarball;
+mod tempname;
 mod treecopy;
 mod upper;
 mod volattach;

@@ -43,6 +43,24 @@ pub fn link_at(
     Ok(())
 }
 
+/// Adds the name `new` in `new_dir` for the object behind `fd` (any fd, O_PATH included):
+/// the link is made to exactly that inode, whatever name it has now or had when opened.
+pub fn link_fd_at(fd: BorrowedFd<'_>, new_dir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: NUL-terminated names; AT_SYMLINK_FOLLOW resolves the /proc magic link to the
+    // object itself (which needs no CAP_DAC_READ_SEARCH, unlike AT_EMPTY_PATH).
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, is_dir: bool) -> io::Result<()> {
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: NUL-terminated name.
@@ -279,4 +297,28 @@ pub fn clone_file(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: FICLONE takes the source fd as its integer argument; both fds are open.
     check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) })?;
     Ok(())
+}
+
+/// Flushes the whole filesystem holding `fd` to disk: one call makes a tree written file by
+/// file durable before the rename that publishes it.
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// chmod of the object behind any fd (O_PATH included), through its /proc magic link.
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    chmod_at(fd, &path, mode)
+}
+
+/// A device number from its major and minor parts (glibc's encoding).
+pub fn makedev(major: u32, minor: u32) -> u64 {
+    libc::makedev(major, minor)
+}
+
+/// The (major, minor) parts of a device number.
+pub fn dev_parts(rdev: u64) -> (u32, u32) {
+    (libc::major(rdev), libc::minor(rdev))
 }
