@@ -112,8 +112,7 @@ impl StrataFs {
             ROOT_INO,
             fuser::FileType::Directory,
             NodeInner {
-                parent: None,
-                name: Vec::new(),
+                links: Vec::new(),
                 lower: Some(LowerRef {
                     slot: top_slot,
                     rel: b".".to_vec(),
@@ -121,8 +120,7 @@ impl StrataFs {
                     ..LowerRef::default()
                 }),
                 upper: has_upper,
-                unlinked: false,
-                orphan: None,
+                object: None,
                 metacopy: false,
                 index: None,
                 attr: Attr::from_stat(&root_stat),
