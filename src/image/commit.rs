@@ -128,34 +128,35 @@ impl<W: Write> Committer<'_, '_, W> {
                     };
                     let obj = upper.open(&name, flags).map_err(|e| io_error(&path, e))?;
                     let data_fd = match &data {
-                        Some((dir, file, entry)) => Some(
+                        Some(found) => Some(
                             self.stack
-                                .open_object(dir, file, entry, libc::O_RDONLY | libc::O_NONBLOCK)
+                                .open_data(&found.obj)
                                 .map_err(|e| io_error(&path, e))?,
                         ),
                         None => None,
                     };
                     self.non_directory(obj.as_fd(), data_fd, &path, st)?;
                 }
-                Source::Moved(entry, dir) => {
-                    let src = source.expect("moved names come from a lower directory");
-                    let is_reg = entry.attr().mode & libc::S_IFMT == libc::S_IFREG;
-                    let flags = if is_reg {
-                        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY
-                    } else {
-                        libc::O_PATH
-                    };
+                Source::Moved(moved) => {
                     let obj = self
                         .stack
-                        .open_object(src, &name, &entry, flags)
+                        .open_object(&moved.obj, libc::O_PATH)
                         .map_err(|e| io_error(&path, e))?;
                     let st = sys::fstat(obj.as_fd()).map_err(|e| io_error(&path, e))?;
-                    match dir {
-                        Some(dir) => {
-                            self.directory(obj.as_fd(), &path, &st)?;
-                            self.dir(&path, None, Some(&dir), true)?;
-                        }
-                        None => self.non_directory(obj.as_fd(), None, &path, &st)?,
+                    if moved.is_dir() {
+                        self.directory(obj.as_fd(), &path, &st)?;
+                        self.dir(&path, None, Some(&moved.obj), true)?;
+                    } else {
+                        let data = if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                            Some(
+                                self.stack
+                                    .open_data(&moved.obj)
+                                    .map_err(|e| io_error(&path, e))?,
+                            )
+                        } else {
+                            None
+                        };
+                        self.non_directory(obj.as_fd(), data, &path, &st)?;
                     }
                 }
             }

@@ -17,7 +17,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::lower::{LowerDir, LowerStack};
+use super::lower::{Found, LowerDir, LowerStack};
 use super::tree::{self, Source};
 use super::upper_dir::{UpperDir, UpperEntry};
 use crate::attr::Attr;
@@ -111,14 +111,13 @@ impl Differ<'_> {
                         None => Some(Kind::Added),
                         Some(_) if sub.replaces() => Some(Kind::Deleted),
                         Some(f)
-                            if f.dir.is_some()
-                                && same_dir(&Attr::from_stat(st), &f.entry.attr()) =>
+                            if f.is_dir() && same_dir(&Attr::from_stat(st), &f.entry.attr()) =>
                         {
                             None
                         }
                         Some(_) => Some(Kind::Changed),
                     };
-                    let old_dir = old.and_then(|f| f.dir);
+                    let old_dir = old.and_then(Found::into_dir);
                     self.enter(&child, kind);
                     let moved = moved || sub.redirect.is_some();
                     self.dir(
@@ -130,20 +129,20 @@ impl Differ<'_> {
                     )?;
                     self.open_dirs.pop();
                 }
-                Source::Moved(entry, Some(dir)) => {
+                Source::Moved(moved) if moved.is_dir() => {
                     let kind = match &old {
                         None => Some(Kind::Added),
-                        Some(f) if f.dir.is_some() && same_dir(&entry.attr(), &f.entry.attr()) => {
+                        Some(f) if f.is_dir() && same_dir(&moved.entry.attr(), &f.entry.attr()) => {
                             None
                         }
                         Some(_) => Some(Kind::Changed),
                     };
-                    let old_dir = old.and_then(|f| f.dir);
+                    let old_dir = old.and_then(Found::into_dir);
                     self.enter(&child, kind);
-                    self.dir(&child, None, old_dir.as_ref(), Some(&dir), true)?;
+                    self.dir(&child, None, old_dir.as_ref(), Some(&moved.obj), true)?;
                     self.open_dirs.pop();
                 }
-                Source::Upper(UpperEntry::Object(_)) | Source::Moved(_, None) => {
+                Source::Upper(UpperEntry::Object(_)) | Source::Moved(_) => {
                     let kind = if old.is_some() {
                         Kind::Changed
                     } else {

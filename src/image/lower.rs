@@ -1,5 +1,6 @@
-//! The read-only image under a writable layer: its layers merged (whiteouts and opaque
-//! directories applied, by the same merge the mount uses) and looked up by path.
+//! The read-only image under a writable layer: its layers merged (whiteouts, opaque
+//! directories and the redirects of layers that were once an upper dir applied, by the same
+//! merge the mount uses) and looked up by path.
 
 use std::collections::HashMap;
 use std::io;
@@ -8,16 +9,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::index::{DirIndex, IndexEntry};
+use crate::inode::{LowerData, LowerRef};
 use crate::layer::{relpath, Layer};
+use crate::lowerwalk;
 use crate::merge::merge_lower_dir;
 
-/// One merged directory of the lower layers: its path from the layer roots ("." for the root)
-/// and the layers holding it, top first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LowerDir {
-    pub rel: Vec<u8>,
-    pub sources: Vec<u16>,
-}
+/// A merged directory of the lower layers (or, for a file, its winning copy).
+pub type LowerDir = LowerRef;
 
 pub struct LowerStack {
     layers: Vec<Layer>,
@@ -28,8 +26,19 @@ pub struct LowerStack {
 /// A name found in a merged lower directory.
 pub struct Found {
     pub entry: IndexEntry,
-    /// The directory under this name, for directories.
-    pub dir: Option<LowerDir>,
+    /// The object under the name.
+    pub obj: LowerRef,
+}
+
+impl Found {
+    pub fn is_dir(&self) -> bool {
+        self.entry.attr().mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// The merged directory under the name, for a directory.
+    pub fn into_dir(self) -> Option<LowerDir> {
+        self.is_dir().then_some(self.obj)
+    }
 }
 
 impl LowerStack {
@@ -58,9 +67,11 @@ impl LowerStack {
 
     /// The root of the merged lower tree (every layer, top first).
     pub fn root(&self) -> LowerDir {
-        LowerDir {
+        LowerRef {
+            slot: self.layers.len().saturating_sub(1) as u16,
             rel: b".".to_vec(),
-            sources: (0..self.layers.len() as u16).rev().collect(),
+            dir_layers: (0..self.layers.len() as u16).rev().collect(),
+            ..LowerRef::default()
         }
     }
 
@@ -69,7 +80,7 @@ impl LowerStack {
         if let Some(listing) = self.listings.get(&dir.rel) {
             return Ok(listing.clone());
         }
-        let listing = Arc::new(merge_lower_dir(&self.layers, &dir.rel, &dir.sources)?);
+        let listing = Arc::new(merge_lower_dir(&self.layers, dir)?);
         self.listings.insert(dir.rel.clone(), listing.clone());
         Ok(listing)
     }
@@ -79,11 +90,31 @@ impl LowerStack {
         let listing = self.list(dir)?;
         Ok(listing.find(name).map(|e| Found {
             entry: *e,
-            dir: (e.attr().mode & libc::S_IFMT == libc::S_IFDIR).then(|| LowerDir {
-                rel: relpath::join(&dir.rel, name),
-                sources: listing.dir_layers(e).to_vec(),
-            }),
+            obj: dir.child(
+                name,
+                e.layer,
+                listing.dir_layers(e).to_vec(),
+                listing.moved(e),
+            ),
         }))
+    }
+
+    /// Every name of merged directory `dir`, in byte order.
+    pub fn entries(&mut self, dir: &LowerDir) -> io::Result<Vec<(Vec<u8>, Found)>> {
+        let listing = self.list(dir)?;
+        Ok((0..listing.len())
+            .map(|i| {
+                let e = listing.entry(i);
+                let name = listing.name(e);
+                let obj = dir.child(
+                    name,
+                    e.layer,
+                    listing.dir_layers(e).to_vec(),
+                    listing.moved(e),
+                );
+                (name.to_vec(), Found { entry: *e, obj })
+            })
+            .collect())
     }
 
     /// The object at `path` (components separated by `/`, relative to the lower root).
@@ -103,7 +134,7 @@ impl LowerStack {
             if parts.peek().is_none() {
                 return Ok(Some(found));
             }
-            match found.dir {
+            match found.into_dir() {
                 Some(d) => dir = d,
                 None => return Ok(None),
             }
@@ -120,15 +151,24 @@ impl LowerStack {
         }
     }
 
-    /// Opens the winning object of `entry`, the name `name` in `dir`, with `flags`.
-    pub fn open_object(
-        &self,
-        dir: &LowerDir,
-        name: &[u8],
-        entry: &IndexEntry,
-        flags: i32,
-    ) -> io::Result<OwnedFd> {
-        let rel = relpath::to_cstring(&relpath::join(&dir.rel, name))?;
-        self.layers[usize::from(entry.layer)].open(&rel, flags | libc::O_NOFOLLOW)
+    /// Opens the winning copy of `obj` with `flags`, never following a symlink.
+    pub fn open_object(&self, obj: &LowerRef, flags: i32) -> io::Result<OwnedFd> {
+        let rel = relpath::to_cstring(obj.path())?;
+        self.layers[usize::from(obj.slot)].open(&rel, flags | libc::O_NOFOLLOW)
+    }
+
+    /// Opens the data of regular file `obj` for reading: the winning copy, or when that is a
+    /// metacopy (its layer was once an upper dir) the full copy below it.
+    pub fn open_data(&self, obj: &LowerRef) -> io::Result<OwnedFd> {
+        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW;
+        match lowerwalk::lower_data(&self.layers, obj) {
+            LowerData::Own => self.open_object(obj, flags),
+            LowerData::At(slot, path) => {
+                self.layers[usize::from(slot)].open(&relpath::to_cstring(&path)?, flags)
+            }
+            LowerData::Missing => Err(io::Error::other(
+                "a metacopy file of a layer whose data is in no layer below it",
+            )),
+        }
     }
 }

@@ -3,18 +3,15 @@
 
 use std::io;
 
-use super::lower::{LowerDir, LowerStack};
+use super::lower::{Found, LowerDir, LowerStack};
 use super::upper_dir::{UpperDir, UpperEntry};
-use crate::index::IndexEntry;
-use crate::layer::relpath;
 
 /// Where a name of a new-tree directory comes from.
 pub enum Source<'u> {
     /// The upper dir.
     Upper(&'u UpperEntry),
-    /// The lower directory a renamed directory was moved from (with the merged directory
-    /// under the name, for a directory).
-    Moved(IndexEntry, Option<LowerDir>),
+    /// The lower directory a renamed directory was moved from.
+    Moved(Found),
 }
 
 /// The names of a new-tree directory in byte order: its upper dir's (when it has one) and,
@@ -38,23 +35,15 @@ pub fn names<'u>(
     let Some(src) = source.filter(|_| moved && !opaque) else {
         return Ok(names);
     };
-    let listing = stack.list(src)?;
-    for i in 0..listing.len() {
-        let e = listing.entry(i);
-        let name = listing.name(e);
+    for (name, found) in stack.entries(src)? {
         let in_upper = upper.is_some_and(|u| {
             u.entries
-                .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+                .binary_search_by(|(n, _)| n.as_slice().cmp(&name))
                 .is_ok()
         });
-        if in_upper {
-            continue;
+        if !in_upper {
+            names.push((name, Source::Moved(found)));
         }
-        let dir = is_dir(e.attr().mode).then(|| LowerDir {
-            rel: relpath::join(&src.rel, name),
-            sources: listing.dir_layers(e).to_vec(),
-        });
-        names.push((name.to_vec(), Source::Moved(*e, dir)));
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(names)
@@ -92,11 +81,11 @@ pub fn child_dir(
                     "a relative redirect marker in a directory with no lower directory",
                 )
             })?;
-            stack.find_path(&target)?.and_then(|f| f.dir)
+            stack.find_path(&target)?.and_then(Found::into_dir)
         }
         None if sub.opaque => None,
         None => match source {
-            Some(s) => stack.find(s, name)?.and_then(|f| f.dir),
+            Some(s) => stack.find(s, name)?.and_then(Found::into_dir),
             None => None,
         },
     };
@@ -115,7 +104,7 @@ pub fn metacopy_data(
     upper: &UpperDir,
     name: &[u8],
     source: Option<&LowerDir>,
-) -> io::Result<Option<(LowerDir, Vec<u8>, IndexEntry)>> {
+) -> io::Result<Option<Found>> {
     if !upper.is_metacopy(name)? {
         return Ok(None);
     }
@@ -125,30 +114,21 @@ pub fn metacopy_data(
              the layers given are not the ones this upper dir was made on",
         )
     };
-    let (dir, file) = match upper.redirect(name)? {
+    let found = match upper.redirect(name)? {
         Some(value) => {
             let path = LowerStack::redirect_path(&value, source).ok_or_else(missing)?;
-            let (dir_path, file) = match path.iter().rposition(|b| *b == b'/') {
-                Some(i) => (path[..i].to_vec(), path[i + 1..].to_vec()),
-                None => (Vec::new(), path.clone()),
-            };
-            let dir = if dir_path.is_empty() {
-                stack.root()
-            } else {
-                stack
-                    .find_path(&dir_path)?
-                    .and_then(|f| f.dir)
-                    .ok_or_else(missing)?
-            };
-            (dir, file)
+            stack.find_path(&path)?
         }
-        None => (source.cloned().ok_or_else(missing)?, name.to_vec()),
+        None => match source {
+            Some(dir) => stack.find(dir, name)?,
+            None => None,
+        },
     };
-    let found = stack.find(&dir, &file)?.ok_or_else(missing)?;
+    let found = found.ok_or_else(missing)?;
     if found.entry.attr().mode & libc::S_IFMT != libc::S_IFREG {
         return Err(missing());
     }
-    Ok(Some((dir, file, found.entry)))
+    Ok(Some(found))
 }
 
 pub fn is_dir(mode: u32) -> bool {
