@@ -11,7 +11,7 @@ pub enum Source<'u> {
     /// The upper dir.
     Upper(&'u UpperEntry),
     /// The lower directory a renamed directory was moved from.
-    Moved(Found),
+    Moved(Box<Found>),
 }
 
 /// The names of a new-tree directory in byte order: its upper dir's (when it has one) and,
@@ -42,7 +42,7 @@ pub fn names<'u>(
                 .is_ok()
         });
         if !in_upper {
-            names.push((name, Source::Moved(found)));
+            names.push((name, Source::Moved(Box::new(found))));
         }
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
