@@ -31,6 +31,7 @@ mod sys;
 mod tarball;
 mod tempname;
 mod treecopy;
+mod unpack;
 mod upper;
 mod volattach;
 mod volume;
