@@ -20,6 +20,7 @@ mod layer;
 mod merge;
 mod mountinfo;
 pub mod ovl;
+mod rootless;
 mod sharded;
 mod spec;
 mod submount;

@@ -30,8 +30,8 @@ pub struct MountSpec {
     pub state_dir: Option<PathBuf>,
     pub threads: Option<usize>,
     pub fsname: Option<String>,
-    /// The namespace the union writes its overlay markers in (trusted unless rootless).
-    pub marker_ns: crate::ovl::Namespace,
+    /// Write the rootless (`userxattr`) format even where the privileged one is possible.
+    pub userxattr: bool,
 }
 
 fn describe(path: &Path) -> String {

@@ -62,7 +62,10 @@ impl StrataFs {
             None
         };
         // Hard-linked files are copied whole: their copy is shared through the index.
-        let as_metacopy = data == Data::Meta && node.kind == FileType::RegularFile && !hard_linked;
+        let as_metacopy = data == Data::Meta
+            && node.kind == FileType::RegularFile
+            && !hard_linked
+            && self.format.metacopy;
         let indexed_copy = index_entry
             .as_ref()
             .filter(|idx| sys::stat_at(upper.index(), idx).is_ok());
@@ -70,13 +73,13 @@ impl StrataFs {
             // Another name of this hard-linked file was copied up: this name joins that copy.
             ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
             // The index link stood for this lower name; now the name has its own link.
-            crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, -1);
+            crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, -1);
         } else {
             let opts = CopyOptions {
                 with_data: data != Data::None,
                 metacopy: as_metacopy,
                 fsync: upper.fsync,
-                ns: self.marker_ns,
+                ns: self.format.ns,
             };
             copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
                 |e| {
