@@ -25,6 +25,7 @@ mod sharded;
 mod spec;
 mod submount;
 mod sys;
+mod tarball;
 mod treecopy;
 mod upper;
 mod volattach;

@@ -187,6 +187,46 @@ fn lower_hard_links_stay_one_inode() {
     }
 }
 
+/// A name longer than NAME_MAX is refused with ENAMETOOLONG by every call, as kernel
+/// overlayfs's lookup refuses it (pjdfstest */02.t), not reported as absent; 255 bytes work.
+#[test]
+fn names_longer_than_name_max_are_refused() {
+    require_root();
+    const LONG: &str = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    const MAX: &str = "yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy";
+    let dir = TempDir::new("wu-namemax");
+    let template = build_template(dir.path(), Extras::default());
+    #[rustfmt::skip]
+    let refused = vec![
+        Op::Chmod { path: LONG, mode: Mode(0o600) },
+        Op::Chown { path: LONG, uid: 1, gid: 1 },
+        Op::Truncate { path: LONG, size: 0 },
+        Op::Unlink { path: LONG },
+        Op::Rmdir { path: LONG },
+        Op::Link { from: LONG, to: "l1" },
+        Op::Link { from: "f", to: LONG },
+        Op::Rename { from: LONG, to: "r1", flags: Plain },
+        Op::Rename { from: "f", to: LONG, flags: Plain },
+        Op::Stat { path: LONG },
+        Op::Create { path: LONG, mode: Mode(0o644), len: 1, byte: 1 },
+        Op::Mkdir { path: LONG, mode: Mode(0o755) },
+    ];
+    let mut ops = refused.clone();
+    #[rustfmt::skip]
+    ops.extend([
+        Op::Create { path: MAX, mode: Mode(0o644), len: 3, byte: 2 },
+        Op::Chmod { path: MAX, mode: Mode(0o600) },
+        Op::Rename { from: MAX, to: "d/moved", flags: Plain },
+    ]);
+    let report = run(&template, &ops, &Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    for (op, outcome) in refused.iter().zip(&report.outcomes) {
+        assert_eq!(describe(outcome), "ENAMETOOLONG", "{op:?}");
+    }
+    for outcome in &report.outcomes[refused.len()..] {
+        assert_eq!(describe(outcome), "ok");
+    }
+}
+
 /// The divergence the index avoids: kernel overlayfs with index=off breaks a lower hard link
 /// on copy-up (the other name keeps the old data). Documents why the reference uses index=on.
 #[test]

@@ -274,10 +274,15 @@ impl StrataFs {
         parent: INodeNo,
         name: &OsStr,
     ) -> Result<(FileAttr, Arc<Node>), Errno> {
+        let name = name.as_bytes();
+        // Like the kernel's ovl_lookup: such a name is refused, not merely absent, so every
+        // call on it (chmod, unlink, rename, ...) fails with ENAMETOOLONG.
+        if name.len() > super::NAME_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
         let parent_node = self.node(parent)?;
         let state = self.dir_state(&parent_node)?;
         let state = state.read();
-        let name = name.as_bytes();
         let resolved = state.resolve(name).ok_or(Errno::ENOENT)?;
         let node = self.node_for(&parent_node, &state, name, resolved)?;
         let attr = self.node_attr(&node)?;

@@ -41,6 +41,9 @@ pub use file::Handle;
 /// kernel may cache entries and attributes for as long as it likes.
 const TTL: Duration = Duration::from_secs(1_000_000);
 
+/// The longest name any layer's filesystem can hold (Linux NAME_MAX).
+const NAME_MAX: usize = 255;
+
 pub struct Options {
     pub passthrough: bool,
     /// Let the kernel enforce POSIX ACLs found in the layers (off with `noacl`).

@@ -31,6 +31,9 @@ pub enum NewObject<'a> {
 }
 
 fn check_name(name: &[u8]) -> Result<(), Errno> {
+    if name.len() > super::NAME_MAX {
+        return Err(Errno::ENAMETOOLONG);
+    }
     // Names starting with `.wh.` are whiteouts in every layer format: such a file could not be
     // told apart from a whiteout by any reader of the upper dir.
     if name.starts_with(whiteout::WH_PREFIX) {

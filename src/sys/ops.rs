@@ -280,3 +280,27 @@ pub fn clone_file(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
     check(unsafe { libc::ioctl(dst.as_raw_fd(), FICLONE, src.as_raw_fd()) })?;
     Ok(())
 }
+
+/// Flushes the whole filesystem holding `fd` to disk: one call makes a tree written file by
+/// file durable before the rename that publishes it.
+pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    Ok(())
+}
+
+/// chmod of the object behind any fd (O_PATH included), through its /proc magic link.
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    chmod_at(fd, &path, mode)
+}
+
+/// A device number from its major and minor parts (glibc's encoding).
+pub fn makedev(major: u32, minor: u32) -> u64 {
+    libc::makedev(major, minor)
+}
+
+/// The (major, minor) parts of a device number.
+pub fn dev_parts(rdev: u64) -> (u32, u32) {
+    (libc::major(rdev), libc::minor(rdev))
+}

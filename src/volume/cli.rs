@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Subcommand, ValueEnum};
 use serde::Serialize;
 
+use super::archive_cli;
 use super::filter::Filters;
 use super::store::{VolumeInfo, VolumeStore};
 use super::{resolve_state_dir, VolumeError};
@@ -69,6 +70,37 @@ pub enum VolumeCommand {
         /// Accepted for Docker compatibility: prune never asks for confirmation.
         #[arg(short, long)]
         force: bool,
+    },
+    /// Write a volume's content as a tar stream (the format of podman volume export) to
+    /// stdout or to FILE.
+    Export {
+        name: String,
+        /// Write to FILE instead of stdout (written whole, then renamed into place).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Refuse to export a volume that a mount is using, instead of exporting it live.
+        #[arg(long)]
+        consistent: bool,
+    },
+    /// Fill an empty volume from a tar stream (FILE, or stdin for - or no FILE).
+    Import {
+        name: String,
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+        /// Create the volume if it does not exist.
+        #[arg(long)]
+        create: bool,
+        /// Replace the content of a volume that is not empty (atomically, at the end).
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Copy a volume into a new volume, with its labels (reflinks where the filesystem can).
+    Clone {
+        src: String,
+        dst: String,
+        /// Label to set on the copy, over those of SRC; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
     },
 }
 
@@ -196,10 +228,27 @@ fn execute(store: &VolumeStore, command: VolumeCommand, out: &mut String) -> Res
             out.push_str(&format!("Total reclaimed space: {}\n", human_size(total)));
             Ok(())
         }
+        // The archive goes straight to its file or stdout, not through `out`.
+        VolumeCommand::Export {
+            name,
+            output,
+            consistent,
+        } => archive_cli::export(store, &name, output.as_deref(), consistent),
+        VolumeCommand::Import {
+            name,
+            file,
+            create,
+            replace,
+        } => archive_cli::import(store, &name, file.as_deref(), create, replace),
+        VolumeCommand::Clone { src, dst, labels } => {
+            archive_cli::clone(store, &src, &dst, parse_labels(&labels)?)?;
+            out.push_str(&format!("{dst}\n"));
+            Ok(())
+        }
     }
 }
 
-fn parse_labels(specs: &[String]) -> Result<BTreeMap<String, String>, VolumeError> {
+pub(super) fn parse_labels(specs: &[String]) -> Result<BTreeMap<String, String>, VolumeError> {
     let mut labels = BTreeMap::new();
     for spec in specs {
         let (k, v) = spec.split_once('=').unwrap_or((spec, ""));
@@ -256,7 +305,7 @@ fn to_json_pretty<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-fn warn_all(lines: &[String]) {
+pub(super) fn warn_all(lines: &[String]) {
     for line in lines {
         eprintln!("stratafs: warning: {line}");
     }

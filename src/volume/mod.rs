@@ -49,6 +49,8 @@
 //! `acquire` creates the volume on first use, records the usage and returns the data dir and
 //! whether it was empty. `crate::volattach` wraps this as the daemon's `VolumeProvider`.
 
+mod archive;
+mod archive_cli;
 pub mod cli;
 mod error;
 mod filter;
@@ -58,6 +60,7 @@ mod store;
 #[cfg(test)]
 pub(crate) mod testutil;
 mod usage;
+mod workdir;
 
 use std::path::{Path, PathBuf};
 

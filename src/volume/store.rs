@@ -122,7 +122,7 @@ fn remove_record(path: &Path) -> Result<()> {
 }
 
 /// What a `volumes/NAME` entry is.
-enum Entry {
+pub(super) enum Entry {
     Missing,
     Dir,
     /// A symlink, file or other thing stratafs refuses to use.
@@ -155,7 +155,7 @@ impl VolumeStore {
         Ok(store)
     }
 
-    fn volumes_dir(&self) -> PathBuf {
+    pub(super) fn volumes_dir(&self) -> PathBuf {
         self.root.join(VOLUMES_DIR)
     }
 
@@ -163,7 +163,7 @@ impl VolumeStore {
         self.root.join(LEASES_DIR)
     }
 
-    fn volume_dir(&self, name: &str) -> PathBuf {
+    pub(super) fn volume_dir(&self, name: &str) -> PathBuf {
         self.volumes_dir().join(name)
     }
 
@@ -187,7 +187,7 @@ impl VolumeStore {
     }
 
     /// The store-wide lock: exclusive for changes, shared for reading.
-    fn lock(&self, exclusive: bool) -> Result<File> {
+    pub(super) fn lock(&self, exclusive: bool) -> Result<File> {
         let path = self.root.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)
@@ -216,7 +216,7 @@ impl VolumeStore {
         Ok(file)
     }
 
-    fn entry(&self, name: &str) -> Result<Entry> {
+    pub(super) fn entry(&self, name: &str) -> Result<Entry> {
         let path = self.volume_dir(name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) if m.is_dir() => Ok(Entry::Dir),
@@ -230,7 +230,7 @@ impl VolumeStore {
         }
     }
 
-    fn existing_dir(&self, name: &str) -> Result<()> {
+    pub(super) fn existing_dir(&self, name: &str) -> Result<()> {
         match self.entry(name)? {
             Entry::Dir => Ok(()),
             Entry::Missing => Err(VolumeError::NotFound(name.to_string())),
@@ -261,7 +261,8 @@ impl VolumeStore {
     }
 
     /// Removes what a crash left in `volumes/` mid-create. Caller holds the exclusive lock.
-    fn clean_leftovers(&self) {
+    pub(super) fn clean_leftovers(&self) {
+        super::workdir::sweep(&self.volumes_dir());
         let Ok(entries) = std::fs::read_dir(self.volumes_dir()) else {
             return;
         };
@@ -317,7 +318,7 @@ impl VolumeStore {
         }
     }
 
-    fn info(&self, name: &str, users: &BTreeMap<String, Vec<PathBuf>>) -> VolumeInfo {
+    pub(super) fn info(&self, name: &str, users: &BTreeMap<String, Vec<PathBuf>>) -> VolumeInfo {
         let dir = self.volume_dir(name);
         let data_dir = dir.join(DATA_DIR);
         let problem = match std::fs::symlink_metadata(&data_dir) {
@@ -337,7 +338,7 @@ impl VolumeStore {
         }
     }
 
-    fn users(&self) -> Result<BTreeMap<String, Vec<PathBuf>>> {
+    pub(super) fn users(&self) -> Result<BTreeMap<String, Vec<PathBuf>>> {
         let dir = self.leases_dir();
         usage::live_users(&dir, &Liveness::now())
             .context(|| format!("cannot read the usage records in {}", dir.display()))
@@ -373,7 +374,10 @@ impl VolumeStore {
                 ));
                 continue;
             };
-            if name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX) {
+            if name.starts_with(TMP_PREFIX)
+                || name.starts_with(TRASH_PREFIX)
+                || name.starts_with(super::workdir::WORK_PREFIX)
+            {
                 continue;
             }
             if let Err(e) = name::check(name) {
@@ -400,7 +404,11 @@ impl VolumeStore {
     }
 
     /// Refuses to delete a volume in use, or one with a filesystem mounted inside it.
-    fn check_unused(&self, name: &str, users: &BTreeMap<String, Vec<PathBuf>>) -> Result<()> {
+    pub(super) fn check_unused(
+        &self,
+        name: &str,
+        users: &BTreeMap<String, Vec<PathBuf>>,
+    ) -> Result<()> {
         if let Some(mounts) = users.get(name).filter(|m| !m.is_empty()) {
             return Err(VolumeError::InUse {
                 name: name.to_string(),
@@ -563,13 +571,13 @@ fn absolute_mountpoint(mountpoint: &Path) -> Result<PathBuf> {
     }
 }
 
-fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
+pub(super) fn make_dir(path: &Path, mode: u32) -> io::Result<()> {
     DirBuilder::new().mode(mode).create(path)?;
     // The umask may have narrowed the mode; volumes get the same mode whoever creates them.
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
-fn delete_trash(path: &Path) -> io::Result<()> {
+pub(super) fn delete_trash(path: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),

@@ -73,14 +73,14 @@ pub struct Report {
     pub strata_upper: Tree,
 }
 
-struct Side {
-    layers: Vec<PathBuf>,
-    upper: PathBuf,
-    work: PathBuf,
-    mnt: PathBuf,
+pub struct Side {
+    pub layers: Vec<PathBuf>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub mnt: PathBuf,
 }
 
-fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
+pub fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
     let base = scratch.subdir(name);
     let layer_dir = base.join("layers");
     std::fs::create_dir(&layer_dir).expect("create layers dir");
@@ -97,7 +97,18 @@ fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
     }
 }
 
-fn strata_spec(
+pub fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
+    StrataSpec {
+        layers: s.layers.clone(),
+        upper: Some((upper.to_path_buf(), work.to_path_buf())),
+        mountpoint: s.mnt.clone(),
+        log: scratch.path().join("stratafs.log"),
+        extra_args: Vec::new(),
+    }
+}
+
+/// `strata_spec` with the run's extra stratafs options.
+fn strata_spec_for(
     scratch: &TempDir,
     s: &Side,
     upper: &Path,
@@ -105,29 +116,26 @@ fn strata_spec(
     opts: &Options<'_>,
 ) -> StrataSpec {
     StrataSpec {
-        layers: s.layers.clone(),
-        upper: Some((upper.to_path_buf(), work.to_path_buf())),
-        mountpoint: s.mnt.clone(),
-        log: scratch.path().join("stratafs.log"),
         extra_args: opts.strata_args.iter().map(|a| a.to_string()).collect(),
+        ..strata_spec(scratch, s, upper, work)
     }
 }
 
 /// Collects the differences of every comparison stage of one run.
-struct Differences<'a> {
-    ignore: &'a [&'a str],
-    lower_layers: &'a [PathBuf],
-    found: Vec<String>,
+pub struct Differences<'a> {
+    pub ignore: &'a [&'a str],
+    pub lower_layers: &'a [PathBuf],
+    pub found: Vec<String>,
 }
 
 impl Differences<'_> {
     /// Compares snapshot `a` with `b`; each is (name for the report, tree).
-    fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
+    pub fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
         self.check_except(stage, a, b, view, &[]);
     }
 
     /// `check`, leaving out differences whose report line contains one of `kinds`.
-    fn check_except(
+    pub fn check_except(
         &mut self,
         stage: &str,
         a: (&str, &Tree),
@@ -153,12 +161,12 @@ impl Differences<'_> {
     }
 }
 
-fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
+pub fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
     snapshot(path, view).map_err(|e| format!("snapshot of {what}: {e}"))
 }
 
 /// How long stratafs may take over one operation (or one tree walk) before it counts as hung.
-const STALL: Duration = Duration::from_secs(30);
+pub const STALL: Duration = Duration::from_secs(30);
 
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
@@ -172,7 +180,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         &k.mnt,
         opts.format.kernel_opts(),
     )?;
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work, opts))?;
+    let strata = StrataChild::start(&strata_spec_for(&scratch, &s, &s.upper, &s.work, opts))?;
 
     let mut log = Vec::new();
     let mut outcomes = Vec::new();
@@ -275,7 +283,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     );
 
     // Persistence: stratafs remounted on its own upper dir shows the same tree.
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work, opts))?;
+    let strata = StrataChild::start(&strata_spec_for(&scratch, &s, &s.upper, &s.work, opts))?;
     let remounted = snap(&s.mnt, View::Merged, "the remounted stratafs")?;
     strata.unmount()?;
     differences.check(

@@ -137,6 +137,43 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The same operation on other paths: `f` maps every path it names (not symlink targets).
+    /// Used to move a generated sequence into a subtree of its own.
+    #[allow(dead_code)] // only the stress test crate uses it
+    pub fn map_paths(&self, f: impl Fn(&'static str) -> &'static str) -> Op {
+        let mut op = self.clone();
+        match &mut op {
+            Op::Create { path, .. }
+            | Op::Append { path, .. }
+            | Op::Overwrite { path, .. }
+            | Op::WriteTrunc { path, .. }
+            | Op::Truncate { path, .. }
+            | Op::SparseWrite { path, .. }
+            | Op::Chmod { path, .. }
+            | Op::Chown { path, .. }
+            | Op::Utimes { path, .. }
+            | Op::Unlink { path }
+            | Op::Rmdir { path }
+            | Op::RmRf { path }
+            | Op::Mkdir { path, .. }
+            | Op::Symlink { path, .. }
+            | Op::Mkfifo { path, .. }
+            | Op::SetXattr { path, .. }
+            | Op::RemoveXattr { path, .. }
+            | Op::Stat { path }
+            | Op::Read { path }
+            | Op::ListDir { path }
+            | Op::OpenUnlinkWrite { path, .. } => *path = f(path),
+            Op::Rename { from, to, .. } | Op::Link { from, to } => {
+                *from = f(from);
+                *to = f(to);
+            }
+        }
+        op
+    }
+}
+
 /// The data an operation writes: a simple pattern that differs by seed byte and position.
 pub fn pattern(len: usize, byte: u8) -> Vec<u8> {
     (0..len)
