@@ -29,7 +29,7 @@ pub fn copy_up(
     opts: &CopyOptions,
 ) -> io::Result<()> {
     let st = sys::fstat(src)?;
-    let tmp = sys::cstr(format!("#copyup-{}-{}", std::process::id(), next_id()).as_bytes())?;
+    let tmp = crate::tempname::new("copyup")?;
     let result = make_copy(src, &st, work, &tmp, opts)
         .and_then(|()| ops::rename_at(work, &tmp, dest_dir, name, rename_flags(&st)));
     if result.is_err() {
@@ -43,12 +43,6 @@ fn rename_flags(st: &libc::stat) -> u32 {
     // at its name would mean it is not visible and would not be copied up).
     let _ = st;
     ops::RENAME_NOREPLACE
-}
-
-fn next_id() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 fn make_copy(

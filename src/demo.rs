@@ -3,7 +3,8 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::spec::MountSpec;
@@ -54,25 +55,42 @@ const IMAGE: &[(usize, &str, &str)] = &[
     (2, "app/VERSION", "2.0\n"),
 ];
 
+/// Writes the image under `root`, which must not exist yet: it is created private (0700), so
+/// no other user can have prepared or change what the demo mounts; modes inside are explicit,
+/// whatever the umask.
 pub fn build_image(root: &Path) -> io::Result<Vec<PathBuf>> {
+    fs::DirBuilder::new().mode(0o700).create(root)?;
+    let mkdirs = |dir: &Path| {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+    };
     let layers: Vec<PathBuf> = (0..3).map(|i| root.join(format!("layer{i}"))).collect();
     for l in &layers {
-        fs::create_dir_all(l)?;
+        mkdirs(l)?;
     }
     for (layer, path, content) in IMAGE {
         let full = layers[*layer].join(path.trim_end_matches('/'));
         if let Some(parent) = full.parent() {
-            fs::create_dir_all(parent)?;
+            mkdirs(parent)?;
         }
         if path.ends_with('/') {
-            fs::create_dir_all(&full)?;
+            mkdirs(&full)?;
         } else if let Some(target) = content.strip_prefix("->") {
             symlink(target, &full)?;
         } else {
-            fs::write(&full, content)?;
-            if path.starts_with("usr/bin/") {
-                fs::set_permissions(&full, fs::Permissions::from_mode(0o755))?;
-            }
+            let mode = if path.starts_with("usr/bin/") {
+                0o755
+            } else {
+                0o644
+            };
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&full)?;
+            f.write_all(content.as_bytes())?;
         }
     }
     Ok(layers)
@@ -81,7 +99,9 @@ pub fn build_image(root: &Path) -> io::Result<Vec<PathBuf>> {
 pub fn run(mountpoint: &Path) -> Result<(), String> {
     fs::create_dir_all(mountpoint)
         .map_err(|e| format!("mountpoint {}: cannot create: {e}", mountpoint.display()))?;
-    let root = std::env::temp_dir().join(format!("stratafs-demo-image-{}", std::process::id()));
+    let random = crate::tempname::new("x").map_err(|e| format!("cannot make a name: {e}"))?;
+    let suffix = String::from_utf8_lossy(&random.as_bytes()[3..19]).into_owned();
+    let root = std::env::temp_dir().join(format!("stratafs-demo-image-{suffix}"));
     let layers = build_image(&root)
         .map_err(|e| format!("cannot write the demo image under {}: {e}", root.display()))?;
     let spec = MountSpec {

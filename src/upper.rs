@@ -7,8 +7,12 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use parking_lot::Mutex;
+
+use crate::private_dir;
 use crate::sys;
 use crate::sys::ops;
 
@@ -21,7 +25,8 @@ pub struct Upper {
     index_used: std::sync::atomic::AtomicBool,
     /// False for volatile mounts (fsync=0): skip every fsync.
     pub fsync: bool,
-    counter: AtomicU64,
+    /// The shared whiteout inode (see `make_whiteout`), once made.
+    shared_whiteout: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 /// Name of the kernel's scratch dir inside the work dir.
@@ -33,48 +38,30 @@ const SHARED_WHITEOUT: &CStr = c"#whiteout";
 impl Upper {
     pub fn open(upper: &Path, workdir: &Path, fsync: bool) -> io::Result<Upper> {
         let root = sys::open_dir_path(upper)?;
-        let work_path = workdir.join(WORK_SUBDIR);
-        match std::fs::create_dir(&work_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let work = sys::open_dir_path(&work_path)?;
-        let index_path = workdir.join(INDEX_SUBDIR);
-        match std::fs::create_dir(&index_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let index = sys::open_dir_path(&index_path)?;
+        let base = sys::open_dir_path(workdir)?;
+        let work = private_dir::fresh(base.as_fd(), WORK_SUBDIR).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{}: {e}", workdir.join(WORK_SUBDIR).display()),
+            )
+        })?;
+        let index = private_dir::kept(base.as_fd(), INDEX_SUBDIR).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("{}: {e}", workdir.join(INDEX_SUBDIR).display()),
+            )
+        })?;
         let index_reader =
             sys::open_beneath(index.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
         let index_used = !sys::dir::read_all(index_reader)?.is_empty();
-        let upper = Upper {
+        Ok(Upper {
             root,
             work,
             index,
             index_used: std::sync::atomic::AtomicBool::new(index_used),
             fsync,
-            counter: AtomicU64::new(0),
-        };
-        upper.clean_work()?;
-        Ok(upper)
-    }
-
-    /// Removes what an interrupted operation left in the work dir (never visible in the union).
-    fn clean_work(&self) -> io::Result<()> {
-        let dir = self.open_work_dir()?;
-        for entry in sys::dir::read_all(dir.try_clone()?)? {
-            let name = sys::cstr(&entry.name)?;
-            if let Err(e) = remove_tree(dir.as_fd(), &name) {
-                log::warn!(
-                    "work dir: cannot remove leftover {:?}: {e}",
-                    String::from_utf8_lossy(&entry.name)
-                );
-            }
-        }
-        Ok(())
+            shared_whiteout: Mutex::new(None),
+        })
     }
 
     pub fn index(&self) -> BorrowedFd<'_> {
@@ -98,10 +85,6 @@ impl Upper {
         self.work.as_fd()
     }
 
-    fn open_work_dir(&self) -> io::Result<OwnedFd> {
-        sys::open_beneath(self.work(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
-    }
-
     /// Opens the upper copy of directory `rel` for *at calls.
     pub fn open_dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
         let c = sys::cstr(rel)?;
@@ -117,26 +100,29 @@ impl Upper {
         sys::fstat(self.open_path(rel)?.as_fd())
     }
 
-    /// A fresh name for a temp object in the work dir.
-    pub fn temp_name(&self) -> CString {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        sys::cstr(format!("#{:x}-{n}", std::process::id()).as_bytes())
-            .expect("no NUL in a formatted name")
+    /// A fresh, unpredictable name for a temp object in the work dir.
+    pub fn temp_name(&self) -> io::Result<CString> {
+        crate::tempname::new("tmp")
     }
 
     /// Creates a whiteout (char 0:0) named `name` in `dir`, where nothing of that name exists.
     ///
     /// Like the kernel, whiteouts are hard links of one shared whiteout inode kept in the work
-    /// dir: a link costs far less than allocating a device inode per deleted name.
+    /// dir: a link costs far less than allocating a device inode per deleted name. The link is
+    /// made from the daemon's own fd of that inode, checked before each use, so no name in the
+    /// work dir can substitute another object.
     pub fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
         for _ in 0..3 {
-            match ops::link_at(self.work(), SHARED_WHITEOUT, dir, name) {
+            let shared = self.shared_whiteout()?;
+            match ops::link_fd_at(shared.as_fd(), dir, name) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.new_shared_whiteout()?,
-                // The shared inode is at its link limit: start a fresh one.
-                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
-                    let _ = ops::unlink_at(self.work(), SHARED_WHITEOUT, false);
-                    self.new_shared_whiteout()?;
+                // At its link limit (EMLINK), or no longer linked anywhere (ENOENT): start a
+                // fresh one.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMLINK | libc::ENOENT)) => {
+                    let mut slot = self.shared_whiteout.lock();
+                    if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &shared)) {
+                        *slot = None;
+                    }
                 }
                 Err(_) => break,
             }
@@ -144,38 +130,65 @@ impl Upper {
         ops::mknod_at(dir, name, libc::S_IFCHR, 0)
     }
 
-    fn new_shared_whiteout(&self) -> io::Result<()> {
-        let tmp = self.temp_name();
-        ops::mknod_at(self.work(), &tmp, libc::S_IFCHR, 0)?;
-        match ops::rename_at(
-            self.work(),
-            &tmp,
-            self.work(),
-            SHARED_WHITEOUT,
-            ops::RENAME_NOREPLACE,
-        ) {
-            // Another thread made it first: use theirs.
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                let _ = ops::unlink_at(self.work(), &tmp, false);
-                Ok(())
+    /// The shared whiteout inode, made by the daemon itself on first use.
+    fn shared_whiteout(&self) -> io::Result<Arc<OwnedFd>> {
+        let mut slot = self.shared_whiteout.lock();
+        if let Some(fd) = slot.as_ref() {
+            if private_dir::is_own_whiteout(&sys::fstat(fd.as_fd())?) {
+                return Ok(fd.clone());
             }
-            r => r,
+            log::warn!(
+                "work dir: the shared whiteout was changed by someone else; making a new one"
+            );
         }
+        let fd = Arc::new(self.new_shared_whiteout()?);
+        *slot = Some(fd.clone());
+        Ok(fd)
+    }
+
+    fn new_shared_whiteout(&self) -> io::Result<OwnedFd> {
+        let tmp = self.temp_name()?;
+        ops::mknod_at(self.work(), &tmp, libc::S_IFCHR, 0)?;
+        let made = sys::open_beneath(self.work(), &tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)
+            .and_then(|fd| {
+                if private_dir::is_own_whiteout(&sys::fstat(fd.as_fd())?) {
+                    Ok(fd)
+                } else {
+                    Err(io::Error::other(
+                        "the new shared whiteout is not a private char 0:0 device",
+                    ))
+                }
+            })
+            // Under its well-known name too (replacing any older one), which keeps it linked
+            // while no whiteout uses it.
+            .and_then(|fd| {
+                ops::rename_at(self.work(), &tmp, self.work(), SHARED_WHITEOUT, 0).map(|()| fd)
+            });
+        if made.is_err() {
+            self.discard(&tmp);
+        }
+        made
     }
 
     /// Replaces the object `name` in `dir` with a whiteout atomically (the object moves to the
     /// work dir and is removed there).
     pub fn replace_with_whiteout(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-        let tmp = self.temp_name();
-        ops::rename_at(dir, name, self.work(), &tmp, ops::RENAME_WHITEOUT)?;
+        let tmp = self.temp_name()?;
+        ops::rename_at(
+            dir,
+            name,
+            self.work(),
+            &tmp,
+            ops::RENAME_WHITEOUT | ops::RENAME_NOREPLACE,
+        )?;
         self.discard(&tmp);
         Ok(())
     }
 
     /// Moves object `name` out of `dir` into the work dir and removes it there.
     pub fn remove_via_work(&self, dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
-        let tmp = self.temp_name();
-        ops::rename_at(dir, name, self.work(), &tmp, 0)?;
+        let tmp = self.temp_name()?;
+        ops::rename_at(dir, name, self.work(), &tmp, ops::RENAME_NOREPLACE)?;
         self.discard(&tmp);
         Ok(())
     }

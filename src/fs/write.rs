@@ -71,7 +71,7 @@ impl StrataFs {
             req.gid()
         };
         // Over a whiteout, the object is made in the work dir and swapped in atomically.
-        let tmp = upper.temp_name();
+        let tmp = upper.temp_name().map_err(|e| errno(&e))?;
         let (at, at_name): (BorrowedFd<'_>, &CStr) = if over_whiteout {
             (upper.work(), &tmp)
         } else {
@@ -338,7 +338,7 @@ impl StrataFs {
         let name_c = sys::cstr(newname).map_err(|e| errno(&e))?;
         let src_c = sys::cstr(&src_rel).map_err(|e| errno(&e))?;
         let linked = if over_whiteout {
-            let tmp = upper.temp_name();
+            let tmp = upper.temp_name().map_err(|e| errno(&e))?;
             ops::link_at(upper.root(), &src_c, upper.work(), &tmp).and_then(|()| {
                 ops::rename_at(upper.work(), &tmp, dir.as_fd(), &name_c, 0)
                     .inspect_err(|_| upper.discard(&tmp))

@@ -43,6 +43,24 @@ pub fn link_at(
     Ok(())
 }
 
+/// Adds the name `new` in `new_dir` for the object behind `fd` (any fd, O_PATH included):
+/// the link is made to exactly that inode, whatever name it has now or had when opened.
+pub fn link_fd_at(fd: BorrowedFd<'_>, new_dir: BorrowedFd<'_>, new: &CStr) -> io::Result<()> {
+    let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+    // SAFETY: NUL-terminated names; AT_SYMLINK_FOLLOW resolves the /proc magic link to the
+    // object itself (which needs no CAP_DAC_READ_SEARCH, unlike AT_EMPTY_PATH).
+    check(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            new_dir.as_raw_fd(),
+            new.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
 pub fn unlink_at(dir: BorrowedFd<'_>, name: &CStr, is_dir: bool) -> io::Result<()> {
     let flags = if is_dir { libc::AT_REMOVEDIR } else { 0 };
     // SAFETY: NUL-terminated name.
