@@ -77,7 +77,7 @@ pub fn choose(upper: Option<&Upper>, userxattr_asked: bool) -> (Format, String) 
 /// Sets (and drops) a trusted overlay marker on a temp file in the work dir, as the kernel
 /// checks its work dir at mount.
 fn probe_trusted_xattr(upper: &Upper) -> io::Result<()> {
-    let name = upper.temp_name();
+    let name = upper.temp_name()?;
     let file = sys::open_beneath(
         upper.work(),
         &name,
