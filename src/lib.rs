@@ -5,6 +5,7 @@
 //! -> FUSE adapter (`fs`) -> union (`index`, `merge`, `dirstate`, `inode`, `upper`, `copyup`,
 //! `whiteout`, `ovl`) -> system calls (`sys`, the only place with `unsafe`).
 
+mod acl;
 mod attr;
 pub mod cli;
 mod compat;

@@ -242,12 +242,13 @@ impl StrataFs {
         req: &fuser::Request,
         parent: INodeNo,
         name: &OsStr,
-        mode: u32,
+        (mode, umask): (u32, u32),
         flags: i32,
         reply: ReplyCreate,
     ) {
         let spec = super::write::NewObject::File {
             mode,
+            umask,
             flags: host_open_flags(flags),
         };
         let (attr, node, file) = match self.create_entry(req, parent, name, spec) {

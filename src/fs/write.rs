@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 
 use super::copy::Data;
 use super::{errno, StrataFs};
+use crate::acl;
 use crate::attr::kind_of_mode;
 use crate::dirstate::{DirState, Resolved, UpperEntry};
 use crate::inode::{upper_ino, Node, NodeInner};
@@ -23,11 +24,34 @@ use crate::sys;
 use crate::sys::ops;
 use crate::whiteout;
 
+/// What to create; `umask` is the caller's (the kernel leaves it to the daemon, FUSE_DONT_MASK).
 pub enum NewObject<'a> {
-    File { mode: u32, flags: i32 },
-    Dir { mode: u32 },
-    Node { mode: u32, rdev: u32 },
+    File { mode: u32, umask: u32, flags: i32 },
+    Dir { mode: u32, umask: u32 },
+    Node { mode: u32, umask: u32, rdev: u32 },
     Symlink { target: &'a OsStr },
+}
+
+/// The mode to create an object with in the upper directory `dir`: the caller's umask applies
+/// unless `dir` has a default ACL, which decides instead (POSIX). The host filesystem applies
+/// that ACL to an object made in `dir` itself; one made `away` from it (in the work dir, to be
+/// renamed over a whiteout) gets the ACLs returned here.
+fn creation_mode(
+    dir: BorrowedFd<'_>,
+    mode: u32,
+    umask: u32,
+    is_dir: bool,
+    away: bool,
+) -> (u32, Option<acl::Inherited>) {
+    match sys::xattr::get(dir, acl::DEFAULT_XATTR) {
+        Ok(Some(default)) if away => match acl::inherit(&default, mode, is_dir) {
+            Some(inherited) => (inherited.mode, Some(inherited)),
+            // Not an ACL the kernel would have stored: as if there were none.
+            None => (mode & !umask, None),
+        },
+        Ok(Some(_)) => (mode, None),
+        _ => (mode & !umask, None),
+    }
 }
 
 fn check_name(name: &[u8]) -> Result<(), Errno> {
@@ -78,14 +102,25 @@ impl StrataFs {
             (dir, name)
         };
         let mut file = None;
+        let mut acls = None;
         let made = match spec {
-            NewObject::File { mode, flags } => {
+            NewObject::File { mode, umask, flags } => {
                 let fl = (flags & !libc::O_ACCMODE) | libc::O_RDWR | libc::O_CREAT | libc::O_EXCL;
-                sys::open_beneath(at, at_name, fl, *mode & 0o7777)
+                let (mode, inherited) = creation_mode(dir, *mode, *umask, false, over_whiteout);
+                acls = inherited;
+                sys::open_beneath(at, at_name, fl, mode & 0o7777)
                     .map(|fd: OwnedFd| file = Some(File::from(fd)))
             }
-            NewObject::Dir { mode } => ops::mkdir_at(at, at_name, *mode & 0o7777),
-            NewObject::Node { mode, rdev } => ops::mknod_at(at, at_name, *mode, *rdev as u64),
+            NewObject::Dir { mode, umask } => {
+                let (mode, inherited) = creation_mode(dir, *mode, *umask, true, over_whiteout);
+                acls = inherited;
+                ops::mkdir_at(at, at_name, mode & 0o7777)
+            }
+            NewObject::Node { mode, umask, rdev } => {
+                let (mode, inherited) = creation_mode(dir, *mode, *umask, false, over_whiteout);
+                acls = inherited;
+                ops::mknod_at(at, at_name, mode, *rdev as u64)
+            }
             NewObject::Symlink { target } => {
                 sys::cstr(target.as_bytes()).and_then(|t| ops::symlink_at(&t, at, at_name))
             }
@@ -94,6 +129,15 @@ impl StrataFs {
         let finish = (|| {
             let (uid, gid) = crate::idmap::stored(req.uid(), gid);
             ops::chown_at(at, at_name, uid, gid)?;
+            if let Some(inherited) = &acls {
+                let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+                if let Some(access) = &inherited.access {
+                    sys::xattr::set(fd.as_fd(), acl::ACCESS_XATTR, access, 0)?;
+                }
+                if let Some(default) = &inherited.default {
+                    sys::xattr::set(fd.as_fd(), acl::DEFAULT_XATTR, default, 0)?;
+                }
+            }
             if over_whiteout {
                 if matches!(spec, NewObject::Dir { .. }) {
                     // A directory made where a lower one was deleted must hide the old content.
