@@ -22,6 +22,7 @@ use crate::sys::process;
 pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
     let layers = spec.open_layers()?;
     spec.check_mountpoint()?;
+    spec.check_layout()?;
     // Objects are created with exactly the mode the caller asked for.
     crate::sys::ops::set_umask(0);
     let upper = spec.open_upper()?;

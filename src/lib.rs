@@ -19,6 +19,7 @@ mod inode;
 mod layer;
 mod merge;
 mod mountinfo;
+mod overlap;
 pub mod ovl;
 mod private_dir;
 mod sharded;
