@@ -5,6 +5,7 @@
 //! -> FUSE adapter (`fs`) -> union (`index`, `merge`, `dirstate`, `inode`, `upper`, `copyup`,
 //! `whiteout`, `ovl`) -> system calls (`sys`, the only place with `unsafe`).
 
+mod acl;
 mod attr;
 pub mod cli;
 mod compat;
@@ -13,10 +14,12 @@ mod daemon;
 mod demo;
 mod dirstate;
 mod fs;
+mod fusemount;
 mod idmap;
 mod index;
 mod inode;
 mod layer;
+mod logging;
 mod merge;
 mod mountinfo;
 mod overlap;

@@ -1,8 +1,10 @@
 //! opendir / readdir / readdirplus: each open directory gets a snapshot, sorted by name, so
-//! offsets stay stable for the life of the handle (telldir/seekdir work).
+//! offsets stay stable for the life of the handle (telldir/seekdir work). Reading from the
+//! start again (rewinddir) takes a new snapshot, as POSIX requires.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuser::{
@@ -10,7 +12,7 @@ use fuser::{
 };
 
 use super::{file::Handle, StrataFs, TTL};
-use crate::dirstate::ListEntry;
+use crate::dirstate::{DirState, ListEntry};
 use crate::index::DirIndex;
 use crate::inode::lower_ino;
 
@@ -22,6 +24,8 @@ const DOT_ENTRIES: u64 = 2;
 pub struct DirSnapshot {
     lower: Arc<DirIndex>,
     merged: Option<Vec<ListEntry>>,
+    /// A read has been served from it: a later read from offset 0 is a rewind.
+    served: AtomicBool,
 }
 
 impl DirSnapshot {
@@ -49,16 +53,20 @@ impl DirSnapshot {
     }
 }
 
+fn take_snapshot(state: &DirState) -> DirSnapshot {
+    DirSnapshot {
+        lower: state.lower.clone(),
+        merged: state.listing(),
+        served: AtomicBool::new(false),
+    }
+}
+
 impl StrataFs {
     pub(super) fn do_opendir(&self, ino: INodeNo, reply: ReplyOpen) {
         let result = self.node(ino).and_then(|node| self.dir_state(&node));
         match result {
             Ok(state) => {
-                let state = state.read();
-                let snapshot = DirSnapshot {
-                    lower: state.lower.clone(),
-                    merged: state.listing(),
-                };
+                let snapshot = take_snapshot(&state.read());
                 let fh = self.alloc_fh();
                 self.handles.insert(fh, Arc::new(Handle::Dir(snapshot)));
                 // Every change to a directory goes through the daemon, which keeps the
@@ -72,17 +80,32 @@ impl StrataFs {
         }
     }
 
-    fn snapshot(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
-        match self.handles.get(fh.0) {
-            Some(h) if matches!(*h, Handle::Dir(_)) => Ok(h),
-            _ => Err(Errno::EBADF),
+    /// The snapshot a read at `offset` lists from. A read from the start after the first one
+    /// is a rewinddir: it must show names created or removed since opendir (the kernel only
+    /// asks again once a change dropped its cached listing), so it takes a new snapshot.
+    fn snapshot(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Result<Arc<Handle>, Errno> {
+        let handle = match self.handles.get(fh.0) {
+            Some(h) if matches!(*h, Handle::Dir(_)) => h,
+            _ => return Err(Errno::EBADF),
+        };
+        let Handle::Dir(snap) = &*handle else {
+            return Err(Errno::EBADF);
+        };
+        if !snap.served.swap(true, Ordering::Relaxed) || offset != 0 {
+            return Ok(handle);
         }
+        let state = self.node(ino).and_then(|node| self.dir_state(&node))?;
+        let fresh = take_snapshot(&state.read());
+        fresh.served.store(true, Ordering::Relaxed);
+        let fresh = Arc::new(Handle::Dir(fresh));
+        self.handles.insert(fh.0, fresh.clone());
+        Ok(fresh)
     }
 
     fn parent_ino(&self, ino: INodeNo) -> u64 {
         self.nodes
             .get(ino.0)
-            .and_then(|n| n.inner.read().parent.as_ref().map(|p| p.ino))
+            .and_then(|n| n.inner.read().parent().map(|p| p.ino))
             .unwrap_or(ino.0)
     }
 
@@ -93,7 +116,7 @@ impl StrataFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let handle = match self.snapshot(fh) {
+        let handle = match self.snapshot(ino, fh, offset) {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
@@ -133,7 +156,7 @@ impl StrataFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let handle = match self.snapshot(fh) {
+        let handle = match self.snapshot(ino, fh, offset) {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };

@@ -111,16 +111,14 @@ impl StrataFs {
             ROOT_INO,
             fuser::FileType::Directory,
             NodeInner {
-                parent: None,
-                name: Vec::new(),
+                links: Vec::new(),
                 lower: Some(LowerRef {
                     slot: top_slot,
                     rel: b".".to_vec(),
                     dir_layers: all_layers,
                 }),
                 upper: has_upper,
-                unlinked: false,
-                orphan: None,
+                object: None,
                 metacopy: false,
                 index: None,
                 attr: Attr::from_stat(&root_stat),
@@ -203,7 +201,12 @@ impl Filesystem for StrataFs {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2
-            | InitFlags::FUSE_EXPORT_SUPPORT;
+            // The daemon applies the umask: not where the parent has a default ACL (POSIX).
+            | InitFlags::FUSE_DONT_MASK
+            // Node ids do not outlive the kernel's references, so a file handle could not be
+            // opened later: refuse name_to_handle_at, as kernel overlayfs does without
+            // nfs_export, instead of handing out handles that end in ESTALE.
+            | InitFlags::FUSE_NO_EXPORT_SUPPORT;
         // add_capabilities is all-or-nothing: ask only for what the kernel offers.
         let _ = config.add_capabilities(wanted & offered);
         // The kernel checks permissions itself (default_permissions); with POSIX_ACL it also
@@ -305,10 +308,7 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let spec = write::NewObject::Node {
-            mode: mode & !umask,
-            rdev,
-        };
+        let spec = write::NewObject::Node { mode, umask, rdev };
         match self.do_create_object(req, parent, name, spec) {
             Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
             Err(e) => reply.error(e),
@@ -324,9 +324,7 @@ impl Filesystem for StrataFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let spec = write::NewObject::Dir {
-            mode: mode & !umask,
-        };
+        let spec = write::NewObject::Dir { mode, umask };
         match self.do_create_object(req, parent, name, spec) {
             Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
             Err(e) => reply.error(e),
@@ -592,7 +590,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.do_create(req, parent, name, mode & !umask, flags, reply)
+        self.do_create(req, parent, name, (mode, umask), flags, reply)
     }
 
     fn fallocate(
