@@ -26,6 +26,7 @@ mod mountinfo;
 mod overlap;
 pub mod ovl;
 mod private_dir;
+mod rootless;
 mod sharded;
 mod spec;
 mod submount;
