@@ -42,6 +42,8 @@ pub enum Command {
     Diff(crate::image::cli::DiffArgs),
     /// Write a writable layer as an OCI layer tarball; prints its diff_id and digest.
     Commit(crate::image::cli::CommitArgs),
+    /// Layer tarballs: unpack one into a layer directory.
+    Layer(crate::unpack::LayerArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -87,6 +89,11 @@ pub struct MountArgs {
     /// Skip every fsync of the writable layer (faster; a crash may lose recent changes).
     #[arg(long)]
     pub volatile: bool,
+    /// Write the rootless format: user.overlay.* markers, no metacopy, EXDEV for renaming a
+    /// merged or lower directory (kernel overlayfs's userxattr). Chosen by itself where
+    /// trusted.overlay.* cannot be written (a user namespace, an unprivileged user).
+    #[arg(long)]
+    pub userxattr: bool,
     /// Serve reads in the daemon instead of FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
@@ -130,6 +137,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
                 work: args.work,
                 volatile: args.volatile,
                 passthrough: !args.no_passthrough,
+                userxattr: args.userxattr,
                 threads: args.threads.map(usize::from),
                 log_file: args.log_file,
                 fsname: None,
@@ -142,6 +150,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         Command::Volume(args) => crate::volume::cli::run(args),
         Command::Diff(args) => crate::image::cli::diff(args),
         Command::Commit(args) => crate::image::cli::commit(args),
+        Command::Layer(args) => crate::unpack::run(args),
     }
 }
 
@@ -175,6 +184,7 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         passthrough: std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none(),
         read_only_union: m.read_only,
         noacl: !m.acl,
+        userxattr: m.userxattr,
         nodev: m.flags.nodev,
         nosuid: m.flags.nosuid,
         noexec: m.flags.noexec,
