@@ -356,9 +356,11 @@ fn usage_errors_keep_their_layout() {
 /// `-d`: debug output, in the foreground (as fuse-overlayfs users expect).
 #[test]
 fn dash_d_is_debug_in_the_foreground() {
-    let (_t, layer, mnt) = setup("debug");
+    let (t, layer, mnt) = setup("debug");
     let mut args: Vec<OsString> = vec!["mount".into(), "-d".into()];
     args.extend(layer_args(std::slice::from_ref(&layer)));
+    args.extend(["--upper".into(), t.subdir("upper").into()]);
+    args.extend(["--work".into(), t.subdir("work").into()]);
     args.push(mnt.clone().into());
     let mut f = Foreground::start(args, &mnt, &[]);
     assert!(
@@ -366,11 +368,16 @@ fn dash_d_is_debug_in_the_foreground() {
         "-d did not stay in the foreground"
     );
     std::fs::read(mnt.join("file")).unwrap();
-    let _ = std::fs::metadata(mnt.join("no-such-file"));
+    // A failed operation is logged with its errno.
+    std::fs::create_dir_all(mnt.join("full/sub")).unwrap();
+    let e = std::fs::remove_dir(mnt.join("full")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     assert!(f.wait().success());
     let err = f.stderr();
     assert!(err.contains(" DEBUG "), "no debug lines: {err}");
+    let failure = format!("rmdir failed: errno {}", libc::ENOTEMPTY);
+    assert!(err.contains(&failure), "no {failure:?} line: {err}");
     let out = Command::new(STRATAFS)
         .args(["mount", "-d", "--daemon", "--layer"])
         .arg(&layer)
@@ -379,6 +386,21 @@ fn dash_d_is_debug_in_the_foreground() {
         .unwrap();
     assert!(!out.status.success(), "-d with --daemon was accepted");
     assert!(types_at(&mnt).is_empty());
+    // The fuse-overlayfs form: -d is debug output in the foreground too.
+    let opts = format!("lowerdir={}", layer.display());
+    let args: Vec<OsString> = vec!["-d".into(), "-o".into(), opts.into(), mnt.clone().into()];
+    let mut f = Foreground::start(args, &mnt, &[]);
+    assert!(
+        f.child.try_wait().unwrap().is_none(),
+        "-d did not stay in the foreground"
+    );
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    assert!(f.wait().success());
+    assert!(
+        f.stderr().contains(" DEBUG "),
+        "no debug lines: {}",
+        f.stderr()
+    );
 }
 
 /// Lines go to --log-file (and `-o log_file=`), or to the system log when detached, each
