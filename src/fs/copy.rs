@@ -59,7 +59,7 @@ impl StrataFs {
         }
         let lower = node.inner.read().lower.clone().ok_or(Errno::EIO)?;
         let layer = &self.layers[lower.slot as usize];
-        let src_rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
+        let src_rel = relpath::to_cstring(lower.path()).map_err(|e| errno(&e))?;
         let src = layer
             .open(&src_rel, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(|e| errno(&e))?;
@@ -79,7 +79,10 @@ impl StrataFs {
             None
         };
         // Hard-linked files are copied whole: their copy is shared through the index.
-        let as_metacopy = data == Data::Meta && node.kind == FileType::RegularFile && !hard_linked;
+        let as_metacopy = data == Data::Meta
+            && node.kind == FileType::RegularFile
+            && !hard_linked
+            && self.format.metacopy;
         let indexed_copy = index_entry
             .as_ref()
             .filter(|idx| sys::stat_at(upper.index(), idx).is_ok());
@@ -87,13 +90,27 @@ impl StrataFs {
             // Another name of this hard-linked file was copied up: this name joins that copy.
             ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
             // The index link stood for this lower name; now the name has its own link.
-            crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, -1);
+            crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, -1);
         } else {
+            // A lower metacopy file: its metadata is copied from it, its data from below.
+            let data_src = match (node.kind, data) {
+                (FileType::RegularFile, Data::All) => {
+                    let (slot, path) = self.lower_data_source(node)?;
+                    let rel = relpath::to_cstring(&path).map_err(|e| errno(&e))?;
+                    Some(
+                        self.layers[slot as usize]
+                            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
+                            .map_err(|e| errno(&e))?,
+                    )
+                }
+                _ => None,
+            };
             let opts = CopyOptions {
                 with_data: data != Data::None,
                 metacopy: as_metacopy,
                 fsync: upper.fsync,
-                ns: self.marker_ns,
+                ns: self.format.ns,
+                data_from: data_src.as_ref().map(|fd| fd.as_fd()),
             };
             copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
                 |e| {
@@ -163,7 +180,7 @@ impl StrataFs {
             return;
         };
         let delta = lower_nlink as i64 - st.st_nlink as i64;
-        crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, delta);
+        crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, delta);
     }
 
     /// Brings the data of a metacopy file up, in place (its metadata is already the upper
@@ -181,10 +198,9 @@ impl StrataFs {
         let obj = self.upper_object(node)?;
         let target = ops::reopen(obj.as_fd(), libc::O_WRONLY).map_err(|e| errno(&e))?;
         if data == Data::All {
-            let lower = node.inner.read().lower.clone().ok_or(Errno::EIO)?;
-            let layer = &self.layers[lower.slot as usize];
-            let src_rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
-            let src = layer
+            let (slot, path) = self.lower_data_source(node)?;
+            let src_rel = relpath::to_cstring(&path).map_err(|e| errno(&e))?;
+            let src = self.layers[slot as usize]
                 .open(&src_rel, libc::O_RDONLY | libc::O_NOFOLLOW)
                 .map_err(|e| errno(&e))?;
             let size = sys::fstat(target.as_fd()).map_err(|e| errno(&e))?.st_size as u64;
