@@ -228,6 +228,7 @@ fn mtab_lock_protocol_makes_progress() {
         upper: Some((dir.subdir("strata/upper"), dir.subdir("strata/work"))),
         mountpoint: mnt.clone(),
         log: dir.path().join("stratafs.log"),
+        extra_args: Vec::new(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let counts = check_protocol(&mnt, &dir.subdir("strata/logs"), "stratafs");
