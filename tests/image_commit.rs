@@ -250,6 +250,7 @@ fn check_diff_and_commit(stack: &Stack, upper: &Path, view: &Snapshot, label: &s
         upper: None,
         mountpoint: mnt.clone(),
         log: stack.scratch().path().join(format!("applied-{label}.log")),
+        extra_args: Vec::new(),
     })
     .unwrap();
     let rebuilt = walk::snapshot(&mnt);
@@ -275,6 +276,7 @@ fn diff_and_commit_of_a_stratafs_upper() {
         upper: Some((upper.clone(), work.clone())),
         mountpoint: mnt.clone(),
         log: stack.scratch().path().join("ctr.log"),
+        extra_args: Vec::new(),
     };
     let m = StrataChild::start(&spec).unwrap();
     make_changes(&mnt);
