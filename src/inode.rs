@@ -49,25 +49,77 @@ pub struct LowerRef {
     pub dir_layers: Vec<u16>,
 }
 
-pub struct NodeInner {
-    /// The directory holding the name this node was reached by (None for the root).
-    pub parent: Option<Arc<Node>>,
+/// One name of a node: the directory that holds it and the name in that directory.
+#[derive(Clone)]
+pub struct Link {
+    pub parent: Arc<Node>,
     pub name: Vec<u8>,
+}
+
+impl Link {
+    fn is(&self, parent_ino: u64, name: &[u8]) -> bool {
+        self.parent.ino == parent_ino && self.name == name
+    }
+}
+
+pub struct NodeInner {
+    /// The live names the daemon knows this node by (every name the kernel reached it
+    /// through, kept up to date by link, unlink, rename and exchange). A node is its backing
+    /// object, not one of these: any of them may go while the others stay. Directories have
+    /// one; the root has none; empty for any other node means every name is gone.
+    pub links: Vec<Link>,
     pub lower: Option<LowerRef>,
-    /// The object exists in the upper layer at the node's path.
+    /// The object exists in the upper layer.
     pub upper: bool,
     /// A hard-linked lower file whose copy lives in the index (by this entry name): reads go
     /// there, and a change links it in place instead of copying.
     pub index: Option<std::ffi::CString>,
     /// The upper copy holds metadata only; data is read from `lower` until the first write.
     pub metacopy: bool,
-    /// After the name is removed: the object itself (an O_PATH fd), so open files can still
-    /// be stat'ed (fstat reaches the daemon as a getattr without a file handle).
-    pub orphan: Option<Arc<std::os::fd::OwnedFd>>,
-    /// The name was removed: the object lives on only through open files.
-    pub unlinked: bool,
+    /// The object itself, held open (O_PATH) where no single name identifies it: a
+    /// hard-linked upper file (its names come and go independently), and a node whose names
+    /// are all gone but which lives on through open files (fstat reaches the daemon as a
+    /// getattr).
+    pub object: Option<Arc<std::os::fd::OwnedFd>>,
     /// Attributes of the lower object (upper objects are stat'ed on demand).
     pub attr: Attr,
+}
+
+impl NodeInner {
+    /// A live name of the node, if any is left.
+    pub fn any_link(&self) -> Option<&Link> {
+        self.links.first()
+    }
+
+    /// The directory holding the node (for directories, which have exactly one name).
+    pub fn parent(&self) -> Option<&Arc<Node>> {
+        self.any_link().map(|l| &l.parent)
+    }
+
+    /// Records that the node is reachable as `name` in `parent`.
+    pub fn add_link(&mut self, parent: &Arc<Node>, name: &[u8]) {
+        match self.links.iter_mut().find(|l| l.is(parent.ino, name)) {
+            // The directory's node may have been forgotten and made again: keep the live one.
+            Some(l) => l.parent = parent.clone(),
+            None => self.links.push(Link {
+                parent: parent.clone(),
+                name: name.to_vec(),
+            }),
+        }
+    }
+
+    /// Forgets the name `name` in directory `parent_ino`; true if the node had it.
+    pub fn remove_link(&mut self, parent_ino: u64, name: &[u8]) -> bool {
+        let before = self.links.len();
+        self.links.retain(|l| !l.is(parent_ino, name));
+        self.links.len() != before
+    }
+
+    /// The name `from` (directory ino, name) became `to_parent`/`to_name` (rename, exchange).
+    pub fn move_link(&mut self, from: (u64, &[u8]), to_parent: &Arc<Node>, to_name: &[u8]) {
+        self.remove_link(from.0, from.1);
+        self.add_link(to_parent, to_name);
+    }
 }
 
 pub struct Node {
@@ -88,6 +140,11 @@ impl Node {
             inner: RwLock::new(inner),
             copy_up: parking_lot::Mutex::new(()),
         }
+    }
+
+    /// Every name of the node is gone (it lives on only through open files).
+    pub fn is_unlinked(&self) -> bool {
+        self.ino != ROOT_INO && self.inner.read().links.is_empty()
     }
 }
 

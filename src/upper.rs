@@ -96,10 +96,6 @@ impl Upper {
         sys::open_beneath(self.root(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0)
     }
 
-    pub fn stat(&self, rel: &[u8]) -> io::Result<libc::stat> {
-        sys::fstat(self.open_path(rel)?.as_fd())
-    }
-
     /// A fresh, unpredictable name for a temp object in the work dir.
     pub fn temp_name(&self) -> io::Result<CString> {
         crate::tempname::new("tmp")

@@ -10,7 +10,7 @@ use fuser::{Errno, FileType};
 
 use super::{errno, StrataFs};
 use crate::copyup::{self, CopyOptions};
-use crate::inode::Node;
+use crate::inode::{Link, Node};
 use crate::layer::relpath;
 use crate::sys;
 use crate::sys::ops;
@@ -28,11 +28,28 @@ pub enum Data {
 impl StrataFs {
     /// Makes sure `node` exists in the upper layer, copying it (and missing parents) up.
     pub(super) fn ensure_upper(&self, node: &Arc<Node>, data: Data) -> Result<(), Errno> {
+        self.ensure_upper_as(node, data, None)
+    }
+
+    /// `ensure_upper`, the copy going to `at` (one of the node's names) rather than to any
+    /// live name: a hard-linked lower file about to lose the name `at` is copied up there,
+    /// as the kernel does, so the index keeps its link count.
+    pub(super) fn ensure_upper_as(
+        &self,
+        node: &Arc<Node>,
+        data: Data,
+        at: Option<Link>,
+    ) -> Result<(), Errno> {
         if node.inner.read().upper {
             return self.complete_metacopy(node, data);
         }
         let upper = self.writable_upper()?;
-        let parent = node.inner.read().parent.clone().ok_or(Errno::EIO)?;
+        // The copy goes where a live name of the node is.
+        let link = match at {
+            Some(l) => l,
+            None => node.inner.read().any_link().cloned().ok_or(Errno::ENOENT)?,
+        };
+        let parent = link.parent;
         self.ensure_upper(&parent, Data::All)?;
 
         let guard = node.copy_up.lock();
@@ -48,7 +65,7 @@ impl StrataFs {
             .map_err(|e| errno(&e))?;
         let parent_rel = self.upper_rel(&parent)?;
         let dest_dir = upper.open_dir(&parent_rel).map_err(|e| errno(&e))?;
-        let name = node.inner.read().name.clone();
+        let name = link.name;
         let name_c = sys::cstr(&name).map_err(|e| errno(&e))?;
         // Like the kernel, a copy-up leaves the parent's times as they were: only the
         // user's own change may move them.
@@ -90,7 +107,10 @@ impl StrataFs {
             if let Some(idx) = &index_entry {
                 // Later lookups of the other names (also after a remount) find the copy here.
                 match ops::link_at(dest_dir.as_fd(), &name_c, upper.index(), idx) {
-                    Ok(()) => upper.mark_index_used(),
+                    Ok(()) => {
+                        upper.mark_index_used();
+                        self.record_merged_nlink(idx, node.inner.read().attr.nlink);
+                    }
                     Err(e) => log::warn!("copy-up: cannot record the hard link in the index: {e}"),
                 }
             }
@@ -104,11 +124,25 @@ impl StrataFs {
                 (st.st_mtime, st.st_mtime_nsec),
             );
         }
+        // A hard-linked copy is held open: its names may go independently from now on.
+        let object = if hard_linked {
+            let obj = sys::open_beneath(
+                dest_dir.as_fd(),
+                &name_c,
+                libc::O_PATH | libc::O_NOFOLLOW,
+                0,
+            )
+            .map_err(|e| errno(&e))?;
+            Some(Arc::new(obj))
+        } else {
+            None
+        };
         // Disk first, then memory: the parent now holds the name in its upper copy.
         {
             let mut inner = node.inner.write();
             inner.upper = true;
             inner.metacopy = indexed_copy.is_none() && as_metacopy;
+            inner.object = object;
         }
         if let Ok(state) = self.dir_state(&parent) {
             state.write().set_present(&name, node.ino, node.kind);
@@ -117,6 +151,19 @@ impl StrataFs {
             // The (empty) upper copy adds nothing to a loaded state: it stays valid.
         }
         Ok(())
+    }
+
+    /// Writes the kernel's nlink marker on a new index entry: the union's link count (the
+    /// lower file's) relative to the upper inode's, so that the kernel, reading this upper
+    /// dir, neither counts the index link as a name nor takes the entry for an orphan once
+    /// the copied name goes.
+    fn record_merged_nlink(&self, idx: &std::ffi::CStr, lower_nlink: u32) {
+        let Ok(upper) = self.upper() else { return };
+        let Ok(st) = sys::stat_at(upper.index(), idx) else {
+            return;
+        };
+        let delta = lower_nlink as i64 - st.st_nlink as i64;
+        crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, delta);
     }
 
     /// Brings the data of a metacopy file up, in place (its metadata is already the upper
@@ -131,10 +178,8 @@ impl StrataFs {
             return Ok(());
         }
         let upper = self.writable_upper()?;
-        let rel = self.upper_rel(node)?;
-        let rel_c = sys::cstr(&rel).map_err(|e| errno(&e))?;
-        let target = sys::open_beneath(upper.root(), &rel_c, libc::O_WRONLY | libc::O_NOFOLLOW, 0)
-            .map_err(|e| errno(&e))?;
+        let obj = self.upper_object(node)?;
+        let target = ops::reopen(obj.as_fd(), libc::O_WRONLY).map_err(|e| errno(&e))?;
         if data == Data::All {
             let lower = node.inner.read().lower.clone().ok_or(Errno::EIO)?;
             let layer = &self.layers[lower.slot as usize];
@@ -148,7 +193,6 @@ impl StrataFs {
                 ops::fsync(target.as_fd(), false).map_err(|e| errno(&e))?;
             }
         }
-        let obj = upper.open_path(&rel).map_err(|e| errno(&e))?;
         crate::ovl::remove(obj.as_fd(), crate::ovl::Marker::Metacopy).map_err(|e| errno(&e))?;
         node.inner.write().metacopy = false;
         Ok(())

@@ -105,7 +105,7 @@ impl StrataFs {
     fn parent_ino(&self, ino: INodeNo) -> u64 {
         self.nodes
             .get(ino.0)
-            .and_then(|n| n.inner.read().parent.as_ref().map(|p| p.ino))
+            .and_then(|n| n.inner.read().parent().map(|p| p.ino))
             .unwrap_or(ino.0)
     }
 

@@ -122,9 +122,17 @@ impl StrataFs {
         let fd = if let (false, Some(idx)) = (is_upper, index) {
             sys::open_beneath(self.upper()?.index(), &idx, flags, 0).map_err(|e| errno(&e))?
         } else if is_upper {
-            let rel = self.upper_rel(node)?;
-            let c = sys::cstr(&rel).map_err(|e| errno(&e))?;
-            sys::open_beneath(self.upper()?.root(), &c, flags, 0).map_err(|e| errno(&e))?
+            match node.inner.read().object.clone() {
+                // A hard-linked or unlinked file: open the object itself, whatever its names.
+                Some(obj) => {
+                    ops::reopen(obj.as_fd(), flags & !libc::O_NOFOLLOW).map_err(|e| errno(&e))?
+                }
+                None => {
+                    let rel = self.upper_rel(node)?;
+                    let c = sys::cstr(&rel).map_err(|e| errno(&e))?;
+                    sys::open_beneath(self.upper()?.root(), &c, flags, 0).map_err(|e| errno(&e))?
+                }
+            }
         } else {
             let lower = lower.ok_or(Errno::ENOENT)?;
             let layer = &self.layers[lower.slot as usize];
@@ -139,19 +147,17 @@ impl StrataFs {
     /// ESTALE so that the kernel looks the name up again and opens the new inode.
     fn move_to_new_inode(&self, node: &Arc<Node>) -> Errno {
         let result = (|| {
-            let rel = self.upper_rel(node)?;
-            let st = self.upper()?.stat(&rel).map_err(|e| errno(&e))?;
+            let obj = self.upper_object(node)?;
+            let st = sys::fstat(obj.as_fd()).map_err(|e| errno(&e))?;
             let new_ino = upper_ino(st.st_ino);
-            let (parent, name) = {
-                let inner = node.inner.read();
-                (inner.parent.clone().ok_or(Errno::EIO)?, inner.name.clone())
-            };
-            let state = self.dir_state(&parent)?;
-            state.write().set_present(&name, new_ino, node.kind);
+            let link = node.inner.read().any_link().cloned().ok_or(Errno::ENOENT)?;
+            let state = self.dir_state(&link.parent)?;
+            state.write().set_present(&link.name, new_ino, node.kind);
             // The old inode keeps serving its open readers from the lower file.
             let mut inner = node.inner.write();
             inner.upper = false;
-            inner.unlinked = true;
+            inner.links.clear();
+            inner.object = None;
             Ok::<(), Errno>(())
         })();
         match result {

@@ -12,7 +12,7 @@ use super::{errno, file::Handle, StrataFs};
 use crate::attr::{kind_of_mode, Attr};
 use crate::dirstate::{DirState, Resolved, UpperEntry};
 use crate::index::DirIndex;
-use crate::inode::{lower_ino, upper_ino, LowerRef, Node, NodeInner};
+use crate::inode::{lower_ino, upper_ino, LowerRef, Node, NodeInner, ROOT_INO};
 use crate::layer::relpath;
 use crate::ovl::{self, Marker};
 use crate::sys;
@@ -85,7 +85,11 @@ impl StrataFs {
                         continue;
                     }
                 }
-                let ino = self.upper_entry_ino(&fd, &name, &st, state.lower.find(&name));
+                let lower_here = state.lower.find(&name).map(|e| {
+                    let rel = lower.as_ref().map(|l| relpath::join(&l.rel, &name));
+                    (e, rel)
+                });
+                let ino = self.upper_entry_ino(&fd, &name, &st, lower_here);
                 state.upper.entry(name).or_insert(UpperEntry::Present {
                     ino,
                     kind: kind_of_mode(st.st_mode),
@@ -151,7 +155,13 @@ impl StrataFs {
             let Ok(idx) = sys::cstr(crate::ovl::index_name(&origin).as_bytes()) else {
                 continue;
             };
-            if sys::stat_at(upper.index(), &idx).is_ok() {
+            if let Ok(st) = sys::stat_at(upper.index(), &idx) {
+                // Upper names of the same copy (e.g. one that took another lower name's place
+                // by a rename) share this lower name's number.
+                self.upper_link_inos
+                    .lock()
+                    .entry(st.st_ino)
+                    .or_insert(lower_ino(e.layer, e.attr().host_ino));
                 state.indexed.insert(name.to_vec(), idx);
             }
         }
@@ -227,7 +237,7 @@ impl StrataFs {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<&crate::index::IndexEntry>,
+        lower: Option<(&crate::index::IndexEntry, Option<Vec<u8>>)>,
     ) -> u64 {
         // Names of one hard-linked upper file must share one number, whichever is met first.
         if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -245,10 +255,12 @@ impl StrataFs {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<&crate::index::IndexEntry>,
+        lower: Option<(&crate::index::IndexEntry, Option<Vec<u8>>)>,
     ) -> u64 {
         let own = upper_ino(st.st_ino);
-        let Some(lower) = lower else { return own };
+        let Some((lower, lower_rel)) = lower else {
+            return own;
+        };
         let lower_is_dir = lower.attr().kind() == FileType::Directory;
         let upper_is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let Ok(obj) = sys::cstr(name)
@@ -259,13 +271,31 @@ impl StrataFs {
         let continues = if upper_is_dir {
             lower_is_dir && !is_opaque_dir(&obj)
         } else {
-            !lower_is_dir && crate::ovl::has_origin(obj.as_fd())
+            // A file renamed over a lower name carries the origin of another lower file: only
+            // a copy of this very lower file continues its number.
+            !lower_is_dir
+                && match ovl::get(obj.as_fd(), Marker::Origin) {
+                    None => false,
+                    Some(stored) => self
+                        .lower_origin(lower.layer, lower_rel.as_deref())
+                        .is_none_or(|value| same_origin(&stored, &value)),
+                }
         };
         if continues {
             lower_ino(lower.layer, lower.attr().host_ino)
         } else {
             own
         }
+    }
+
+    /// The origin value of the lower object at `rel` in layer `slot` (None when the layer's
+    /// filesystem gives no file handles: nothing to compare with then).
+    fn lower_origin(&self, slot: u16, rel: Option<&[u8]>) -> Option<Vec<u8>> {
+        let rel = relpath::to_cstring(rel?).ok()?;
+        let obj = self.layers[slot as usize]
+            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
+            .ok()?;
+        ovl::origin_value(obj.as_fd()).ok()
     }
 
     /// Resolves `name` in `parent` and counts a kernel reference on the result.
@@ -340,43 +370,36 @@ impl StrataFs {
                 ino,
                 resolved.kind(),
                 NodeInner {
-                    parent: Some(parent.clone()),
-                    name: name.to_vec(),
+                    links: Vec::new(),
                     lower,
                     upper: is_upper,
-                    unlinked: false,
-                    orphan: None,
+                    object: None,
                     metacopy,
                     index,
                     attr,
                 },
             )
         });
-        // A hard link reached by another name, or a name whose node lost its path: point the
-        // node at a name that exists.
-        {
-            let mut inner = node.inner.write();
-            if inner.unlinked {
-                inner.unlinked = false;
-                inner.orphan = None;
-                inner.parent = Some(parent.clone());
-                inner.name = name.to_vec();
-                inner.upper = is_upper;
+        // One more name of a hard link, or the first name of a new node.
+        let mut inner = node.inner.write();
+        if inner.links.is_empty() && node.ino != crate::inode::ROOT_INO {
+            // A node whose known names were all removed is reached by a name that exists: a
+            // hard link the daemon had not seen. What the name shows is the node now.
+            inner.upper |= is_upper;
+            if !inner.upper {
+                // What was held for open files was the lower object: never an upper identity.
+                inner.object = None;
             }
         }
+        inner.add_link(parent, name);
+        drop(inner);
         Ok(node)
     }
 
     /// The link count of a hard-linked upper file as the kernel's nlink marker
     /// records it ("U+n"/"U-n" relative to the upper count, "L+n"/"L-n" to the lower one),
     /// so an upper dir written by kernel overlayfs with index=on shows the same counts.
-    fn merged_nlink(&self, rel: &[u8], upper_nlink: u32, lower_nlink: u32) -> u32 {
-        let Ok(upper) = self.upper() else {
-            return upper_nlink;
-        };
-        let Ok(fd) = upper.open_path(rel) else {
-            return upper_nlink;
-        };
+    fn merged_nlink(&self, fd: &OwnedFd, upper_nlink: u32, lower_nlink: u32) -> u32 {
         let (base, delta) = match ovl::get(fd.as_fd(), Marker::Nlink)
             .as_deref()
             .and_then(ovl::parse_nlink)
@@ -438,32 +461,27 @@ impl StrataFs {
         })
     }
 
-    /// The node's path relative to the upper root ("." for the root).
+    /// The path of `node`'s upper object relative to the upper root ("." for the root),
+    /// through one of its live names. Only for objects one name identifies (directories, and
+    /// files without other links); hard-linked and unlinked files are reached through
+    /// `upper_object`.
     pub(super) fn upper_rel(&self, node: &Node) -> Result<Vec<u8>, Errno> {
+        if node.ino == ROOT_INO {
+            return Ok(b".".to_vec());
+        }
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut cur = {
             let inner = node.inner.read();
-            if inner.unlinked {
-                return Err(Errno::ENOENT);
-            }
-            match &inner.parent {
-                None => return Ok(b".".to_vec()),
-                Some(p) => {
-                    parts.push(inner.name.clone());
-                    p.clone()
-                }
-            }
+            let link = inner.any_link().ok_or(Errno::ENOENT)?;
+            parts.push(link.name.clone());
+            link.parent.clone()
         };
-        loop {
+        while cur.ino != ROOT_INO {
             let next = {
                 let inner = cur.inner.read();
-                match &inner.parent {
-                    None => break,
-                    Some(p) => {
-                        parts.push(inner.name.clone());
-                        p.clone()
-                    }
-                }
+                let link = inner.any_link().ok_or(Errno::ENOENT)?;
+                parts.push(link.name.clone());
+                link.parent.clone()
             };
             cur = next;
         }
@@ -471,32 +489,50 @@ impl StrataFs {
         Ok(parts.join(&b'/'))
     }
 
+    /// An O_PATH fd of the node's upper object: the one held for hard-linked and unlinked
+    /// files, else opened through the node's name.
+    pub(super) fn upper_object(&self, node: &Node) -> Result<Arc<OwnedFd>, Errno> {
+        if let Some(obj) = node.inner.read().object.clone() {
+            return Ok(obj);
+        }
+        let rel = self.upper_rel(node)?;
+        let fd = self.upper()?.open_path(&rel).map_err(|e| errno(&e))?;
+        Ok(Arc::new(fd))
+    }
+
+    /// Keeps the upper object of a hard-linked file open, so that it stays reachable whichever
+    /// of its names goes. `fd` is an O_PATH fd of the object just reached through a live name.
+    pub(super) fn hold_if_linked(&self, node: &Node, fd: &Arc<OwnedFd>, nlink: u64) {
+        if node.kind == FileType::Directory || nlink < 2 {
+            return;
+        }
+        let mut inner = node.inner.write();
+        if inner.object.is_none() {
+            inner.object = Some(fd.clone());
+        }
+    }
+
     /// Attributes of a node: the upper object is stat'ed (its size and times move with
-    /// writes); a lower object's come from the index.
+    /// writes, and other names change its link count and ctime); a lower object's come from
+    /// the index.
     pub(super) fn node_attr(&self, node: &Node) -> Result<FileAttr, Errno> {
-        let (is_upper, cached, lower_dirs) = {
+        let (held, is_upper, cached, lower_dirs, index) = {
             let inner = node.inner.read();
             (
-                inner.upper && !inner.unlinked,
+                inner.object.clone(),
+                inner.upper,
                 inner.attr,
                 inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
+                inner.index.clone(),
             )
         };
-        let index = node.inner.read().index.clone();
-        let orphan = node
-            .inner
-            .read()
-            .orphan
-            .clone()
-            .filter(|_| node.inner.read().unlinked);
-        let mut attr = if let Some(fd) = orphan {
-            Attr::from_stat(&sys::fstat(fd.as_fd()).map_err(|e| errno(&e))?)
-        } else if is_upper {
-            let rel = self.upper_rel(node)?;
-            let mut attr = Attr::from_stat(&self.upper()?.stat(&rel).map_err(|e| errno(&e))?);
-            if node.kind == FileType::RegularFile && attr.nlink > 1 {
-                attr.nlink = self.merged_nlink(&rel, attr.nlink, cached.nlink);
-            }
+        let unlinked = node.is_unlinked();
+        let mut attr = if let Some(obj) = held.filter(|_| is_upper || unlinked) {
+            self.object_attr(&obj, cached.nlink)?
+        } else if is_upper && !unlinked {
+            let obj = self.upper_object(node)?;
+            let attr = self.object_attr(&obj, cached.nlink)?;
+            self.hold_if_linked(node, &obj, attr.nlink as u64);
             attr
         } else if let Some(idx) = index {
             Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx).map_err(|e| errno(&e))?)
@@ -515,6 +551,17 @@ impl StrataFs {
         Ok(attr.to_file_attr(node.ino))
     }
 
+    /// Attributes of an upper object, with the link count the kernel's nlink xattr records
+    /// for hard-linked copies of lower files.
+    fn object_attr(&self, obj: &OwnedFd, lower_nlink: u32) -> Result<Attr, Errno> {
+        let mut attr = Attr::from_stat(&sys::fstat(obj.as_fd()).map_err(|e| errno(&e))?);
+        let is_file = attr.mode & libc::S_IFMT == libc::S_IFREG;
+        if is_file && attr.nlink > 1 {
+            attr.nlink = self.merged_nlink(obj, attr.nlink, lower_nlink);
+        }
+        Ok(attr)
+    }
+
     pub(super) fn do_getattr(
         &self,
         ino: INodeNo,
@@ -522,7 +569,7 @@ impl StrataFs {
     ) -> Result<FileAttr, Errno> {
         let node = self.node(ino)?;
         // An unlinked file that is still open: stat it through its handle.
-        if node.inner.read().unlinked {
+        if node.is_unlinked() {
             if let Some(Handle::File { file, .. }) =
                 fh.and_then(|fh| self.handles.get(fh.0)).as_deref()
             {
@@ -547,8 +594,8 @@ impl StrataFs {
             (inner.upper, inner.lower.clone())
         };
         if is_upper {
-            let rel = self.upper_rel(node)?;
-            return self.upper()?.open_path(&rel).map_err(|e| errno(&e));
+            let obj = self.upper_object(node)?;
+            return obj.try_clone().map_err(|e| errno(&e));
         }
         if let Some(idx) = node.inner.read().index.clone() {
             return sys::open_beneath(
@@ -565,6 +612,17 @@ impl StrataFs {
         layer
             .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(|e| errno(&e))
+    }
+}
+
+/// Whether two origin values name the same object: the handle type and the handle itself
+/// (the kernel fills in the filesystem uuid where stratafs leaves it null).
+fn same_origin(a: &[u8], b: &[u8]) -> bool {
+    const HANDLE_TYPE: usize = 4;
+    const HANDLE: usize = 21;
+    match (a.get(HANDLE..), b.get(HANDLE..)) {
+        (Some(ha), Some(hb)) => a[HANDLE_TYPE] == b[HANDLE_TYPE] && ha == hb,
+        _ => a == b,
     }
 }
 

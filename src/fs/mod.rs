@@ -111,16 +111,14 @@ impl StrataFs {
             ROOT_INO,
             fuser::FileType::Directory,
             NodeInner {
-                parent: None,
-                name: Vec::new(),
+                links: Vec::new(),
                 lower: Some(LowerRef {
                     slot: top_slot,
                     rel: b".".to_vec(),
                     dir_layers: all_layers,
                 }),
                 upper: has_upper,
-                unlinked: false,
-                orphan: None,
+                object: None,
                 metacopy: false,
                 index: None,
                 attr: Attr::from_stat(&root_stat),

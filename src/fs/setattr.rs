@@ -93,7 +93,7 @@ impl StrataFs {
             ops::utimens_at(obj, c"", change.atime, change.mtime).map_err(|e| errno(&e))?;
         }
         match handle.as_deref() {
-            Some(Handle::File { file, .. }) if node.inner.read().unlinked => {
+            Some(Handle::File { file, .. }) if node.is_unlinked() => {
                 let st = sys::fstat(file.as_fd()).map_err(|e| errno(&e))?;
                 Ok(crate::attr::Attr::from_stat(&st).to_file_attr(node.ino))
             }

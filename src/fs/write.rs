@@ -18,7 +18,7 @@ use super::{errno, StrataFs};
 use crate::acl;
 use crate::attr::kind_of_mode;
 use crate::dirstate::{DirState, Resolved, UpperEntry};
-use crate::inode::{upper_ino, Node, NodeInner};
+use crate::inode::{upper_ino, Link, Node, NodeInner};
 use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::sys::ops;
@@ -68,10 +68,10 @@ fn check_name(name: &[u8]) -> Result<(), Errno> {
 
 fn depth(node: &Node) -> usize {
     let mut d = 0;
-    let mut cur = node.inner.read().parent.clone();
+    let mut cur = node.inner.read().parent().cloned();
     while let Some(p) = cur {
         d += 1;
-        cur = p.inner.read().parent.clone();
+        cur = p.inner.read().parent().cloned();
     }
     d
 }
@@ -199,18 +199,17 @@ impl StrataFs {
                 ino,
                 kind,
                 NodeInner {
-                    parent: Some(parent_node.clone()),
-                    name: name.to_vec(),
+                    links: Vec::new(),
                     lower: None,
                     upper: true,
-                    unlinked: false,
-                    orphan: None,
+                    object: None,
                     metacopy: false,
                     index: None,
                     attr: crate::attr::Attr::from_stat(&st),
                 },
             )
         });
+        node.inner.write().add_link(&parent_node, name);
         if kind == FileType::Directory {
             // A new directory hides whatever the lower layers had under its name.
             self.dirs.insert(
@@ -245,6 +244,8 @@ impl StrataFs {
         resolved: Resolved<'_>,
     ) -> Result<Arc<Node>, Errno> {
         if let Some(n) = self.nodes.get(resolved.ino()) {
+            // The name is one of the node's names (a hard link may not have been seen by it).
+            n.inner.write().add_link(parent, name);
             return Ok(n);
         }
         let node = self.node_for(parent, state, name, resolved)?;
@@ -264,6 +265,7 @@ impl StrataFs {
         // A removal that must fail fails before the parent is copied up, as in the kernel.
         self.check_removable(&parent_node, name, is_dir)?;
         self.ensure_upper(&parent_node, Data::All)?;
+        self.copy_up_linked_lower(&parent_node, name)?;
         let state_lock = self.dir_state(&parent_node)?;
         let mut state = state_lock.write();
         let resolved = state.resolve(name).ok_or(Errno::ENOENT)?;
@@ -309,11 +311,30 @@ impl StrataFs {
         }
         state.remove_name(name);
         drop(state);
-        self.detach_node(&child, &parent_node, name);
-        if orphan.is_some() && child.inner.read().unlinked {
-            child.inner.write().orphan = orphan;
-        }
+        self.detach_node(&child, parent_node.ino, name, orphan);
         Ok(())
+    }
+
+    /// Before the name `name` of a hard-linked lower file goes (unlink, rename over): the file
+    /// is copied up under that name first, as the kernel does with index=on, so the index
+    /// entry exists and the link count of the other names drops with the name.
+    fn copy_up_linked_lower(&self, parent: &Arc<Node>, name: &[u8]) -> Result<(), Errno> {
+        let child = {
+            let state_lock = self.dir_state(parent)?;
+            let state = state_lock.read();
+            let Some(resolved @ Resolved::Lower(e)) = state.resolve(name) else {
+                return Ok(());
+            };
+            if e.attr().nlink < 2 || e.attr().kind() != FileType::RegularFile {
+                return Ok(());
+            }
+            self.peek_node(parent, &state, name, resolved)?
+        };
+        let at = Link {
+            parent: parent.clone(),
+            name: name.to_vec(),
+        };
+        self.ensure_upper_as(&child, Data::All, Some(at))
     }
 
     /// The checks of unlink/rmdir that need no change on disk.
@@ -336,19 +357,24 @@ impl StrataFs {
         Ok(())
     }
 
-    /// After a name is gone: the node keeps living for open files, without a path.
-    fn detach_node(&self, node: &Arc<Node>, parent: &Arc<Node>, name: &[u8]) {
+    /// After the name `name` in directory `parent_ino` is gone: the node keeps its other
+    /// names; with none left it lives on for open files through `object` (an O_PATH fd of
+    /// the object, taken before the name went).
+    fn detach_node(
+        &self,
+        node: &Arc<Node>,
+        parent_ino: u64,
+        name: &[u8],
+        object: Option<Arc<OwnedFd>>,
+    ) {
         let mut inner = node.inner.write();
-        let same_name = inner
-            .parent
-            .as_ref()
-            .is_some_and(|p| Arc::ptr_eq(p, parent))
-            && inner.name == name;
-        if same_name {
-            inner.unlinked = true;
+        inner.remove_link(parent_ino, name);
+        let gone = inner.links.is_empty();
+        if gone && inner.object.is_none() {
+            inner.object = object;
         }
         drop(inner);
-        if node.kind == FileType::Directory {
+        if gone && node.kind == FileType::Directory {
             self.dirs.remove(node.ino);
         }
     }
@@ -369,7 +395,8 @@ impl StrataFs {
         self.ensure_upper(&node, Data::All)?;
         let parent_node = self.node(newparent)?;
         self.ensure_upper(&parent_node, Data::All)?;
-        let src_rel = self.upper_rel(&node)?;
+        // The object is linked, not one of its names: any name may have gone meanwhile.
+        let obj = self.upper_object(&node)?;
         let state_lock = self.dir_state(&parent_node)?;
         let mut state = state_lock.write();
         if state.resolve(newname).is_some() {
@@ -380,20 +407,25 @@ impl StrataFs {
             .open_dir(&self.upper_rel(&parent_node)?)
             .map_err(|e| errno(&e))?;
         let name_c = sys::cstr(newname).map_err(|e| errno(&e))?;
-        let src_c = sys::cstr(&src_rel).map_err(|e| errno(&e))?;
         let linked = if over_whiteout {
             let tmp = upper.temp_name().map_err(|e| errno(&e))?;
-            ops::link_at(upper.root(), &src_c, upper.work(), &tmp).and_then(|()| {
+            ops::link_fd_at(obj.as_fd(), upper.work(), &tmp).and_then(|()| {
                 ops::rename_at(upper.work(), &tmp, dir.as_fd(), &name_c, 0)
                     .inspect_err(|_| upper.discard(&tmp))
             })
         } else {
-            ops::link_at(upper.root(), &src_c, dir.as_fd(), &name_c)
+            ops::link_fd_at(obj.as_fd(), dir.as_fd(), &name_c)
         };
         linked.map_err(|e| errno(&e))?;
         state.set_present(newname, node.ino, node.kind);
-        if let Ok(st) = sys::stat_at(dir.as_fd(), &name_c) {
+        if let Ok(st) = sys::fstat(obj.as_fd()) {
             self.upper_link_inos.lock().insert(st.st_ino, node.ino);
+        }
+        {
+            // Now hard-linked: from here on the object, not a name, is the node.
+            let mut inner = node.inner.write();
+            inner.object.get_or_insert(obj);
+            inner.add_link(&parent_node, newname);
         }
         drop(state);
         let node = self
@@ -430,7 +462,11 @@ impl StrataFs {
             let r = st.resolve(name).ok_or(Errno::ENOENT)?;
             self.peek_node(&src_parent, &st, name, r)?
         };
-        self.ensure_upper(&src_node, Data::All)?;
+        let src_link = Link {
+            parent: src_parent.clone(),
+            name: name.to_vec(),
+        };
+        self.ensure_upper_as(&src_node, Data::All, Some(src_link))?;
         let dst_node = {
             let st = self.dir_state(&dst_parent)?;
             let st = st.read();
@@ -441,7 +477,13 @@ impl StrataFs {
         };
         if exchange {
             let dst = dst_node.as_ref().ok_or(Errno::ENOENT)?;
-            self.ensure_upper(dst, Data::All)?;
+            let dst_link = Link {
+                parent: dst_parent.clone(),
+                name: newname.to_vec(),
+            };
+            self.ensure_upper_as(dst, Data::All, Some(dst_link))?;
+        } else if dst_node.is_some() {
+            self.copy_up_linked_lower(&dst_parent, newname)?;
         }
 
         let same_dir = Arc::ptr_eq(&src_parent, &dst_parent);
@@ -513,18 +555,26 @@ impl StrataFs {
         let newname_c = sys::cstr(newname).map_err(|e| errno(&e))?;
 
         // Directories keep reading their lower content from where it was: record it.
-        let src_path_now = self.upper_rel(&src_node)?;
-        self.mark_moved_dir(
+        self.mark_moved(
             &src_node,
-            &src_path_now,
             dst_now.is_some() || self.lower_has(&dst_state_guard, &src_state, newname),
         )?;
+        // The object a plain rename replaces lives on for its open files and other names.
+        let replaced_object = match &dst_node {
+            Some(dn)
+                if !exchange
+                    && dst_now.is_some_and(|(i, _)| i == dn.ino)
+                    && dn.kind != FileType::Directory =>
+            {
+                self.open_node_path(dn).ok().map(Arc::new)
+            }
+            _ => None,
+        };
 
         if exchange {
             // The other directory moves too: mark it at its place before the swap.
             if let Some(dn) = &dst_node {
-                let dn_path = self.upper_rel(dn)?;
-                self.mark_moved_dir(dn, &dn_path, true)?;
+                self.mark_moved(dn, true)?;
             }
             ops::rename_at(
                 src_dir.as_fd(),
@@ -603,10 +653,14 @@ impl StrataFs {
             if let Some(l) = src_lower {
                 dst_state.redirects.insert(newname.to_vec(), l);
             }
-            let mut a = src_node.inner.write();
-            let mut b = dn.inner.write();
-            std::mem::swap(&mut a.name, &mut b.name);
-            std::mem::swap(&mut a.parent, &mut b.parent);
+            // Each inode keeps its other names; only the two exchanged names trade places.
+            src_node
+                .inner
+                .write()
+                .move_link((src_parent.ino, name), &dst_parent, newname);
+            dn.inner
+                .write()
+                .move_link((dst_parent.ino, newname), &src_parent, name);
         } else {
             src_state.remove_name(name);
             let moved_lower = src_node
@@ -625,12 +679,16 @@ impl StrataFs {
             }
             drop(src_state);
             drop(dst_state_guard);
-            if let Some(dn) = &dst_node {
-                self.detach_node(dn, &dst_parent, newname);
+            let replaced = dst_node
+                .as_ref()
+                .filter(|dn| dst_now.is_some_and(|(i, _)| i == dn.ino));
+            if let Some(dn) = replaced {
+                self.detach_node(dn, dst_parent.ino, newname, replaced_object);
             }
-            let mut inner = src_node.inner.write();
-            inner.parent = Some(dst_parent.clone());
-            inner.name = newname.to_vec();
+            src_node
+                .inner
+                .write()
+                .move_link((src_parent.ino, name), &dst_parent, newname);
         }
         Ok(())
     }
@@ -652,7 +710,7 @@ impl StrataFs {
     /// lower name exists becomes opaque, so nothing of the new place leaks into it.
     /// A copied-up lower hard link that moves keeps a redirect to its lower path, as the
     /// kernel writes with index=on, so its origin stays reachable by path.
-    fn mark_moved_hard_link(&self, node: &Node, upper_path: &[u8]) -> Result<(), Errno> {
+    fn mark_moved_hard_link(&self, node: &Node) -> Result<(), Errno> {
         let (lower, nlink) = {
             let inner = node.inner.read();
             (inner.lower.clone(), inner.attr.nlink)
@@ -660,30 +718,23 @@ impl StrataFs {
         let Some(lower) = lower.filter(|_| nlink > 1) else {
             return Ok(());
         };
-        let fd = self
-            .writable_upper()?
-            .open_path(upper_path)
-            .map_err(|e| errno(&e))?;
+        self.writable_upper()?;
+        let fd = self.upper_object(node)?;
         let mut target = b"/".to_vec();
         target.extend_from_slice(&lower.rel);
         ovl::set(fd.as_fd(), self.marker_ns, Marker::Redirect, &target).map_err(|e| errno(&e))
     }
 
-    fn mark_moved_dir(
-        &self,
-        node: &Node,
-        upper_path: &[u8],
-        lands_on_lower: bool,
-    ) -> Result<(), Errno> {
+    fn mark_moved(&self, node: &Node, lands_on_lower: bool) -> Result<(), Errno> {
         if node.kind == FileType::RegularFile {
-            return self.mark_moved_hard_link(node, upper_path);
+            return self.mark_moved_hard_link(node);
         }
         if node.kind != FileType::Directory {
             return Ok(());
         }
-        let upper = self.writable_upper()?;
+        self.writable_upper()?;
         let lower = node.inner.read().lower.clone();
-        let fd = upper.open_path(upper_path).map_err(|e| errno(&e))?;
+        let fd = self.upper_object(node)?;
         match lower {
             Some(l) if !l.dir_layers.is_empty() => {
                 let mut target = b"/".to_vec();

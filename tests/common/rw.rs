@@ -37,6 +37,20 @@ pub fn umount(path: &Path, lazy: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// A clean unmount that waits out a short EBUSY: a test thread forking a child holds copies
+/// of another thread's fds (on this mount too) until the child's exec closes them.
+pub fn umount_when_idle(path: &Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match umount(path, false) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => return r,
+        }
+    }
+}
+
 /// mount(2) with a data string, for overlay and tmpfs.
 pub fn mount_fs(fstype: &str, target: &Path, data: &str) -> std::io::Result<()> {
     let (src, fs, dat) = (
@@ -173,9 +187,9 @@ impl StrataChild {
         }
     }
 
-    /// A clean unmount; fails if the mount is busy or the daemon does not exit by itself.
+    /// A clean unmount; fails if the mount stays busy or the daemon does not exit by itself.
     pub fn unmount(mut self) -> Result<(), String> {
-        umount(&self.spec.mountpoint, false)
+        umount_when_idle(&self.spec.mountpoint)
             .map_err(|e| format!("umount {}: {e}", self.spec.mountpoint.display()))?;
         self.reap(Duration::from_secs(10))
     }
@@ -256,7 +270,7 @@ impl KernelMount {
 
     /// A clean unmount (on failure, drop detaches the mount).
     pub fn unmount(self) -> Result<(), String> {
-        umount(&self.mountpoint, false)
+        umount_when_idle(&self.mountpoint)
             .map_err(|e| format!("umount {}: {e}", self.mountpoint.display()))
     }
 }

@@ -59,6 +59,9 @@ pub type LiveCheck<'a> = &'a dyn Fn(&Path, &Path) -> Result<(), String>;
 pub struct Options<'a> {
     /// Paths whose differences are expected (documented divergences; the caller checks them).
     pub ignore_paths: &'a [&'a str],
+    /// Paths whose differences are expected in the upper dirs only (the merged views, after
+    /// remounts and cross mounts, must still agree).
+    pub ignore_upper_paths: &'a [&'a str],
     /// Extra assertions on (kernel mount, stratafs mount) after the operations.
     pub live_check: Option<LiveCheck<'a>>,
     pub format: Format,
@@ -107,6 +110,8 @@ pub fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> St
 /// Collects the differences of every comparison stage of one run.
 pub struct Differences<'a> {
     pub ignore: &'a [&'a str],
+    /// Ignored in the upper-dir comparison only.
+    pub ignore_upper: &'a [&'a str],
     pub lower_layers: &'a [PathBuf],
     pub found: Vec<String>,
 }
@@ -114,8 +119,13 @@ pub struct Differences<'a> {
 impl Differences<'_> {
     /// Compares snapshot `a` with `b`; each is (name for the report, tree).
     pub fn check(&mut self, stage: &str, a: (&str, &Tree), b: (&str, &Tree), view: View) {
+        let upper_only: &[&str] = if matches!(view, View::Upper(_)) {
+            self.ignore_upper
+        } else {
+            &[]
+        };
         let ignored = |line: &String| {
-            self.ignore.iter().any(|p| {
+            self.ignore.iter().chain(upper_only).any(|p| {
                 line.strip_prefix(p)
                     .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('/'))
             })
@@ -138,33 +148,50 @@ pub fn snap(path: &Path, view: View, what: &str) -> Result<Tree, String> {
 /// How long stratafs may take over one operation (or one tree walk) before it counts as hung.
 pub const STALL: Duration = Duration::from_secs(30);
 
+/// A note for the report when the watchdog had to kill a stalled daemon.
+fn hung(watchdog: &Watchdog, i: usize) -> String {
+    if watchdog.fired() {
+        format!("stratafs hung (no progress for {STALL:?}, killed) at or after operation #{i}\n")
+    } else {
+        String::new()
+    }
+}
+
 /// Runs `ops` differentially; Err describes the first stage that differs.
 pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report, String> {
     let scratch = TempDir::new("wu");
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
 
-    let kernel = KernelMount::mount(
+    let mut kernel = KernelMount::mount(
         &k.layers,
         Some((&k.upper, &k.work)),
         &k.mnt,
         opts.format.kernel_opts(),
     )?;
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let mut strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
 
     let mut log = Vec::new();
     let mut outcomes = Vec::new();
-    let watchdog = Watchdog::new(strata.pid(), STALL);
-    let hung = |i: usize| {
-        if watchdog.fired() {
-            format!(
-                "stratafs hung (no progress for {STALL:?}, killed) at or after operation #{i}\n"
-            )
-        } else {
-            String::new()
-        }
-    };
+    let mut watchdog = Watchdog::new(strata.pid(), STALL);
     for (i, op) in ops.iter().enumerate() {
+        if *op == Op::Remount {
+            // Both sides start over from their upper dirs: nothing may live only in memory.
+            drop(watchdog);
+            kernel.unmount()?;
+            strata.unmount()?;
+            kernel = KernelMount::mount(
+                &k.layers,
+                Some((&k.upper, &k.work)),
+                &k.mnt,
+                opts.format.kernel_opts(),
+            )?;
+            strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+            watchdog = Watchdog::new(strata.pid(), STALL);
+            log.push(format!("  #{i} {op:?}"));
+            outcomes.push(Ok(String::new()));
+            continue;
+        }
         let ko = apply(&k.mnt, op);
         let so = apply(&s.mnt, op);
         watchdog.tick();
@@ -172,7 +199,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
         if ko != so {
             return Err(format!(
                 "{}operation #{i} {op:?}: kernel {}, stratafs {}\n{}",
-                hung(i),
+                hung(&watchdog, i),
                 describe(&ko),
                 describe(&so),
                 log.join("\n")
@@ -190,6 +217,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     // Every stage runs even after one differs: together they tell where a difference comes from.
     let mut differences = Differences {
         ignore: opts.ignore_paths,
+        ignore_upper: opts.ignore_upper_paths,
         lower_layers: &template.layers,
         found: Vec::new(),
     };
@@ -200,7 +228,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     }
     let kernel_merged = snap(&k.mnt, View::Merged, "the kernel mount")?;
     let strata_merged = snap(&s.mnt, View::Merged, "the stratafs mount")
-        .map_err(|e| format!("{}{e}", hung(ops.len())))?;
+        .map_err(|e| format!("{}{e}", hung(&watchdog, ops.len())))?;
     drop(watchdog);
     differences.check(
         "merged trees differ",

@@ -135,6 +135,23 @@ pub enum Op {
         len: usize,
         byte: u8,
     },
+    /// Opens `path`, renames `from` over it, then writes and fstats through the open fd: the
+    /// file renamed over keeps living through the fd, with no name left.
+    #[allow(dead_code)] // only the write_union crate's identity tests use it
+    OpenRenameOver {
+        path: &'static str,
+        from: &'static str,
+    },
+    /// Renames `from` over `to` and reports what `other` (another name of `to`'s inode) shows
+    /// afterwards: its link count, and whether its ctime moved.
+    #[allow(dead_code)] // only the write_union crate's identity tests use it
+    RenameOverLink {
+        from: &'static str,
+        to: &'static str,
+        other: &'static str,
+    },
+    /// Unmounts and mounts again on the same dirs (the runner does it; `apply` cannot).
+    Remount,
 }
 
 impl Op {
@@ -169,6 +186,16 @@ impl Op {
                 *from = f(from);
                 *to = f(to);
             }
+            Op::OpenRenameOver { path, from } => {
+                *path = f(path);
+                *from = f(from);
+            }
+            Op::RenameOverLink { from, to, other } => {
+                *from = f(from);
+                *to = f(to);
+                *other = f(other);
+            }
+            Op::Remount => {}
         }
         op
     }
@@ -330,6 +357,37 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
                 gone.map_or("still there".into(), sysc::errno_name)
             ))
         }
+        Op::OpenRenameOver { path, from } => {
+            let fd = sysc::open(&p(path), libc::O_RDWR | NB, 0)?;
+            sysc::rename2(&p(from), &p(path), 0)?;
+            sysc::write_all_at(&fd, Some(0), b"through the fd")?;
+            let st = sysc::fstat(&fd)?;
+            let data = sysc::pread_all(&fd)?;
+            fd.close()?;
+            let now = sysc::lstat(&p(path))?;
+            Ok(format!(
+                "fd: size {} nlink {} fnv {:016x}; name: size {} nlink {}",
+                st.st_size,
+                st.st_nlink,
+                fnv(&data),
+                now.st_size,
+                now.st_nlink
+            ))
+        }
+        Op::RenameOverLink { from, to, other } => {
+            let before = sysc::lstat(&p(other))?;
+            // Past the timestamp granularity of the host filesystem.
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            sysc::rename2(&p(from), &p(to), 0)?;
+            let after = sysc::lstat(&p(other))?;
+            let moved =
+                (after.st_ctime, after.st_ctime_nsec) > (before.st_ctime, before.st_ctime_nsec);
+            Ok(format!(
+                "{other}: nlink {} -> {}, ctime moved: {moved}",
+                before.st_nlink, after.st_nlink
+            ))
+        }
+        Op::Remount => unreachable!("the runner remounts"),
     }
 }
 

@@ -169,6 +169,7 @@ pub fn stress_run(template: &Template, seed: u64) -> Result<StressReport, String
 
     let mut differences = Differences {
         ignore: &[],
+        ignore_upper: &[],
         lower_layers: &template.layers,
         found: Vec::new(),
     };
