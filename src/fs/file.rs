@@ -252,7 +252,7 @@ impl StrataFs {
             Some(b) => reply.created_passthrough(
                 &TTL,
                 &attr,
-                fuser::Generation(0),
+                self.generation(&attr),
                 FileHandle(fh),
                 FopenFlags::empty(),
                 &b,
@@ -260,7 +260,7 @@ impl StrataFs {
             None => reply.created(
                 &TTL,
                 &attr,
-                fuser::Generation(0),
+                self.generation(&attr),
                 FileHandle(fh),
                 FopenFlags::empty(),
             ),

@@ -165,6 +165,11 @@ impl StrataFs {
         }
     }
 
+    /// The generation of an entry's node, to reply with (see `NodeTable::lookup_or_insert`).
+    fn generation(&self, attr: &fuser::FileAttr) -> fuser::Generation {
+        fuser::Generation(self.nodes.generation(attr.ino.0))
+    }
+
     /// Design figure: entries and heap bytes of the lower index over all loaded directories.
     pub fn index_stats(&self) -> (usize, usize) {
         self.dirs.values().iter().fold((0, 0), |(n, b), d| {
@@ -237,7 +242,7 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent, name) {
-            Ok((attr, _)) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok((attr, _)) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) if e == Errno::ENOENT => {
                 // A negative entry the kernel may cache: a later create goes through the daemon
                 // and replaces it.
@@ -310,7 +315,7 @@ impl Filesystem for StrataFs {
     ) {
         let spec = write::NewObject::Node { mode, umask, rdev };
         match self.do_create_object(req, parent, name, spec) {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -326,7 +331,7 @@ impl Filesystem for StrataFs {
     ) {
         let spec = write::NewObject::Dir { mode, umask };
         match self.do_create_object(req, parent, name, spec) {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -357,7 +362,7 @@ impl Filesystem for StrataFs {
             target: target.as_os_str(),
         };
         match self.do_create_object(req, parent, link_name, spec) {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -387,7 +392,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         match self.do_link(ino, newparent, newname) {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
