@@ -27,8 +27,13 @@ pub struct Cli {
 pub enum Command {
     /// Mount a stack of layers at MOUNTPOINT.
     Mount(MountArgs),
-    /// Unmount a stratafs mount.
-    Umount { mountpoint: PathBuf },
+    /// Unmount a stratafs mount (its sub-mounts first).
+    Umount {
+        /// Unmount whatever filesystem is there, not only a stratafs mount.
+        #[arg(long)]
+        force: bool,
+        mountpoint: PathBuf,
+    },
     /// Mount an embedded three-layer demo image at MOUNTPOINT.
     Demo { mountpoint: PathBuf },
     /// Manage volumes: create, ls, inspect, rm, prune.
@@ -49,13 +54,21 @@ pub struct MountArgs {
     /// Stay in the foreground (the default).
     #[arg(short, long, conflicts_with = "daemon")]
     pub foreground: bool,
+    /// Debug output (every request and every failed operation); implies --foreground.
+    #[arg(short, long, conflicts_with = "daemon")]
+    pub debug: bool,
+    /// Append log lines to FILE (default: stderr in the foreground, the system log with --daemon).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     /// Return once the mount is live and serve it from a background process.
     #[arg(long)]
     pub daemon: bool,
-    /// Named or anonymous volume: NAME:/path[:ro|:nocopy] or /path; repeatable.
+    /// Named or anonymous volume: NAME:/path[:ro|:nocopy] or /path; /host/dir:/path is a
+    /// bind, as in Docker; repeatable.
     #[arg(long = "volume", value_name = "SPEC")]
     pub volumes: Vec<String>,
-    /// Host directory or file shown at a path: HOSTPATH:/path[:ro]; repeatable.
+    /// Host directory or file shown at a path: HOSTPATH:/path[:ro]; repeatable. HOSTPATH may
+    /// hold ':' (the target is the last part starting with '/').
     #[arg(long = "bind", value_name = "SPEC")]
     pub binds: Vec<String>,
     /// Memory-only directory: /path[:size=BYTES,mode=OCTAL]; repeatable.
@@ -74,8 +87,8 @@ pub struct MountArgs {
     #[arg(long)]
     pub no_passthrough: bool,
     /// Number of request threads (default: twice the CPUs, at least 4).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
     pub mountpoint: PathBuf,
 }
 
@@ -83,15 +96,14 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
     if compat::is_compat_invocation(&args) {
         return run_compat(&args);
     }
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        // --help and --version are not errors; clap prints them.
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return Ok(());
-        }
-        Err(e) => return Err(e.to_string().trim_end().replace('\n', " ")),
-    };
+    // Usage errors, --help and --version: clap prints them in its own layout and exits
+    // (status 2 for a usage error, 0 for help).
+    let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
+    if let Command::Mount(args) = &cli.command {
+        crate::logging::init(args.debug, Some(&args.mountpoint));
+    } else {
+        crate::logging::init(false, None);
+    }
     match cli.command {
         Command::Mount(args) => {
             let mut submounts = Vec::new();
@@ -114,13 +126,14 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
                 work: args.work,
                 volatile: args.volatile,
                 passthrough: !args.no_passthrough,
-                threads: args.threads,
+                threads: args.threads.map(usize::from),
+                log_file: args.log_file,
                 fsname: None,
                 ..Default::default()
             };
-            daemon::mount(&spec, args.daemon)
+            daemon::mount(&spec, args.daemon && !args.debug).map(drop)
         }
-        Command::Umount { mountpoint } => daemon::umount(&mountpoint),
+        Command::Umount { force, mountpoint } => daemon::umount(&mountpoint, force),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
         Command::Volume(args) => crate::volume::cli::run(args),
     }
@@ -142,6 +155,7 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         }
         CompatInvocation::Mount(m) => m,
     };
+    crate::logging::init(m.debug, Some(&m.mountpoint));
     for w in m.warnings.iter().chain(&unsupported_options(&m)) {
         eprintln!("stratafs: warning: {w}");
     }
@@ -158,9 +172,10 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         nodev: m.flags.nodev,
         nosuid: m.flags.nosuid,
         noexec: m.flags.noexec,
+        log_file: m.log_file.clone(),
         ..Default::default()
     };
-    daemon::mount(&spec, !(m.foreground || m.debug))
+    daemon::mount(&spec, !(m.foreground || m.debug)).map(drop)
 }
 
 /// Options fuse-overlayfs accepts that stratafs parses but does not act on, each with why.

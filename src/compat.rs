@@ -29,7 +29,8 @@ usage: fuse-overlayfs [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=DIR,workdir
 Options: lowerdir= (top-most first, '\\:' escapes a colon), upperdir=, workdir=, volatile,
 fsync=0|1, noacl, uidmapping=C:H:N[:C:H:N...], gidmapping=..., squash_to_root, squash_to_uid=N,
 squash_to_gid=N, context=\"LABEL\", xattr_permissions=0|1|2, timeout=SECONDS, threaded=0|1,
-static_nlink, noxattrs=0|1, and the usual mount flags (ro, nodev, nosuid, noexec, ...).
+static_nlink, noxattrs=0|1, log_file=PATH, and the usual mount flags (ro, nodev, nosuid,
+noexec, ...).
 Unknown options are ignored with a warning.
   -f            stay in the foreground
   -d            debug output (implies -f)
@@ -86,6 +87,8 @@ pub struct CompatMount {
     /// `ro` together with an upper dir keeps `upper`/`work` set and only sets this.
     pub read_only: bool,
     pub flags: MountFlags,
+    /// `log_file=PATH`: where the daemon's log lines go.
+    pub log_file: Option<PathBuf>,
     pub warnings: Vec<String>,
 }
 
@@ -543,7 +546,14 @@ fn apply_options(options: &[u8], cwd: Option<&Path>) -> Result<CompatMount, Stri
         threaded: None,
         static_nlink: false,
         read_only: false,
-        flags: MountFlags::default(),
+        // fuse-overlayfs 1.10's default, and what podman's default `mountopt = "nodev"`
+        // asks for (podman strips kernel flags before running the mount program, so the
+        // default is what podman gets). setuid programs keep working: no nosuid by default.
+        flags: MountFlags {
+            nodev: true,
+            ..MountFlags::default()
+        },
+        log_file: None,
         warnings: Vec::new(),
     };
     let mut given = Given::default();
@@ -690,6 +700,7 @@ fn apply_option(
         // Mount propagation (podman :O volumes pass it); the caller's mount setup decides that.
         "private" => {}
         "debug" => m.debug = true,
+        "log_file" => m.log_file = Some(path("PATH")?),
         "ro" => given.ro = true,
         "rw" => given.ro = false,
         "nodev" => m.flags.nodev = true,
@@ -1024,6 +1035,29 @@ mod tests {
         assert_eq!(m.upper, Some(PathBuf::from("/u")));
         assert_eq!(m.work, Some(PathBuf::from("/w")));
         assert!(!m.acl);
+    }
+
+    #[test]
+    fn nodev_but_not_nosuid_by_default() {
+        let m = parse(&["fuse-overlayfs", "-o", "lowerdir=/l", "/m"]).unwrap();
+        assert!(m.flags.nodev && !m.flags.nosuid && !m.flags.noexec);
+        let m = parse(&["fuse-overlayfs", "-o", "lowerdir=/l,dev", "/m"]).unwrap();
+        assert!(!m.flags.nodev);
+    }
+
+    #[test]
+    fn log_file_option() {
+        let m = parse_in(
+            &["x", "-o", "lowerdir=/l,log_file=rel/s.log", "/mnt"],
+            "/cwd",
+        )
+        .unwrap();
+        assert_eq!(m.log_file, Some(PathBuf::from("/cwd/rel/s.log")));
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(
+            parse(&["x", "-o", "lowerdir=/l", "/mnt"]).unwrap().log_file,
+            None
+        );
     }
 
     #[test]

@@ -9,17 +9,44 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
 use crate::fs::{Options, StrataFs};
+use crate::fusemount;
 use crate::spec::MountSpec;
 use crate::submount;
 use crate::sys::process;
 
-pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
+/// Which process returns from [`mount`] with `detach`: the command the caller ran (once the
+/// mount is live) or the daemon (once it has stopped serving).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Launcher,
+    Daemon,
+}
+
+/// Mounts `spec` and serves it; with `detach`, from a background process.
+pub fn mount(spec: &MountSpec, detach: bool) -> Result<Role, String> {
+    let result = mount_and_serve(spec, detach);
+    if result != Ok(Role::Launcher) {
+        if let Some(dir) = &spec.remove_on_exit {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                log::warn!("cannot remove {}: {e}", dir.display());
+            }
+        }
+    }
+    result
+}
+
+fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
+    submount::check_distinct_targets(&spec.submounts)?;
+    spec.check_all_exist()?;
+    if let Some(file) = &spec.log_file {
+        crate::logging::to_file(file)?;
+    }
     let layers = spec.open_layers()?;
     spec.check_mountpoint()?;
     // Objects are created with exactly the mode the caller asked for.
@@ -46,28 +73,6 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
     let deny_writes = fs.deny_writes_handle();
 
     let mut config = Config::default();
-    config.mount_options = vec![
-        MountOption::FSName(spec.fsname.clone().unwrap_or_else(|| "stratafs".into())),
-        MountOption::Subtype("stratafs".into()),
-        MountOption::DefaultPermissions,
-        if spec.nodev {
-            MountOption::NoDev
-        } else {
-            MountOption::Dev
-        },
-        if spec.nosuid {
-            MountOption::NoSuid
-        } else {
-            MountOption::Suid
-        },
-        MountOption::NoAtime,
-    ];
-    if spec.noexec {
-        config.mount_options.push(MountOption::NoExec);
-    }
-    if read_only {
-        config.mount_options.push(MountOption::RO);
-    }
     config.acl = SessionACL::All;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -76,12 +81,37 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
     config.n_threads = Some(spec.threads.unwrap_or((cores * 2).max(4)));
     config.clone_fd = true;
 
-    let session = Session::new(fs, &spec.mountpoint, &config).map_err(|e| {
+    let flags = fusemount::Flags {
+        read_only,
+        nodev: spec.nodev,
+        nosuid: spec.nosuid,
+        noexec: spec.noexec,
+    };
+    let fsname = spec.fsname.clone().unwrap_or_else(|| "stratafs".into());
+    let mount_failed = |e: std::io::Error| {
         format!(
             "mountpoint {}: mount failed: {e}",
             spec.mountpoint.display()
         )
-    })?;
+    };
+    let (session, own) = match fusemount::mount(&spec.mountpoint, &fsname, flags) {
+        Ok((fd, own)) => {
+            let session = Session::from_fd(fs, fd, config.acl, config).map_err(|e| {
+                let _ = process::umount(&own.path, true);
+                mount_failed(e)
+            })?;
+            (session, own)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // Not allowed to mount (no CAP_SYS_ADMIN here): fusermount3 mounts for us.
+            config.mount_options = fuser_options(&fsname, flags);
+            let session = Session::new(fs, &spec.mountpoint, &config).map_err(mount_failed)?;
+            let own = fusemount::OwnMount::find(&spec.mountpoint, flags)
+                .ok_or_else(|| mount_failed(std::io::Error::other("not in the mount table")))?;
+            (session, own)
+        }
+        Err(e) => return Err(mount_failed(e)),
+    };
 
     // With detach, the parent waits on this socket for the child's verdict.
     let mut verdict: Option<UnixStream> = None;
@@ -93,11 +123,14 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
                 // The child owns the session now; this process must not unmount on exit.
                 std::mem::forget(session);
                 drop(child_end);
-                return wait_for_child(parent_end);
+                return wait_for_child(parent_end).map(|()| Role::Launcher);
             }
             process::Forked::Child => {
                 drop(parent_end);
                 process::detach_stdio().map_err(|e| format!("cannot detach: {e}"))?;
+                if spec.log_file.is_none() {
+                    crate::logging::to_syslog();
+                }
                 verdict = Some(child_end);
             }
         }
@@ -109,10 +142,20 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
         .spawn()
         .map_err(|e| format!("cannot start serving: {e}"))?;
 
-    let attached = submount::attach_all(&spec.mountpoint, &spec.submounts, volumes.as_mut());
+    let attached =
+        submount::attach_all(&own.path, &spec.submounts, volumes.as_mut()).and_then(|_| {
+            if spec.read_only_union && !read_only {
+                own.make_read_only().map_err(|e| {
+                    format!(
+                        "mountpoint {}: cannot make the union read-only: {e}",
+                        own.path.display()
+                    )
+                })?;
+            }
+            Ok(())
+        });
     if let Err(e) = attached {
-        submount::detach_all(&spec.mountpoint);
-        let _ = process::umount(&spec.mountpoint, true);
+        own.unmount();
         let _ = background.join();
         tell(verdict.as_mut(), &format!("error: {e}"));
         return Err(e);
@@ -123,21 +166,23 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<(), String> {
     tell(verdict.as_mut(), "ok");
     drop(verdict);
 
-    let mountpoint: PathBuf = spec.mountpoint.clone();
+    let signalled = own.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let sig = process::wait_for_signal(&signals);
-            log::info!("signal {sig}: unmounting {}", mountpoint.display());
-            unmount_tree(&mountpoint);
+            log::info!("signal {sig}: unmounting {}", signalled.path.display());
+            signalled.unmount();
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
 
+    // The session ends when the kernel ends it (the mount went away): nothing is left to
+    // unmount then, and the path may already hold someone else's new mount.
     let result = background
         .join()
         .map_err(|e| format!("session ended with an error: {e}"));
     drop(volumes);
-    result
+    result.map(|()| Role::Daemon)
 }
 
 fn tell(to: Option<&mut UnixStream>, message: &str) {
@@ -156,27 +201,45 @@ fn wait_for_child(from: UnixStream) -> Result<(), String> {
     }
 }
 
-/// Unmounts the sub-mounts, then the union (lazily if still busy).
-fn unmount_tree(mountpoint: &Path) {
-    submount::detach_all(mountpoint);
-    if let Err(e) = process::umount(mountpoint, false) {
-        log::warn!(
-            "unmount of {} failed ({e}); detaching it",
-            mountpoint.display()
-        );
-        let _ = process::umount(mountpoint, true);
+/// fuser's options for the fusermount3 fallback, matching what [`fusemount::mount`] sets.
+fn fuser_options(fsname: &str, flags: fusemount::Flags) -> Vec<MountOption> {
+    let mut options = vec![
+        MountOption::FSName(fsname.into()),
+        MountOption::Subtype("stratafs".into()),
+        MountOption::DefaultPermissions,
+        if flags.nodev {
+            MountOption::NoDev
+        } else {
+            MountOption::Dev
+        },
+        if flags.nosuid {
+            MountOption::NoSuid
+        } else {
+            MountOption::Suid
+        },
+        MountOption::NoAtime,
+    ];
+    if flags.noexec {
+        options.push(MountOption::NoExec);
     }
+    if flags.read_only {
+        options.push(MountOption::RO);
+    }
+    options
 }
 
-/// `stratafs umount MOUNTPOINT`: unmount sub-mounts and the union; the daemon exits by itself.
-pub fn umount(mountpoint: &Path) -> Result<(), String> {
+/// `stratafs umount [--force] MOUNTPOINT`: unmount sub-mounts and the union; the daemon exits
+/// by itself. Another filesystem at MOUNTPOINT (fuse-overlayfs, a kernel overlay) is left
+/// alone unless `force`.
+pub fn umount(mountpoint: &Path, force: bool) -> Result<(), String> {
     match crate::mountinfo::mount_at(mountpoint) {
-        Some(m) if m.fs_type == "fuse" || m.fs_type.starts_with("fuse.") => {}
+        Some(m) if fusemount::is_stratafs(&m) || force => {}
         Some(m) => {
             return Err(format!(
-                "{}: not a stratafs mount (type {}): use umount",
+                "{}: not a stratafs mount (type {}, source {}): unmount it with umount, or pass --force",
                 mountpoint.display(),
-                m.fs_type
+                m.fs_type,
+                m.source
             ))
         }
         None => {

@@ -108,9 +108,17 @@ pub fn run(mountpoint: &Path) -> Result<(), String> {
         layers,
         mountpoint: mountpoint.to_path_buf(),
         passthrough: true,
+        // The unpacked image is the daemon's alone: gone when it exits (or fails to mount).
+        remove_on_exit: Some(root.clone()),
         ..Default::default()
     };
-    crate::daemon::mount(&spec, true)?;
+    if crate::daemon::mount(&spec, true)? == crate::daemon::Role::Daemon {
+        return Ok(());
+    }
+    // The command that ran us (`cargo run` users have no `stratafs` on their PATH).
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "stratafs".into());
     let m = mountpoint.display();
     println!(
         "stratafs demo mounted at {m} (layers in {})",
@@ -125,6 +133,6 @@ pub fn run(mountpoint: &Path) -> Result<(), String> {
     );
     println!("  stat -c '%i %n' {m}/etc/*   # inode numbers: layer slot in the high bits");
     println!();
-    println!("when done: stratafs umount {m}");
+    println!("when done: {me} umount {m}");
     Ok(())
 }

@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match stratafs::cli::run(std::env::args_os().collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

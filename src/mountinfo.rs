@@ -81,6 +81,18 @@ pub fn binds_of(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The stratafs union a sub-mount at `path` sits in: the deepest stratafs mount above it
+/// (also one whose daemon is gone). `path` itself when there is none.
+pub fn union_above(path: &Path) -> PathBuf {
+    mounts()
+        .into_iter()
+        .filter(|m| m.mount_point != path && path.starts_with(&m.mount_point))
+        .filter(crate::fusemount::is_stratafs)
+        .max_by_key(|m| m.mount_point.as_os_str().len())
+        .map(|m| m.mount_point)
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,10 @@ pub struct MountSpec {
     pub state_dir: Option<PathBuf>,
     pub threads: Option<usize>,
     pub fsname: Option<String>,
+    /// Where log lines go once the daemon runs (None: stderr, or the system log if detached).
+    pub log_file: Option<PathBuf>,
+    /// A directory the daemon deletes when it exits (the demo's unpacked image).
+    pub remove_on_exit: Option<PathBuf>,
     /// The namespace the union writes its overlay markers in (trusted unless rootless).
     pub marker_ns: crate::ovl::Namespace,
 }
@@ -49,11 +53,54 @@ fn require_dir(path: &Path, what: &str, fix: &str) -> Result<(), String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             Err(format!("{what} {}: does not exist: {fix}", describe(path)))
         }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(stale_mount(path)),
         Err(e) => Err(format!("{what} {}: {e}: {fix}", describe(path))),
     }
 }
 
+/// What to say about a FUSE mount whose daemon is gone (every access fails with ENOTCONN).
+fn stale_mount(path: &Path) -> String {
+    format!(
+        "the mount at {} is stale (its daemon is gone): run `stratafs umount {}` (or umount -l), then mount again",
+        describe(path),
+        describe(path)
+    )
+}
+
 impl MountSpec {
+    /// Reports every missing directory at once (layers, upper, work, mountpoint), so that a
+    /// first try does not fail once per path. One missing path is left to the checks that
+    /// follow, whose message is specific to it.
+    pub fn check_all_exist(&self) -> Result<(), String> {
+        let wanted = self
+            .layers
+            .iter()
+            .map(|p| ("layer", p))
+            .chain(self.upper.iter().map(|p| ("upper dir", p)))
+            .chain(self.work.iter().map(|p| ("work dir", p)))
+            .chain(std::iter::once(("mountpoint", &self.mountpoint)));
+        let missing: Vec<(&str, &PathBuf)> = wanted
+            .filter(|(_, p)| {
+                std::fs::symlink_metadata(p)
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            })
+            .collect();
+        if missing.len() < 2 {
+            return Ok(());
+        }
+        let list: Vec<String> = missing
+            .iter()
+            .map(|(what, p)| format!("{what} {}", describe(p)))
+            .collect();
+        let paths: Vec<String> = missing.iter().map(|(_, p)| describe(p)).collect();
+        Err(format!(
+            "{} directories do not exist: {}: create them first (mkdir -p {})",
+            missing.len(),
+            list.join(", "),
+            paths.join(" ")
+        ))
+    }
+
     /// Validates paths and opens the layers (bottom first).
     pub fn open_layers(&self) -> Result<Vec<Layer>, String> {
         if self.layers.is_empty() {

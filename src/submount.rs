@@ -63,22 +63,38 @@ pub fn check_target(target: &str) -> Result<PathBuf, String> {
     Ok(p.to_path_buf())
 }
 
-fn split_suffix(spec: &str) -> (&str, Vec<&str>) {
-    let mut parts = spec.split(':');
-    let first = parts.next().unwrap_or("");
-    (first, parts.collect())
+/// Splits `SOURCE:/target[:OPTS]` where SOURCE may itself hold ':' (a host path): the
+/// target is the last ':'-separated part starting with '/', the options (comma or ':'
+/// separated, Docker accepts both) follow it, and everything before it is the source.
+fn split_source_target(spec: &str) -> Option<(&str, &str, Vec<&str>)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let at = (1..parts.len())
+        .rev()
+        .find(|&i| parts[i].starts_with('/'))?;
+    let source_len = parts[..at].iter().map(|p| p.len() + 1).sum::<usize>() - 1;
+    let options = parts[at + 1..]
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+        .collect();
+    Some((&spec[..source_len], parts[at], options))
 }
 
-/// `NAME:/path[:ro|:nocopy]` or `/path` (anonymous).
+/// `NAME:/path[:ro|:rw|:nocopy]`, `/path` (anonymous), or, as Docker reads `-v`,
+/// `/host/path:/path[:ro]` (a bind). Options may be joined with commas (`ro,nocopy`).
 pub fn parse_volume(spec: &str) -> Result<SubMount, String> {
-    let (first, rest) = split_suffix(spec);
-    let (name, target, opts) = if first.starts_with('/') {
-        (None, first, rest)
-    } else {
-        let target = rest.first().ok_or_else(|| {
-            format!("--volume {spec:?}: expected NAME:/path[:ro|:nocopy] or /path")
-        })?;
-        (Some(first.to_string()), *target, rest[1..].to_vec())
+    let usage = "expected NAME:/path[:ro|:nocopy], /path, or /host/dir:/path[:ro] (a bind)";
+    let (name, target, opts) = match split_source_target(spec) {
+        None if spec.starts_with('/') => {
+            let (target, opts) = spec.split_once(':').unwrap_or((spec, ""));
+            let opts = opts.split([':', ',']).filter(|o| !o.is_empty()).collect();
+            (None, target, opts)
+        }
+        None => return Err(format!("--volume {spec:?}: {usage}")),
+        Some((source, _, _)) if source.starts_with('/') => {
+            return parse_bind(spec).map_err(|e| e.replacen("--bind", "--volume", 1));
+        }
+        Some((name, target, opts)) => (Some(name.to_string()), target, opts),
     };
     let mut read_only = false;
     let mut nocopy = false;
@@ -119,15 +135,14 @@ pub fn check_volume_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// `HOSTPATH:/path[:ro]`.
+/// `HOSTPATH:/path[:ro]`; HOSTPATH may hold ':' (the target is the last part starting with '/').
 pub fn parse_bind(spec: &str) -> Result<SubMount, String> {
-    let (host, rest) = split_suffix(spec);
-    let target = rest
-        .first()
-        .ok_or_else(|| format!("--bind {spec:?}: expected HOSTPATH:/path[:ro]"))?;
+    let (host, target, opts) = split_source_target(spec).ok_or_else(|| {
+        format!("--bind {spec:?}: expected HOSTPATH:/path[:ro] (the target inside the mount is absolute)")
+    })?;
     let mut read_only = false;
-    for o in &rest[1..] {
-        match *o {
+    for o in opts {
+        match o {
             "ro" => read_only = true,
             "rw" => read_only = false,
             other => {
@@ -165,9 +180,16 @@ pub fn parse_tmpfs(spec: &str) -> Result<SubMount, String> {
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o.split_once('=') {
             Some(("size", v)) => {
-                size = Some(parse_size(v).ok_or_else(|| {
+                let bytes = parse_size(v).ok_or_else(|| {
                     format!("--tmpfs {spec:?}: bad size {v:?} (bytes, or with k/m/g)")
-                })?)
+                })?;
+                // The kernel reads size=0 as "no limit": almost never what was meant.
+                if bytes == 0 {
+                    return Err(format!(
+                        "--tmpfs {spec:?}: size=0 would mean no size limit: give a size, or leave size= out for no limit"
+                    ));
+                }
+                size = Some(bytes)
             }
             Some(("mode", v)) => {
                 mode = u32::from_str_radix(v, 8)
@@ -199,6 +221,19 @@ fn parse_size(v: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// Refuses two sub-mounts on one target (Docker does too): the later would hide the earlier.
+pub fn check_distinct_targets(subs: &[SubMount]) -> Result<(), String> {
+    for (i, a) in subs.iter().enumerate() {
+        if subs[..i].iter().any(|b| b.target == a.target) {
+            return Err(format!(
+                "target {}: given twice (--volume, --bind or --tmpfs): one sub-mount per path",
+                a.target.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Where volume data lives; the store behind it records which mount uses which volume.
 pub trait VolumeProvider {
     /// Returns the data directory of the volume (creating it on first use) and whether it
@@ -207,59 +242,94 @@ pub trait VolumeProvider {
 }
 
 /// Opens the target inside the mount without following symlinks, creating missing
-/// directories (and, for a file bind, an empty file) through the mount itself.
-fn open_target(mnt: &OwnedFd, target: &Path, file: bool) -> io::Result<OwnedFd> {
+/// directories (and, for a file bind, an empty file) through the mount itself; each object
+/// created is added to `created` (as a path inside the mount), for removal if mounting fails.
+fn open_target(
+    mnt: &OwnedFd,
+    target: &Path,
+    file: bool,
+    created: &mut Vec<PathBuf>,
+) -> io::Result<OwnedFd> {
     let parts: Vec<&std::ffi::OsStr> = target.iter().skip(1).collect();
     let mut dir = sys::open_beneath(mnt.as_fd(), c".", libc::O_PATH | libc::O_DIRECTORY, 0)?;
+    let mut here = PathBuf::from("/");
     for (i, part) in parts.iter().enumerate() {
         let name = sys::cstr(part.as_bytes())?;
         let last = i + 1 == parts.len();
+        here.push(part);
         match sys::open_beneath(dir.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0) {
             Ok(fd) => dir = fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 let parent =
                     sys::open_beneath(dir.as_fd(), c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                if last && file {
-                    drop(sys::open_beneath(
+                let made = if last && file {
+                    sys::open_beneath(
                         parent.as_fd(),
                         &name,
                         libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
                         0o644,
-                    )?);
+                    )
+                    .map(drop)
                 } else {
-                    ops::mkdir_at(parent.as_fd(), &name, 0o755)?;
-                }
+                    ops::mkdir_at(parent.as_fd(), &name, 0o755)
+                };
+                made.map_err(|e| match e.raw_os_error() {
+                    Some(libc::EROFS) => io::Error::other(format!(
+                        "{} does not exist in the image, and a read-only union cannot create it: \
+                         create it in a layer, or pass --upper and --work",
+                        here.display()
+                    )),
+                    _ => e,
+                })?;
+                created.push(here.clone());
                 dir = sys::open_beneath(parent.as_fd(), &name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
             }
             Err(e) => return Err(e),
         }
         let st = sys::fstat(dir.as_fd())?;
         let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
         if (!last || !file) && !is_dir {
             return Err(io::Error::other(format!(
-                "{} is not a directory in the image (a {} is there)",
-                target.display(),
-                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
-                    "symlink"
-                } else {
-                    "non-directory"
-                }
+                "{} is not a directory in the image (a {} is there): pick a target below a real directory",
+                here.display(),
+                if is_link { "symlink" } else { "non-directory" }
             )));
         }
-        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        if is_link {
             return Err(io::Error::other(format!(
                 "{} is a symlink in the image: a bind cannot replace it",
-                target.display()
+                here.display()
             )));
         }
         if last && file && is_dir {
             return Err(io::Error::other(format!(
                 "{} is a directory in the image: a file cannot be bound there",
-                target.display()
+                here.display()
             )));
         }
     }
     Ok(dir)
+}
+
+/// Undoes a failed attach: unmounts what was mounted and removes, deepest first, what was
+/// created for targets (through the mount, so the upper dir is left as it was).
+fn undo_attach(mountpoint: &Path, created: &[PathBuf]) {
+    detach_all(mountpoint);
+    for rel in created.iter().rev() {
+        let path = mountpoint.join(rel.strip_prefix("/").unwrap_or(rel));
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = removed {
+            log::warn!(
+                "cannot remove the target {} made for a sub-mount: {e}",
+                path.display()
+            );
+        }
+    }
 }
 
 /// Mounts every sub-mount under `mountpoint` (already serving), shallowest target first so
@@ -271,13 +341,28 @@ pub fn attach_all(
 ) -> Result<Vec<PathBuf>, String> {
     let mnt = sys::open_dir_path(mountpoint)
         .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+    let mut created = Vec::new();
+    let attached = attach_each(mountpoint, &mnt, subs, volumes, &mut created);
+    if attached.is_err() {
+        undo_attach(mountpoint, &created);
+    }
+    attached
+}
+
+fn attach_each(
+    mountpoint: &Path,
+    mnt: &OwnedFd,
+    subs: &[SubMount],
+    volumes: &mut dyn VolumeProvider,
+    created: &mut Vec<PathBuf>,
+) -> Result<Vec<PathBuf>, String> {
     let mut order: Vec<&SubMount> = subs.iter().collect();
     order.sort_by_key(|s| s.target.components().count());
     let mut done = Vec::new();
     for sub in order {
         let what = sub.target.display().to_string();
         let is_file_bind = matches!(&sub.kind, Kind::Bind { host } if !host.is_dir());
-        let target = open_target(&mnt, &sub.target, is_file_bind)
+        let target = open_target(mnt, &sub.target, is_file_bind, created)
             .map_err(|e| format!("target {what}: {e}"))?;
         match &sub.kind {
             Kind::Volume { name, nocopy } => {
@@ -412,6 +497,56 @@ mod tests {
         assert!(parse_volume("a/b:/data").is_err());
         assert!(parse_volume("db:/data:bogus").is_err());
         assert!(parse_volume("db:relative").is_err());
+    }
+
+    #[test]
+    fn docker_volume_forms_parse() {
+        // A path source is a bind, as `docker run -v /host:/data` reads it.
+        let b = parse_volume("/tmp:/data:ro").unwrap();
+        assert_eq!(
+            b.kind,
+            Kind::Bind {
+                host: PathBuf::from("/tmp")
+            }
+        );
+        assert!(b.read_only);
+        let v = parse_volume("db:/data:ro,nocopy").unwrap();
+        assert!(v.read_only);
+        assert_eq!(
+            v.kind,
+            Kind::Volume {
+                name: Some("db".into()),
+                nocopy: true
+            }
+        );
+        let a = parse_volume("/cache:ro").unwrap();
+        assert!(a.read_only && a.target == Path::new("/cache"));
+    }
+
+    #[test]
+    fn bind_sources_may_hold_colons() {
+        assert_eq!(
+            split_source_target("/a:b/c:/data:ro"),
+            Some(("/a:b/c", "/data", vec!["ro"]))
+        );
+        assert_eq!(
+            split_source_target("/a:/b:/c"),
+            Some(("/a:/b", "/c", vec![]))
+        );
+        assert_eq!(split_source_target("/only"), None);
+        assert_eq!(split_source_target("/host:relative"), None);
+    }
+
+    #[test]
+    fn tmpfs_size_zero_and_duplicate_targets_are_refused() {
+        assert!(parse_tmpfs("/t:size=0")
+            .unwrap_err()
+            .contains("no size limit"));
+        let subs = [parse_tmpfs("/t").unwrap(), parse_volume("v:/t").unwrap()];
+        assert!(check_distinct_targets(&subs)
+            .unwrap_err()
+            .contains("given twice"));
+        assert!(check_distinct_targets(&subs[..1]).is_ok());
     }
 
     #[test]

@@ -148,12 +148,49 @@ fn mountpoint_already_mounted_by_kernel_overlay() {
     assert_eq!(types_at(&mnt), ["overlay"]);
 }
 
+/// clap's usage errors keep clap's layout (the option on the first line, a Usage line) and
+/// exit with status 2; nothing is mounted.
 #[test]
-fn unknown_option_is_one_line() {
+fn unknown_option_names_the_option_in_clap_layout() {
     let (_t, good, mnt) = setup("bad-option");
+    let out = Command::new(STRATAFS)
+        .arg("mount")
+        .args(layer_args(&[&good]))
+        .arg("--no-such-option")
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(
+        err.lines().next(),
+        Some("error: unexpected argument '--no-such-option' found"),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.starts_with("Usage: stratafs mount")),
+        "{err}"
+    );
+    assert!(types_at(&mnt).is_empty());
+}
+
+#[test]
+fn every_missing_directory_is_named_in_one_message() {
+    let (t, good, _) = setup("bad-missing-all");
+    let upper = t.path().join("no-upper");
+    let work = t.path().join("no-work");
+    let mnt = t.path().join("no-mnt");
     let mut args = layer_args(&[&good]);
-    args.push("--no-such-option".into());
-    expect_refusal(&args, &mnt, None, "--no-such-option");
+    args.extend(["--upper".into(), upper.clone().into()]);
+    args.extend(["--work".into(), work.clone().into()]);
+    let fix = format!(
+        "mkdir -p {} {} {}",
+        upper.display(),
+        work.display(),
+        mnt.display()
+    );
+    expect_refusal(&args, &mnt, Some(&upper), &fix);
+    assert!(!upper.exists() && !work.exists() && !mnt.exists());
 }
 
 /// A mountpoint inside a layer: the layer then contains the mount, and a daemon that walks

@@ -720,13 +720,116 @@ fn volume_rm_is_refused_while_a_crashed_mount_still_holds_the_volume() {
         o.status,
         text(&o.stderr)
     );
+    // The error names the union's mountpoint (what `stratafs umount` takes), not the
+    // volume's own mount below it, and `volume ls` agrees that the volume is used.
+    let err = text(&o.stderr);
+    let advice = format!("(stratafs umount {})", env.mnt.display());
+    assert!(err.contains(&advice), "{err}");
+    let mnt = env.mnt.to_str().unwrap();
+    assert_eq!(env.volumes()["held"]["UsedBy"], serde_json::json!([mnt]));
+    let table = env.volume_ok(&["ls"]);
     assert!(
-        text(&o.stderr).contains(env.mnt.to_str().unwrap()),
-        "{}",
-        text(&o.stderr)
+        table
+            .lines()
+            .any(|l| l.contains("  held  ") && l.ends_with(mnt)),
+        "{table}"
     );
+    // The advice works, and then the volume is free.
+    let out = Command::new(stratafs_bin())
+        .arg("umount")
+        .arg(&env.mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(env.volumes()["held"]["UsedBy"], serde_json::json!([]));
     drop(m);
     env.volume_ok(&["rm", "held"]);
+}
+
+#[test]
+fn submount_errors_name_the_symlink_on_the_way_and_a_missing_target() {
+    let env = Env::new("errpath");
+    fs::create_dir_all(env.image.join("real/lib")).unwrap();
+    symlink("real", env.image.join("var")).unwrap();
+    let err = env.refused(true, &["--volume", "v:/var/lib/data"]);
+    assert!(
+        err.contains("/var is not a directory in the image (a symlink is there)"),
+        "{err}"
+    );
+    // Without a writable layer a missing target cannot be made: say so and what to do.
+    let err = env.refused(false, &["--tmpfs", "/real/missing/t"]);
+    assert!(
+        err.contains("/real/missing does not exist in the image") && err.contains("--upper"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_refused_mount_removes_the_targets_it_made_in_the_upper() {
+    let env = Env::new("undo");
+    symlink("/etc", env.image.join("sneaky")).unwrap();
+    // /made/t (two levels) is made and mounted before /sneaky/x/y (three) fails.
+    let err = env.refused(true, &["--tmpfs", "/made/t", "--tmpfs", "/sneaky/x/y"]);
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(names(&env.upper), Vec::<String>::new(), "left in the upper");
+    // And the image and a later mount see no trace of them.
+    let m = env.mount(&[]);
+    assert!(!env.at("made").exists());
+    m.unmount();
+}
+
+#[test]
+fn docker_volume_forms() {
+    let env = Env::new("docker");
+    put(&env.host.join("hf"), b"host");
+    // A host dir whose path holds ':' (the target is the last part starting with '/').
+    let colon = env.root().join("a:b");
+    put(&colon.join("cf"), b"colon");
+    let host_as_volume = format!("{}:/hostdata:ro", env.host.display());
+    let colon_bind = format!("{}:/colon", colon.display());
+    let m = env.mount(&[
+        "--volume",
+        &host_as_volume,
+        "--volume",
+        "nv:/data:ro,nocopy",
+        "--bind",
+        &colon_bind,
+    ]);
+    // -v /host:/path is a bind, as in Docker: no volume is made, the host dir shows.
+    assert_eq!(read(&env.at("hostdata/hf")), b"host");
+    assert!(!env.vol_data("host").exists());
+    let e = errno(
+        fs::write(env.at("hostdata/new"), b"x"),
+        "write to a ro bind",
+    );
+    assert_eq!(e, libc::EROFS);
+    // ro,nocopy: both options apply.
+    assert!(names(&env.vol_data("nv")).is_empty());
+    let e = errno(fs::write(env.at("data/new"), b"x"), "write to a ro volume");
+    assert_eq!(e, libc::EROFS);
+    assert_eq!(read(&env.at("colon/cf")), b"colon");
+    m.unmount();
+}
+
+#[test]
+fn two_submounts_on_one_target_and_a_zero_tmpfs_size_are_refused() {
+    let env = Env::new("dup");
+    let bind = format!("{}:/data", env.host.display());
+    for args in [
+        &["--volume", "a:/data", "--tmpfs", "/data"][..],
+        &["--bind", &bind, "--volume", "b:/data"],
+        &["--tmpfs", "/t", "--tmpfs", "/t"],
+    ] {
+        let err = env.refused(true, args);
+        assert!(err.contains("given twice"), "{args:?}: {err}");
+    }
+    let err = env.refused(true, &["--tmpfs", "/t:size=0"]);
+    assert!(
+        err.contains("size=0") && err.contains("no size limit"),
+        "{err}"
+    );
+    let made: Vec<String> = env.volumes().into_keys().collect();
+    assert!(made.is_empty(), "a refused mount made volumes: {made:?}");
 }
 
 #[test]
@@ -1467,9 +1570,11 @@ fn bad_volume_names_and_targets_are_refused_with_one_line() {
     let long = "x".repeat(129);
     let host = env.host.display().to_string();
     let mut bad: Vec<Vec<String>> = Vec::new();
-    for name in ["..", "a/b", "", ".hidden", "-dash", &long, "a b", "."] {
+    for name in ["..", "a/b", "", ".hidden", &long, "a b", "."] {
         bad.push(vec!["--volume".into(), format!("{name}:/data")]);
     }
+    // Glued, or clap would take "-dash..." for a flag.
+    bad.push(vec!["--volume=-dash:/data".into()]);
     for target in [
         "data", "/", "/a/../b", "/..", "/a//b", "//a", "/a/./b", "/a/", "",
     ] {

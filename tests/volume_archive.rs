@@ -918,3 +918,47 @@ fn export_of_a_1gib_volume_runs_in_bounded_memory() {
         "peak RSS {rss} KiB: the export must stream"
     );
 }
+
+#[test]
+fn export_writes_through_devices_and_symlinks_instead_of_replacing_them() {
+    let tmp = TempDir::new("outputs");
+    let st = tmp.state();
+    ok(&st, &["create", "v"]);
+    std::fs::write(data_dir(&st, "v").join("f"), b"content").unwrap();
+    // A private null device and a symlink to an archive file.
+    let null = tmp.0.join("null");
+    sh(
+        "mknod",
+        &[
+            null.as_os_str(),
+            OsStr::new("c"),
+            OsStr::new("1"),
+            OsStr::new("3"),
+        ],
+    );
+    ok(&st, &["export", "v", "-o", null.to_str().unwrap()]);
+    assert!(std::fs::symlink_metadata(&null)
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    let target = tmp.0.join("target.tar");
+    std::fs::write(&target, b"old archive, longer than nothing").unwrap();
+    let link = tmp.0.join("link.tar");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    ok(&st, &["export", "v", "-o", link.to_str().unwrap()]);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    ok(&st, &["import", "--create", "w", target.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(data_dir(&st, "w").join("f")).unwrap(),
+        b"content"
+    );
+    let stray: Vec<_> = std::fs::read_dir(&tmp.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}

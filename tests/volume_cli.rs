@@ -193,7 +193,17 @@ fn create_inspect_ls_rm() {
     assert_eq!(names(&st, &[]), ["cache", "db"]);
     let table = ok(&st, &["ls"]);
     assert!(table.starts_with("CREATED"), "{table}");
-    assert!(table.lines().any(|l| l.ends_with("  db")), "{table}");
+    assert!(
+        table.starts_with("CREATED") && table.contains("USED BY"),
+        "{table}"
+    );
+    // Unused: "-" in the USED BY column.
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("  db  ") && l.ends_with("  -")),
+        "{table}"
+    );
     let lines: Vec<Value> = ok(&st, &["ls", "--format", "json"])
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -335,7 +345,7 @@ fn rm_refused_while_a_live_mount_uses_the_volume() {
     assert!(
         table
             .lines()
-            .any(|l| l.contains(" 1 ") && l.ends_with("db")),
+            .any(|l| l.contains("  db  ") && l.ends_with(mnt.0.to_str().unwrap())),
         "{table}"
     );
     assert_eq!(ok(&st, &["prune", "-a"]), "Total reclaimed space: 0B\n");
@@ -378,7 +388,7 @@ fn damaged_volumes_are_reported_and_removable() {
     let o = run(&st, &["ls"]);
     assert!(o.status.success());
     assert!(
-        stdout(&o).lines().any(|l| l.ends_with("db")),
+        stdout(&o).lines().any(|l| l.contains("  db  ")),
         "{}",
         stdout(&o)
     );
@@ -409,7 +419,7 @@ fn damaged_volumes_are_reported_and_removable() {
 fn symlinked_volume_is_an_error_and_never_followed() {
     let tmp = TempDir::new("symlink");
     let st = tmp.state();
-    ok(&st, &["ls"]);
+    std::fs::create_dir_all(st.join("volumes")).unwrap();
     let outside = tmp.0.join("outside");
     std::fs::create_dir_all(outside.join("_data")).unwrap();
     std::fs::write(outside.join("_data/secret"), b"s").unwrap();
@@ -580,4 +590,26 @@ fn mount_daemon_leases_its_volumes() {
         ok(&st, &["rm", "pgdata", &anon]),
         format!("pgdata\n{anon}\n")
     );
+}
+
+#[test]
+fn looking_at_a_missing_state_dir_creates_nothing() {
+    let tmp = TempDir::new("nostate");
+    let st = tmp.0.join("not-there");
+    assert_eq!(ok(&st, &["ls"]), "CREATED               NAME  USED BY\n");
+    assert_eq!(ok(&st, &["ls", "-q"]), "");
+    assert_eq!(ok(&st, &["prune"]), "Total reclaimed space: 0B\n");
+    let err = fails(&st, &["inspect", "db"]);
+    assert!(err.contains("no such volume: db"), "{err}");
+    let err = fails(&st, &["rm", "db"]);
+    assert!(err.contains("no such volume: db"), "{err}");
+    ok(&st, &["rm", "-f", "db"]);
+    assert!(
+        !st.exists(),
+        "a read-only volume command created {}",
+        st.display()
+    );
+    // Creating a volume is what makes the state dir.
+    ok(&st, &["create", "db"]);
+    assert!(st.join("volumes/db/_data").is_dir());
 }

@@ -8,6 +8,7 @@ mod copy;
 mod dir;
 mod file;
 mod lookup;
+mod lowerdata;
 mod setattr;
 mod write;
 mod xattr;
@@ -71,6 +72,21 @@ pub struct StrataFs {
     deny_writes: Arc<AtomicBool>,
 }
 
+/// The one place a failed operation is logged: debug level, with its errno (`-d` shows them,
+/// next to fuser's debug line for each request).
+trait LogFailure {
+    fn logged(self, op: &str) -> Self;
+}
+
+impl<T> LogFailure for Result<T, Errno> {
+    fn logged(self, op: &str) -> Self {
+        if let Err(e) = &self {
+            log::debug!("{op} failed: errno {}", e.code());
+        }
+        self
+    }
+}
+
 fn errno(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
 }
@@ -116,6 +132,7 @@ impl StrataFs {
                     slot: top_slot,
                     rel: b".".to_vec(),
                     dir_layers: all_layers,
+                    ..LowerRef::default()
                 }),
                 upper: has_upper,
                 object: None,
@@ -241,7 +258,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.do_lookup(parent, name) {
+        match self.do_lookup(parent, name).logged("lookup") {
             Ok((attr, _)) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) if e == Errno::ENOENT => {
                 // A negative entry the kernel may cache: a later create goes through the daemon
@@ -258,7 +275,7 @@ impl Filesystem for StrataFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.do_getattr(ino, fh) {
+        match self.do_getattr(ino, fh).logged("getattr") {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
         }
@@ -290,14 +307,14 @@ impl Filesystem for StrataFs {
             atime: time_or_now(atime),
             mtime: time_or_now(mtime),
         };
-        match self.do_setattr(req, ino, fh, change) {
+        match self.do_setattr(req, ino, fh, change).logged("setattr") {
             Ok(attr) => reply.attr(&TTL, &attr),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.do_readlink(ino) {
+        match self.do_readlink(ino).logged("readlink") {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(e),
         }
@@ -314,7 +331,10 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         let spec = write::NewObject::Node { mode, umask, rdev };
-        match self.do_create_object(req, parent, name, spec) {
+        match self
+            .do_create_object(req, parent, name, spec)
+            .logged("mknod")
+        {
             Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
@@ -330,21 +350,24 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         let spec = write::NewObject::Dir { mode, umask };
-        match self.do_create_object(req, parent, name, spec) {
+        match self
+            .do_create_object(req, parent, name, spec)
+            .logged("mkdir")
+        {
             Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_remove(parent, name, false) {
+        match self.do_remove(parent, name, false).logged("unlink") {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_remove(parent, name, true) {
+        match self.do_remove(parent, name, true).logged("rmdir") {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -361,7 +384,10 @@ impl Filesystem for StrataFs {
         let spec = write::NewObject::Symlink {
             target: target.as_os_str(),
         };
-        match self.do_create_object(req, parent, link_name, spec) {
+        match self
+            .do_create_object(req, parent, link_name, spec)
+            .logged("symlink")
+        {
             Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
@@ -377,7 +403,10 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.do_rename(parent, name, newparent, newname, flags) {
+        match self
+            .do_rename(parent, name, newparent, newname, flags)
+            .logged("rename")
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -391,7 +420,7 @@ impl Filesystem for StrataFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.do_link(ino, newparent, newname) {
+        match self.do_link(ino, newparent, newname).logged("link") {
             Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
@@ -427,7 +456,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(fh, offset, data) {
+        match self.do_write(fh, offset, data).logged("write") {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
@@ -466,7 +495,7 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.do_fsync(fh, datasync) {
+        match self.do_fsync(fh, datasync).logged("fsync") {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -518,7 +547,7 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.do_fsyncdir(ino, datasync) {
+        match self.do_fsyncdir(ino, datasync).logged("fsyncdir") {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -554,7 +583,10 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.do_setxattr(ino, name, Some((value, flags))) {
+        match self
+            .do_setxattr(ino, name, Some((value, flags)))
+            .logged("setxattr")
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -569,7 +601,7 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_setxattr(ino, name, None) {
+        match self.do_setxattr(ino, name, None).logged("removexattr") {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -608,7 +640,10 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.do_fallocate(fh, offset, length, mode) {
+        match self
+            .do_fallocate(fh, offset, length, mode)
+            .logged("fallocate")
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -623,7 +658,7 @@ impl Filesystem for StrataFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.do_lseek(fh, offset, whence) {
+        match self.do_lseek(fh, offset, whence).logged("lseek") {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(e),
         }
@@ -642,7 +677,10 @@ impl Filesystem for StrataFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.do_copy_file_range(fh_in, offset_in, fh_out, offset_out, len) {
+        match self
+            .do_copy_file_range(fh_in, offset_in, fh_out, offset_out, len)
+            .logged("copy_file_range")
+        {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }

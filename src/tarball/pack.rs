@@ -225,10 +225,14 @@ impl<W: Write> Packer<'_, W> {
         let size = st.st_size as u64;
         let mut header = header_for(st, EntryType::Regular, size);
         let mut stream = FileStream::new(fd.as_fd(), size, self.progress);
+        if (st.st_blocks as u64) * 512 >= size {
+            // Fully allocated: no holes to look for.
+            stream.data_until = size;
+        }
         let result = self.builder.append_data(
             &mut header,
             as_path(path),
-            BufReader::with_capacity(1 << 20, &mut stream),
+            BufReader::with_capacity(read_buffer_size(size), &mut stream),
         );
         let failed = stream.read_error.take();
         let shrank = stream.shrank;
@@ -301,6 +305,12 @@ impl<W: Write> Packer<'_, W> {
             ArchiveError::Write(e)
         }
     }
+}
+
+/// Read buffer for a file: its size (a small file gets a small allocation, which malloc
+/// serves from its arena), up to 1 MiB for large ones.
+fn read_buffer_size(size: u64) -> usize {
+    size.clamp(512, 1 << 20) as usize
 }
 
 fn as_path(bytes: &[u8]) -> &Path {

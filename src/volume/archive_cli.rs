@@ -34,21 +34,29 @@ pub fn export(
             .try_clone_to_owned()
             .map(File::from)
             .map_err(|e| format!("cannot use stdout: {e}"))?;
-        let (out, packed) = store.export(
-            name,
-            BufWriter::with_capacity(IO_BUFFER, file),
-            consistent,
-            &mut progress,
-        )?;
+        let warnings = export_to(store, name, file, consistent, &mut progress, "stdout")?;
         drop(progress);
-        warn_all(&packed.warnings);
-        return out
-            .into_inner()
-            .map_err(|e| format!("cannot write the archive to stdout: {}", e.error()))
-            .map(drop);
+        warn_all(&warnings);
+        return Ok(());
     };
-    // Written to a temp file next to FILE and renamed over it: a failed export never leaves
-    // a truncated archive under the name.
+    if !is_plain_file_or_missing(path) {
+        // A device, FIFO or symlink (-o /dev/null, -o /dev/stdout): written through, as
+        // tar -f does; a rename would replace the object itself.
+        // O_TRUNC empties a regular file behind a symlink and is ignored by devices and FIFOs.
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let shown = path.display().to_string();
+        let warnings = export_to(store, name, file, consistent, &mut progress, &shown)?;
+        drop(progress);
+        warn_all(&warnings);
+        return Ok(());
+    }
+    // A regular file is written to a temp file next to it and renamed over it: a failed
+    // export never leaves a truncated archive under the name.
     let partial = partial_name(path);
     let file = OpenOptions::new()
         .write(true)
@@ -57,15 +65,15 @@ pub fn export(
         .open(&partial)
         .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
     let written = (|| -> Result<Vec<String>, String> {
-        let (out, packed) = store.export(
+        let shown = partial.display().to_string();
+        let warnings = export_to(
+            store,
             name,
-            BufWriter::with_capacity(IO_BUFFER, file),
+            file.try_clone().map_err(|e| e.to_string())?,
             consistent,
             &mut progress,
+            &shown,
         )?;
-        let file = out
-            .into_inner()
-            .map_err(|e| format!("cannot write {}: {}", partial.display(), e.error()))?;
         file.sync_all()
             .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
         // The archive gets the mode a new file of the caller would have.
@@ -73,7 +81,7 @@ pub fn export(
         std::fs::set_permissions(&partial, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .and_then(|()| std::fs::rename(&partial, path))
             .map_err(|e| format!("cannot move the archive to {}: {e}", path.display()))?;
-        Ok(packed.warnings)
+        Ok(warnings)
     })();
     drop(progress);
     match written {
@@ -85,6 +93,30 @@ pub fn export(
             let _ = std::fs::remove_file(&partial);
             Err(e)
         }
+    }
+}
+
+/// Exports through a 1 MiB buffer into `file`; returns the warnings.
+fn export_to(
+    store: &VolumeStore,
+    name: &str,
+    file: File,
+    consistent: bool,
+    progress: &mut Progress,
+    shown: &str,
+) -> Result<Vec<String>, String> {
+    let out = BufWriter::with_capacity(IO_BUFFER, file);
+    let (out, packed) = store.export(name, out, consistent, progress)?;
+    out.into_inner()
+        .map_err(|e| format!("cannot write the archive to {shown}: {}", e.error()))?;
+    Ok(packed.warnings)
+}
+
+/// Whether `path` is a regular file (not a symlink to one) or nothing yet.
+fn is_plain_file_or_missing(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
 }
 

@@ -145,9 +145,21 @@ fn view(v: &VolumeInfo) -> View<'_> {
 
 pub fn run(args: VolumeArgs) -> Result<(), String> {
     let state_dir = resolve_state_dir(args.state_dir.as_deref())?;
-    let store = VolumeStore::open(&state_dir)?;
     let mut out = String::new();
-    let result = execute(&store, args.command, &mut out);
+    let only_reads = matches!(
+        args.command,
+        VolumeCommand::Ls { .. }
+            | VolumeCommand::Inspect { .. }
+            | VolumeCommand::Rm { .. }
+            | VolumeCommand::Prune { .. }
+    );
+    let result = if state_dir.exists() || !only_reads {
+        let store = VolumeStore::open(&state_dir)?;
+        execute(&store, args.command, &mut out)
+    } else {
+        // Looking must not create the state dir: without it there are no volumes.
+        execute_without_store(args.command, &mut out)
+    };
     // Print what was done even when a later name failed.
     let mut stdout = std::io::stdout().lock();
     if let Err(e) = stdout
@@ -248,6 +260,45 @@ fn execute(store: &VolumeStore, command: VolumeCommand, out: &mut String) -> Res
     }
 }
 
+/// The commands on a state dir that does not exist: nothing to list, inspect, remove or prune.
+fn execute_without_store(command: VolumeCommand, out: &mut String) -> Result<(), String> {
+    let missing = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| VolumeError::NotFound(n.clone()).to_string())
+            .collect::<Vec<_>>()
+    };
+    match command {
+        VolumeCommand::Ls {
+            filters,
+            format,
+            quiet,
+        } => {
+            Filters::parse(&filters)?;
+            out.push_str(&render_ls(&[], format, quiet));
+            Ok(())
+        }
+        VolumeCommand::Inspect { names } => {
+            out.push_str("[]\n");
+            last_error(missing(&names))
+        }
+        VolumeCommand::Rm { force, names } => {
+            if force {
+                return Ok(());
+            }
+            last_error(missing(&names))
+        }
+        VolumeCommand::Prune { filters, .. } => {
+            let filters = Filters::parse(&filters)?;
+            filters.allow_only(&["label", "name"], "volume prune")?;
+            out.push_str(&format!("Total reclaimed space: {}\n", human_size(0)));
+            Ok(())
+        }
+        // Commands that write open (and so create) the store instead.
+        _ => Err("this volume command needs the state dir".into()),
+    }
+}
+
 pub(super) fn parse_labels(specs: &[String]) -> Result<BTreeMap<String, String>, VolumeError> {
     let mut labels = BTreeMap::new();
     for spec in specs {
@@ -278,18 +329,27 @@ fn render_ls(volumes: &[&VolumeInfo], format: Format, quiet: bool) -> String {
             }
         }
         Format::Table => {
-            s.push_str(&format!("{:<20}  {:<6}  {}\n", "CREATED", "MOUNTS", "NAME"));
+            let width = volumes
+                .iter()
+                .map(|v| v.name.len())
+                .chain(std::iter::once(4))
+                .max()
+                .unwrap_or(4);
+            s.push_str(&format!("{:<20}  {:<width$}  USED BY\n", "CREATED", "NAME"));
             for v in volumes {
                 let created = match &v.meta {
                     Ok(m) => m.created_at.as_str(),
                     Err(_) => "? (damaged)",
                 };
-                s.push_str(&format!(
-                    "{:<20}  {:<6}  {}\n",
-                    created,
-                    v.used_by.len(),
-                    v.name
-                ));
+                // Who uses it: the mountpoints of the mounts holding it.
+                let used_by = if v.used_by.is_empty() {
+                    "-".to_string()
+                } else {
+                    let list: Vec<String> =
+                        v.used_by.iter().map(|p| p.display().to_string()).collect();
+                    list.join(", ")
+                };
+                s.push_str(&format!("{created:<20}  {:<width$}  {used_by}\n", v.name));
             }
         }
     }

@@ -334,8 +334,22 @@ impl VolumeStore {
             data_dir,
             meta: meta::read(&dir),
             problem,
-            used_by: users.get(name).cloned().unwrap_or_default(),
+            used_by: self.holders(name, users),
         }
+    }
+
+    /// The mounts using volume `name`: those its leases name, plus any union still holding it
+    /// although no live daemon claims it (the daemon was killed), named by the union's
+    /// mountpoint (what `stratafs umount` takes).
+    fn holders(&self, name: &str, users: &BTreeMap<String, Vec<PathBuf>>) -> Vec<PathBuf> {
+        let mut holders = users.get(name).cloned().unwrap_or_default();
+        for bind in crate::mountinfo::binds_of(&self.volume_dir(name)) {
+            let union = crate::mountinfo::union_above(&bind);
+            if !holders.contains(&union) {
+                holders.push(union);
+            }
+        }
+        holders
     }
 
     pub(super) fn users(&self) -> Result<BTreeMap<String, Vec<PathBuf>>> {
@@ -409,15 +423,14 @@ impl VolumeStore {
         name: &str,
         users: &BTreeMap<String, Vec<PathBuf>>,
     ) -> Result<()> {
-        if let Some(mounts) = users.get(name).filter(|m| !m.is_empty()) {
+        let holders = self.holders(name, users);
+        if !holders.is_empty() {
             return Err(VolumeError::InUse {
                 name: name.to_string(),
-                mounts: mounts.clone(),
+                mounts: holders,
             });
         }
-        let mut inside = Liveness::now().mounts_under(&self.volume_dir(name));
-        // Still mounted somewhere although no live daemon claims it (its daemon was killed).
-        inside.extend(crate::mountinfo::binds_of(&self.volume_dir(name)));
+        let inside = Liveness::now().mounts_under(&self.volume_dir(name));
         if !inside.is_empty() {
             return Err(VolumeError::InUse {
                 name: name.to_string(),
