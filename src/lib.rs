@@ -25,6 +25,7 @@ mod merge;
 mod mountinfo;
 pub mod ovl;
 mod private_dir;
+mod rootless;
 mod sharded;
 mod spec;
 mod submount;

@@ -34,8 +34,8 @@ pub struct MountSpec {
     pub log_file: Option<PathBuf>,
     /// A directory the daemon deletes when it exits (the demo's unpacked image).
     pub remove_on_exit: Option<PathBuf>,
-    /// The namespace the union writes its overlay markers in (trusted unless rootless).
-    pub marker_ns: crate::ovl::Namespace,
+    /// Write the rootless (`userxattr`) format even where the privileged one is possible.
+    pub userxattr: bool,
 }
 
 fn describe(path: &Path) -> String {
