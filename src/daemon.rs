@@ -49,6 +49,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
     }
     let layers = spec.open_layers()?;
     spec.check_mountpoint()?;
+    spec.check_layout()?;
     // Objects are created with exactly the mode the caller asked for.
     crate::sys::ops::set_umask(0);
     let upper = spec.open_upper()?;

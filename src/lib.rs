@@ -23,6 +23,7 @@ mod logging;
 mod lowerwalk;
 mod merge;
 mod mountinfo;
+mod overlap;
 pub mod ovl;
 mod private_dir;
 mod rootless;
