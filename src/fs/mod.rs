@@ -334,6 +334,12 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        // A char device 0:0 is a whiteout in the upper dir: it would hide its name after a
+        // remount. Kernel overlayfs refuses to create one the same way.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            reply.error(Errno::EPERM);
+            return;
+        }
         let spec = write::NewObject::Node { mode, umask, rdev };
         match self
             .do_create_object(req, parent, name, spec)
