@@ -53,6 +53,7 @@ as_user() {
 pm() { as_user timeout -k 5 120 podman "$@"; }
 ba() { as_user timeout -k 5 120 buildah "$@"; }
 
+# shellcheck disable=SC2317 # reached through the exit trap
 cleanup() {
     pm rm -af >/dev/null 2>&1
     as_user timeout -k 5 60 podman system reset -f >/dev/null 2>&1
@@ -125,6 +126,7 @@ run_check() { # NAME CMD...: passes when CMD exits 0
 run_check import pm import --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' "$T/base.tar" localhost/rl-base:latest
 run_check build pm build --network=none -t localhost/rl-built:latest "$T/build"
 
+# shellcheck disable=SC2016 # expanded inside the container
 out=$(pm run --rm --network=none -v rlvol:/vol -v "$T/host:/host:ro" localhost/rl-built sh -c '
     echo "mode=$(stat -c %a /data/f)"; echo "owner=$(stat -c %u:%g /data/g)"; echo "mtime=$(stat -c %Y /data/h)"
     echo "tree=$(ls /opt/tree | tr "\n" " ")"; echo "moveme=$(test -e /opt/moveme && echo present || echo gone)"
@@ -156,6 +158,7 @@ for want in "C /data/g" "D /data/h" "A /newdir" "C /opt/moved"; do
     case " $diff" in *" $want "*) pass "diff: $want" ;; *) fail "diff: $want" "got: $diff" ;; esac
 done
 run_check commit pm commit rl-c1 localhost/rl-committed:latest
+# shellcheck disable=SC2016 # expanded inside the container
 out=$(pm run --rm --network=none localhost/rl-committed sh -c '
     echo "g=$(cat /data/g)"; echo "h=$(test -e /data/h && echo present || echo gone)"
     echo "newdir=$(test -d /newdir && echo dir)"; echo "moved=$(stat -c %a /opt/moved)"
@@ -182,5 +185,9 @@ fi
 
 # The mount program really ran as the user's namespace root, and stratafs chose the rootless format.
 calls=$(grep -c 'upperdir=' "$T/logs/mount.log" 2>/dev/null || echo 0)
-[ "$calls" -gt 0 ] && pass "mount_program used ($calls writable mounts)" || fail mount_program_used "no writable mount logged"
+if [ "$calls" -gt 0 ]; then
+    pass "mount_program used ($calls writable mounts)"
+else
+    fail mount_program_used "no writable mount logged"
+fi
 finish
