@@ -8,7 +8,7 @@ use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::sys::ops;
 
-pub struct CopyOptions {
+pub struct CopyOptions<'a> {
     /// Copy the file's data (false: an empty file, for open(O_TRUNC) and truncate(0)).
     pub with_data: bool,
     /// Copy metadata only (the kernel's metacopy format): a sparse file of the right size
@@ -17,6 +17,9 @@ pub struct CopyOptions {
     pub fsync: bool,
     /// Where the mount writes its markers.
     pub ns: ovl::Namespace,
+    /// Where the data is read from when it is not the source object itself (a metacopy
+    /// file in a lower layer holds only metadata).
+    pub data_from: Option<BorrowedFd<'a>>,
 }
 
 /// Copies the object behind `src` (an O_PATH fd) into `dest_dir/name`, atomically: the copy is
@@ -26,7 +29,7 @@ pub fn copy_up(
     work: BorrowedFd<'_>,
     dest_dir: BorrowedFd<'_>,
     name: &CStr,
-    opts: &CopyOptions,
+    opts: &CopyOptions<'_>,
 ) -> io::Result<()> {
     let st = sys::fstat(src)?;
     let tmp = crate::tempname::new("copyup")?;
@@ -50,7 +53,7 @@ fn make_copy(
     st: &libc::stat,
     work: BorrowedFd<'_>,
     tmp: &CStr,
-    opts: &CopyOptions,
+    opts: &CopyOptions<'_>,
 ) -> io::Result<()> {
     match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => {
@@ -64,7 +67,7 @@ fn make_copy(
                 ops::ftruncate(out.as_fd(), st.st_size as u64)?;
                 ovl::set(out.as_fd(), opts.ns, Marker::Metacopy, b"")?;
             } else if opts.with_data {
-                let input = ops::reopen(src, libc::O_RDONLY)?;
+                let input = ops::reopen(opts.data_from.unwrap_or(src), libc::O_RDONLY)?;
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
             }
             copy_metadata(src, st, out.as_fd())?;

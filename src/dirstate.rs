@@ -165,6 +165,7 @@ mod tests {
                         ..Attr::default()
                     },
                     dir_layers: vec![],
+                    moved: vec![],
                 })
                 .collect(),
         ))

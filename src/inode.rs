@@ -39,14 +39,109 @@ pub fn upper_ino(host_ino: u64) -> u64 {
 }
 
 /// Where a node's lower copy lives.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LowerRef {
     /// Layer of the winning object.
     pub slot: u16,
-    /// Path relative to every layer root (the same in each layer).
+    /// Path in the merged lower layers (what a redirect names); also the path in each layer
+    /// except those listed in `moved`.
     pub rel: Vec<u8>,
     /// For directories: the lower layers merged under it, top first.
     pub dir_layers: Vec<u16>,
+    /// Layers where the object (or an ancestor) lies at another path: a directory renamed in
+    /// a layer that was once an upper dir names its older copies by redirect. Nearly always
+    /// empty.
+    pub moved: Vec<(u16, Vec<u8>)>,
+    /// For a regular file: the layers of its parent directory, top first (where the data of
+    /// a metacopy lies).
+    pub siblings: Vec<u16>,
+    /// For a regular file: where its data lies, once looked at (None: not yet).
+    pub data: Option<LowerData>,
+}
+
+/// Where the data of a lower regular file lies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LowerData {
+    /// In the winning object itself.
+    Own,
+    /// The winning object is a metacopy (its layer was once an upper dir): the data is a
+    /// regular file in layer `.0` at path `.1`.
+    At(u16, Vec<u8>),
+    /// No layer below holds it: reads fail with EIO, as in the kernel.
+    Missing,
+}
+
+impl LowerRef {
+    /// The object's path in layer `slot`.
+    pub fn path_in(&self, slot: u16) -> &[u8] {
+        self.moved
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map_or(&self.rel[..], |(_, p)| &p[..])
+    }
+
+    /// The path of the winning object in its layer.
+    pub fn path(&self) -> &[u8] {
+        self.path_in(self.slot)
+    }
+
+    /// Where the file's data lies: (layer, path); EIO for a metacopy whose data is gone.
+    pub fn data_source(&self) -> std::io::Result<(u16, &[u8])> {
+        match &self.data {
+            None | Some(LowerData::Own) => Ok((self.slot, self.path())),
+            Some(LowerData::At(slot, path)) => Ok((*slot, path)),
+            Some(LowerData::Missing) => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+        }
+    }
+
+    /// The directory holding this object, as far as the lower layers tell: its path and
+    /// layers (`siblings`), for the search of a metacopy's data.
+    pub fn parent_dir(&self) -> LowerRef {
+        let dirname = |p: &[u8]| match p.iter().rposition(|b| *b == b'/') {
+            Some(i) => p[..i].to_vec(),
+            None => b".".to_vec(),
+        };
+        LowerRef {
+            slot: self.slot,
+            rel: dirname(&self.rel),
+            dir_layers: self.siblings.clone(),
+            moved: self.moved.iter().map(|(s, p)| (*s, dirname(p))).collect(),
+            ..LowerRef::default()
+        }
+    }
+
+    /// The lower reference of entry `name` of this directory, won by layer `slot`, with the
+    /// layers merged under it (`dir_layers`, for a directory) and the paths it has where they
+    /// are not the parent's path joined with `name` (`moved_here`, from the merge).
+    pub fn child(
+        &self,
+        name: &[u8],
+        slot: u16,
+        dir_layers: Vec<u16>,
+        moved_here: &[(u16, Vec<u8>)],
+    ) -> LowerRef {
+        let join = crate::layer::relpath::join;
+        let mut moved: Vec<(u16, Vec<u8>)> = self
+            .moved
+            .iter()
+            .filter(|(s, _)| !moved_here.iter().any(|(m, _)| m == s))
+            .map(|(s, p)| (*s, join(p, name)))
+            .collect();
+        moved.extend(moved_here.iter().cloned());
+        let siblings = if dir_layers.is_empty() {
+            self.dir_layers.clone()
+        } else {
+            Vec::new()
+        };
+        LowerRef {
+            slot,
+            rel: join(&self.rel, name),
+            dir_layers,
+            moved,
+            siblings,
+            data: None,
+        }
+    }
 }
 
 /// One name of a node: the directory that holds it and the name in that directory.

@@ -20,6 +20,7 @@ mod index;
 mod inode;
 mod layer;
 mod logging;
+mod lowerwalk;
 mod merge;
 mod mountinfo;
 pub mod ovl;

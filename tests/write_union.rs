@@ -24,11 +24,11 @@ mod sysc;
 #[path = "write_union/tree.rs"]
 mod tree;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use common::rw::{require_root, KernelMount};
+use common::rw::{require_root, KernelMount, StrataChild, StrataSpec};
 use common::tmp::TempDir;
-use differential::{random_runs, run, Options};
+use differential::{random_runs, run, Options, KERNEL_OPTS};
 use fixture::{build_template, Extras};
 use ops::{describe, Mode, Op, RenameFlags::*};
 use script::scripted_ops;
@@ -279,4 +279,148 @@ fn random_differential() {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+/// Which implementation writes the upper dir that is then stacked as a lower layer.
+#[derive(Clone, Copy, Debug)]
+enum Writer {
+    Kernel,
+    Stratafs,
+}
+
+/// Runs `ops` on `writer` over `layers` with a fresh upper dir and returns that upper dir (in
+/// `dir`/upper-`tag`); every operation must succeed.
+fn write_upper(
+    dir: &TempDir,
+    tag: &str,
+    writer: Writer,
+    layers: &[PathBuf],
+    ops: &[Op],
+) -> PathBuf {
+    let upper = dir.subdir(&format!("upper-{tag}"));
+    let work = dir.subdir(&format!("work-{tag}"));
+    let mnt = dir.subdir(&format!("mnt-{tag}"));
+    let apply_all = |root: &Path| {
+        for op in ops {
+            let outcome = ops::apply(root, op);
+            assert_eq!(describe(&outcome), "ok", "{writer:?}: {op:?}");
+        }
+    };
+    match writer {
+        Writer::Kernel => {
+            let m = KernelMount::mount(layers, Some((&upper, &work)), &mnt, KERNEL_OPTS)
+                .unwrap_or_else(|e| panic!("{e}"));
+            apply_all(&mnt);
+            m.unmount().unwrap_or_else(|e| panic!("{e}"));
+        }
+        Writer::Stratafs => {
+            let m = StrataChild::start(&StrataSpec {
+                layers: layers.to_vec(),
+                upper: Some((upper.clone(), work)),
+                mountpoint: mnt.clone(),
+                log: dir.path().join(format!("stratafs-{tag}.log")),
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            apply_all(&mnt);
+            m.unmount().unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    upper
+}
+
+/// A finished container's upper dir stacked as the next image layer (what containers/storage
+/// does) keeps what it recorded: renamed dirs (redirects, relative and absolute) show their
+/// older content from the layers below, metacopy files (chmod'ed, also renamed) their data
+/// from below. Compared with kernel overlayfs (redirect_dir=on, metacopy=on) on the rotated
+/// stack, for an upper written by the kernel and one written by stratafs, and changed again
+/// there (the unionmount suite's rename-dir, rename-pop-dir and rename-move-dir cases).
+#[test]
+fn upper_rotated_into_a_lower_layer() {
+    require_root();
+    #[rustfmt::skip]
+    let first = vec![
+        // rename-dir: a merged dir renamed in place (relative redirect).
+        Op::Rename { from: "d", to: "d-renamed", flags: Plain },
+        // rename-move-dir: a lower dir moved to another parent (absolute redirect).
+        Op::Rename { from: "sub/d", to: "moved", flags: Plain },
+        Op::Rename { from: "n", to: "d-renamed/n-in", flags: Plain },
+        // Metadata-only copy-ups, one of them renamed afterwards.
+        Op::Chmod { path: "d-renamed/g", mode: Mode(0o600) },
+        Op::Chmod { path: "sub/f", mode: Mode(0o640) },
+        Op::Rename { from: "sub/f", to: "f-moved", flags: Plain },
+    ];
+    #[rustfmt::skip]
+    let second = vec![
+        Op::ListDir { path: "d-renamed" },
+        Op::ListDir { path: "d-renamed/sub" },
+        Op::ListDir { path: "moved/n" },
+        Op::Read { path: "d-renamed/g" },
+        Op::Read { path: "f-moved" },
+        Op::Read { path: "moved/g" },
+        // rename-pop-dir: a redirected lower dir renamed again and populated.
+        Op::Rename { from: "d-renamed", to: "d-again", flags: Plain },
+        Op::Create { path: "d-again/new", mode: Mode(0o644), len: 10, byte: 1 },
+        Op::ListDir { path: "d-again" },
+        Op::Rename { from: "moved", to: "d-again/moved2", flags: Plain },
+        Op::ListDir { path: "d-again/moved2/n" },
+        // Copy-ups of lower metacopy files: data from the layer below them.
+        Op::Append { path: "f-moved", len: 3, byte: 2 },
+        Op::Chmod { path: "d-again/g", mode: Mode(0o644) },
+        Op::Read { path: "d-again/g" },
+        Op::Truncate { path: "d-again/moved2/g", size: 5 },
+    ];
+    for writer in [Writer::Kernel, Writer::Stratafs] {
+        let dir = TempDir::new("wu-rotate");
+        let template = build_template(&dir.subdir("template"), Extras::default());
+        let upper = write_upper(&dir, "first", writer, &template.layers, &first);
+        let mut layers = template.layers.clone();
+        layers.push(upper);
+        let rotated = fixture::Template { layers };
+        if let Err(e) = run(&rotated, &second, &Options::default()) {
+            panic!("upper written by {writer:?}, rotated into a lower layer: {e}");
+        }
+    }
+}
+
+/// A metacopy file in a lower layer whose data no layer below holds reads EIO, as in the
+/// kernel, never zeros.
+#[test]
+fn lower_metacopy_without_data_reads_eio() {
+    require_root();
+    let dir = TempDir::new("wu-rotate-nodata");
+    let template = build_template(&dir.subdir("template"), Extras::default());
+    let chmod = [Op::Chmod {
+        path: "g",
+        mode: Mode(0o600),
+    }];
+    let upper = write_upper(&dir, "first", Writer::Kernel, &template.layers, &chmod);
+    assert!(
+        sysc::lgetxattr(&upper.join("g"), b"trusted.overlay.metacopy").is_ok(),
+        "the kernel should have made g a metacopy"
+    );
+    // g's data is in the bottom layer only: drop it there.
+    std::fs::remove_file(template.layers[0].join("g")).unwrap();
+    let layers = vec![
+        template.layers[0].clone(),
+        template.layers[1].clone(),
+        upper,
+    ];
+    let read = Op::Read { path: "g" };
+    let kmnt = dir.subdir("kmnt");
+    let kernel = KernelMount::mount(&layers, None, &kmnt, "redirect_dir=on,metacopy=on")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let kernel_read = describe(&ops::apply(&kmnt, &read));
+    kernel.unmount().unwrap();
+    let smnt = dir.subdir("smnt");
+    let strata = StrataChild::start(&StrataSpec {
+        layers: layers.clone(),
+        upper: None,
+        mountpoint: smnt.clone(),
+        log: dir.path().join("stratafs.log"),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let strata_read = describe(&ops::apply(&smnt, &read));
+    strata.unmount().unwrap();
+    assert_eq!(kernel_read, "EIO");
+    assert_eq!(strata_read, "EIO");
 }

@@ -59,7 +59,7 @@ impl StrataFs {
         }
         let lower = node.inner.read().lower.clone().ok_or(Errno::EIO)?;
         let layer = &self.layers[lower.slot as usize];
-        let src_rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
+        let src_rel = relpath::to_cstring(lower.path()).map_err(|e| errno(&e))?;
         let src = layer
             .open(&src_rel, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(|e| errno(&e))?;
@@ -89,11 +89,25 @@ impl StrataFs {
             // The index link stood for this lower name; now the name has its own link.
             crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, -1);
         } else {
+            // A lower metacopy file: its metadata is copied from it, its data from below.
+            let data_src = match (node.kind, data) {
+                (FileType::RegularFile, Data::All) => {
+                    let (slot, path) = self.lower_data_source(node)?;
+                    let rel = relpath::to_cstring(&path).map_err(|e| errno(&e))?;
+                    Some(
+                        self.layers[slot as usize]
+                            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
+                            .map_err(|e| errno(&e))?,
+                    )
+                }
+                _ => None,
+            };
             let opts = CopyOptions {
                 with_data: data != Data::None,
                 metacopy: as_metacopy,
                 fsync: upper.fsync,
                 ns: self.marker_ns,
+                data_from: data_src.as_ref().map(|fd| fd.as_fd()),
             };
             copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
                 |e| {
@@ -181,10 +195,9 @@ impl StrataFs {
         let obj = self.upper_object(node)?;
         let target = ops::reopen(obj.as_fd(), libc::O_WRONLY).map_err(|e| errno(&e))?;
         if data == Data::All {
-            let lower = node.inner.read().lower.clone().ok_or(Errno::EIO)?;
-            let layer = &self.layers[lower.slot as usize];
-            let src_rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
-            let src = layer
+            let (slot, path) = self.lower_data_source(node)?;
+            let src_rel = relpath::to_cstring(&path).map_err(|e| errno(&e))?;
+            let src = self.layers[slot as usize]
                 .open(&src_rel, libc::O_RDONLY | libc::O_NOFOLLOW)
                 .map_err(|e| errno(&e))?;
             let size = sys::fstat(target.as_fd()).map_err(|e| errno(&e))?.st_size as u64;

@@ -134,11 +134,14 @@ impl StrataFs {
                 }
             }
         } else {
-            let lower = lower.ok_or(Errno::ENOENT)?;
-            let layer = &self.layers[lower.slot as usize];
-            let rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
+            lower.ok_or(Errno::ENOENT)?;
+            // A lower metacopy file's data lies in a layer further down.
+            let (slot, path) = self.lower_data_source(node)?;
+            let rel = relpath::to_cstring(&path).map_err(|e| errno(&e))?;
             let ro = (flags & !(libc::O_ACCMODE | libc::O_TRUNC | libc::O_APPEND)) | libc::O_RDONLY;
-            layer.open(&rel, ro).map_err(|e| errno(&e))?
+            self.layers[slot as usize]
+                .open(&rel, ro)
+                .map_err(|e| errno(&e))?
         };
         Ok(File::from(fd))
     }

@@ -114,8 +114,11 @@ impl StrataFs {
         if e.attr().nlink < 2 || e.attr().kind() != FileType::RegularFile {
             return None;
         }
-        let rel = relpath::to_cstring(&relpath::join(&dir.inner.read().lower.as_ref()?.rel, name))
-            .ok()?;
+        let rel = relpath::to_cstring(&relpath::join(
+            dir.inner.read().lower.as_ref()?.path_in(e.layer),
+            name,
+        ))
+        .ok()?;
         let obj = self.layers[e.layer as usize]
             .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
             .ok()?;
@@ -143,7 +146,7 @@ impl StrataFs {
                 continue;
             }
             let layer = &self.layers[e.layer as usize];
-            let Ok(rel) = relpath::to_cstring(&relpath::join(&lower.rel, name)) else {
+            let Ok(rel) = relpath::to_cstring(&relpath::join(lower.path_in(e.layer), name)) else {
                 continue;
             };
             let Ok(obj) = layer.open(&rel, libc::O_PATH | libc::O_NOFOLLOW) else {
@@ -169,11 +172,9 @@ impl StrataFs {
 
     fn lower_index(&self, lower: Option<&LowerRef>) -> Result<Arc<DirIndex>, Errno> {
         match lower {
-            Some(l) if !l.dir_layers.is_empty() => {
-                crate::merge::merge_lower_dir(&self.layers, &l.rel, &l.dir_layers)
-                    .map(Arc::new)
-                    .map_err(|e| errno(&e))
-            }
+            Some(l) if !l.dir_layers.is_empty() => crate::merge::merge_lower_dir(&self.layers, l)
+                .map(Arc::new)
+                .map_err(|e| errno(&e)),
             _ => Ok(Arc::default()),
         }
     }
@@ -197,10 +198,19 @@ impl StrataFs {
         self.resolve_lower_path(&path)
     }
 
+    /// The merged lower layers' root directory.
+    fn lower_root(&self) -> LowerRef {
+        LowerRef {
+            slot: self.layers.len().saturating_sub(1) as u16,
+            rel: b".".to_vec(),
+            dir_layers: (0..self.layers.len() as u16).rev().collect(),
+            ..LowerRef::default()
+        }
+    }
+
     /// Walks the lower layers (never the upper) from the root along `path`.
     fn resolve_lower_path(&self, path: &[u8]) -> Option<RedirectTarget> {
-        let mut sources: Vec<u16> = (0..self.layers.len() as u16).rev().collect();
-        let mut rel = b".".to_vec();
+        let mut dir = self.lower_root();
         let mut found = None;
         for part in path
             .split(|b| *b == b'/')
@@ -209,21 +219,16 @@ impl StrataFs {
             if part == b".." {
                 return None;
             }
-            let idx = crate::merge::merge_lower_dir(&self.layers, &rel, &sources).ok()?;
+            let idx = crate::merge::merge_lower_dir(&self.layers, &dir).ok()?;
             let e = idx.find(part)?;
             if e.attr().kind() != FileType::Directory {
                 return None;
             }
-            rel = relpath::join(&rel, part);
-            sources = idx.dir_layers(e).to_vec();
+            dir = dir.child(part, e.layer, idx.dir_layers(e).to_vec(), idx.moved(e));
             found = Some(RedirectTarget {
                 slot: e.layer,
                 host_ino: e.attr().host_ino,
-                lower: LowerRef {
-                    slot: e.layer,
-                    rel: rel.clone(),
-                    dir_layers: sources.clone(),
-                },
+                lower: dir.clone(),
             });
         }
         found
@@ -329,17 +334,13 @@ impl StrataFs {
         resolved: Resolved<'_>,
     ) -> Result<Arc<Node>, Errno> {
         let ino = resolved.ino();
-        let parent_lower_rel = parent.inner.read().lower.as_ref().map(|l| l.rel.clone());
+        let parent_lower = parent.inner.read().lower.clone();
         let lower_entry = state
             .lower_entry(name)
             .filter(|e| lower_ino(e.layer, e.attr().host_ino) == ino);
-        let lower = match (parent_lower_rel, lower_entry) {
+        let lower = match (parent_lower, lower_entry) {
             _ if state.redirects.contains_key(name) => state.redirects.get(name).cloned(),
-            (Some(prel), Some(e)) => Some(LowerRef {
-                slot: e.layer,
-                rel: relpath::join(&prel, name),
-                dir_layers: state.lower.dir_layers(e).to_vec(),
-            }),
+            (Some(pl), Some(e)) => Some(self.lower_child(&pl, name, &state.lower, e)),
             _ => None,
         };
         let is_upper = matches!(resolved, Resolved::Upper { .. });
@@ -443,22 +444,25 @@ impl StrataFs {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], path),
         };
-        let (rel, sources) = if dir.is_empty() {
-            (
-                b".".to_vec(),
-                (0..self.layers.len() as u16).rev().collect::<Vec<_>>(),
-            )
+        let dir = if dir.is_empty() {
+            self.lower_root()
         } else {
-            let d = self.resolve_lower_path(dir)?;
-            (d.lower.rel, d.lower.dir_layers)
+            self.resolve_lower_path(dir)?.lower
         };
-        let idx = crate::merge::merge_lower_dir(&self.layers, &rel, &sources).ok()?;
+        let idx = crate::merge::merge_lower_dir(&self.layers, &dir).ok()?;
         let e = idx.find(file)?;
-        Some(LowerRef {
-            slot: e.layer,
-            rel: relpath::join(&rel, file),
-            dir_layers: Vec::new(),
-        })
+        Some(self.lower_child(&dir, file, &idx, e))
+    }
+
+    /// The lower reference of entry `e` (named `name`) of the merged lower directory `dir`.
+    fn lower_child(
+        &self,
+        dir: &LowerRef,
+        name: &[u8],
+        idx: &DirIndex,
+        e: &crate::index::IndexEntry,
+    ) -> LowerRef {
+        dir.child(name, e.layer, idx.dir_layers(e).to_vec(), idx.moved(e))
     }
 
     /// The path of `node`'s upper object relative to the upper root ("." for the root),
@@ -608,7 +612,7 @@ impl StrataFs {
         }
         let lower = lower.ok_or(Errno::ENOENT)?;
         let layer = &self.layers[lower.slot as usize];
-        let rel = relpath::to_cstring(&lower.rel).map_err(|e| errno(&e))?;
+        let rel = relpath::to_cstring(lower.path()).map_err(|e| errno(&e))?;
         layer
             .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(|e| errno(&e))

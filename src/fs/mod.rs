@@ -8,6 +8,7 @@ mod copy;
 mod dir;
 mod file;
 mod lookup;
+mod lowerdata;
 mod setattr;
 mod write;
 mod xattr;
@@ -131,6 +132,7 @@ impl StrataFs {
                     slot: top_slot,
                     rel: b".".to_vec(),
                     dir_layers: all_layers,
+                    ..LowerRef::default()
                 }),
                 upper: has_upper,
                 object: None,

@@ -357,10 +357,14 @@ pub fn random_runs(template: &Template, opts: &Options<'_>, default_seeds: u64) 
     let mut failures = Vec::new();
     for seed in seeds {
         let ops = generate(seed, SEQUENCE_LEN);
-        if run(template, &ops, opts).is_ok() {
+        let Err(first) = run(template, &ops, opts) else {
             continue;
+        };
+        let (minimal, mut failure) = shrink(template, &ops, opts);
+        if minimal.len() == ops.len() {
+            // Not reproduced (or nothing could be dropped): the first failure says what it was.
+            failure = format!("{failure}\nfirst failure of the full list:\n{first}");
         }
-        let (minimal, failure) = shrink(template, &ops, opts);
         let list: Vec<String> = minimal.iter().map(|o| format!("    {o:?},")).collect();
         let msg = format!(
             "seed {seed} fails (STRATAFS_SEED={seed} to rerun); minimal operation list ({} of {}):\n{}\nfailure: {failure}",
