@@ -83,6 +83,11 @@ pub struct MountArgs {
     /// Skip every fsync of the writable layer (faster; a crash may lose recent changes).
     #[arg(long)]
     pub volatile: bool,
+    /// Write the rootless format: user.overlay.* markers, no metacopy, EXDEV for renaming a
+    /// merged or lower directory (kernel overlayfs's userxattr). Chosen by itself where
+    /// trusted.overlay.* cannot be written (a user namespace, an unprivileged user).
+    #[arg(long)]
+    pub userxattr: bool,
     /// Serve reads in the daemon instead of FUSE passthrough.
     #[arg(long)]
     pub no_passthrough: bool,
@@ -126,6 +131,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
                 work: args.work,
                 volatile: args.volatile,
                 passthrough: !args.no_passthrough,
+                userxattr: args.userxattr,
                 threads: args.threads.map(usize::from),
                 log_file: args.log_file,
                 fsname: None,
@@ -169,6 +175,7 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         passthrough: std::env::var_os("STRATAFS_NO_PASSTHROUGH").is_none(),
         read_only_union: m.read_only,
         noacl: !m.acl,
+        userxattr: m.userxattr,
         nodev: m.flags.nodev,
         nosuid: m.flags.nosuid,
         noexec: m.flags.noexec,

@@ -27,7 +27,7 @@ usage: fuse-overlayfs [-f] [-d] -o lowerdir=TOP:...:BOTTOM[,upperdir=DIR,workdir
        fuse-overlayfs SOURCE MOUNTPOINT -o OPTIONS      (mount helper form; SOURCE is ignored)
 
 Options: lowerdir= (top-most first, '\\:' escapes a colon), upperdir=, workdir=, volatile,
-fsync=0|1, noacl, uidmapping=C:H:N[:C:H:N...], gidmapping=..., squash_to_root, squash_to_uid=N,
+fsync=0|1, noacl, userxattr, uidmapping=C:H:N[:C:H:N...], gidmapping=..., squash_to_root, squash_to_uid=N,
 squash_to_gid=N, context=\"LABEL\", xattr_permissions=0|1|2, timeout=SECONDS, threaded=0|1,
 static_nlink, noxattrs=0|1, log_file=PATH, and the usual mount flags (ro, nodev, nosuid,
 noexec, ...).
@@ -67,6 +67,8 @@ pub struct CompatMount {
     pub volatile: bool,
     /// False with `noacl`.
     pub acl: bool,
+    /// `userxattr`: write the rootless format (user.overlay.* markers), as kernel overlayfs.
+    pub userxattr: bool,
     /// False with `noxattrs=1`.
     pub xattrs: bool,
     /// `uidmapping=`/`gidmapping=`; identity when not given.
@@ -536,6 +538,7 @@ fn apply_options(options: &[u8], cwd: Option<&Path>) -> Result<CompatMount, Stri
         fsync: true,
         volatile: false,
         acl: true,
+        userxattr: false,
         xattrs: true,
         uid_map: IdMap::default(),
         gid_map: IdMap::default(),
@@ -591,6 +594,7 @@ fn is_flag(key: &str) -> bool {
             | "default_permissions"
             | "volatile"
             | "noacl"
+            | "userxattr"
             | "static_nlink"
             | "squash_to_root"
             | "private"
@@ -651,6 +655,7 @@ fn apply_option(
             Some(_) => given.fsync = Some(switch()?),
         },
         "noacl" => m.acl = false,
+        "userxattr" => m.userxattr = true,
         "uidmapping" => given.uid_map = Some(IdMap::parse(&text("C:H:N")?, key)?),
         "gidmapping" => given.gid_map = Some(IdMap::parse(&text("C:H:N")?, key)?),
         "squash_to_root" => given.squash_to_root = true,
@@ -888,6 +893,16 @@ mod tests {
         assert!(!m.acl);
         assert!(m.volatile);
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn userxattr_asks_for_the_rootless_format() {
+        let opts = podman_opts(",userxattr");
+        let m = parse(&["fuse-overlayfs", "-o", &opts, &podman_merged()]).unwrap();
+        assert!(m.userxattr);
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        let m = parse(&["fuse-overlayfs", "-o", &podman_opts(""), &podman_merged()]).unwrap();
+        assert!(!m.userxattr);
     }
 
     #[test]
@@ -1366,7 +1381,7 @@ mod tests {
         let m = parse(&[
             "fuse-overlayfs",
             "-o",
-            "lowerdir=/l,lazytime,userxattr,frobnicate=7",
+            "lowerdir=/l,lazytime,frobnicate=7",
             "/m",
         ])
         .unwrap();
@@ -1375,7 +1390,6 @@ mod tests {
             m.warnings,
             vec![
                 "unknown option lazytime: ignored".to_string(),
-                "unknown option userxattr: ignored".to_string(),
                 "unknown option frobnicate=7: ignored".to_string(),
             ]
         );

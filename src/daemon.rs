@@ -49,6 +49,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
     }
     let layers = spec.open_layers()?;
     spec.check_mountpoint()?;
+    spec.check_layout()?;
     // Objects are created with exactly the mode the caller asked for.
     crate::sys::ops::set_umask(0);
     let upper = spec.open_upper()?;
@@ -58,6 +59,16 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
         );
     }
     let read_only = upper.is_none() && spec.submounts.is_empty();
+    let (format, why) = crate::rootless::choose(upper.as_ref(), spec.userxattr);
+    if upper.is_some() {
+        let name = if format == crate::rootless::Format::PRIVILEGED {
+            "privileged (trusted.overlay.* markers, metacopy, directory redirects)"
+        } else {
+            "rootless (user.overlay.* markers as kernel overlayfs writes with userxattr; no \
+             metacopy; renaming a merged or lower directory gives EXDEV)"
+        };
+        log::info!("upper format: {name}: {why}");
+    }
     process::raise_nofile_limit();
     let mut volumes = spec.volume_provider()?;
     let fs = StrataFs::new(
@@ -66,7 +77,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
         Options {
             passthrough: spec.passthrough,
             posix_acl: !spec.noacl,
-            marker_ns: spec.marker_ns,
+            format,
         },
     )
     .map_err(|e| format!("cannot read the top layer: {e}"))?;

@@ -25,6 +25,8 @@ fn unescape(field: &str) -> PathBuf {
 }
 
 pub struct MountEntry {
+    /// The mount's id (as in /proc/self/fdinfo's mnt_id).
+    pub id: u64,
     /// The device (major:minor) and the directory of it that the mount shows.
     pub device: String,
     pub root: PathBuf,
@@ -40,6 +42,7 @@ pub fn mounts() -> Vec<MountEntry> {
             let fields: Vec<&str> = line.split(' ').collect();
             let sep = fields.iter().position(|f| *f == "-")?;
             Some(MountEntry {
+                id: fields.first()?.parse().ok()?,
                 device: fields.get(2)?.to_string(),
                 root: unescape(fields.get(3)?),
                 mount_point: unescape(fields.get(4)?),

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::layer::Layer;
 use crate::mountinfo;
+use crate::overlap::{Place, Relation};
+use crate::submount::Kind;
 use crate::upper::Upper;
 
 #[derive(Debug, Clone, Default)]
@@ -34,8 +36,40 @@ pub struct MountSpec {
     pub log_file: Option<PathBuf>,
     /// A directory the daemon deletes when it exits (the demo's unpacked image).
     pub remove_on_exit: Option<PathBuf>,
-    /// The namespace the union writes its overlay markers in (trusted unless rootless).
-    pub marker_ns: crate::ovl::Namespace,
+    /// Write the rootless (`userxattr`) format even where the privileged one is possible.
+    pub userxattr: bool,
+}
+
+/// A directory of the mount: what it is (for messages), its path as given, its identity.
+type Named = (&'static str, PathBuf, Place);
+
+/// Err when `a` stands to `b` in one of the `refused` relations (None: any overlap).
+fn refuse_overlap(
+    a: &Named,
+    b: &Named,
+    refused: Option<&[Relation]>,
+    fix: &str,
+) -> Result<(), String> {
+    match a.2.relation(&b.2) {
+        Some(rel) if refused.is_none_or(|r| r.contains(&rel)) => Err(overlap_error(a, rel, b, fix)),
+        _ => Ok(()),
+    }
+}
+
+fn overlap_error(a: &Named, rel: Relation, b: &Named, fix: &str) -> String {
+    let alias = if a.2.hidden_from_paths(&b.2) {
+        " (through another path, such as a bind mount)"
+    } else {
+        ""
+    };
+    format!(
+        "{} {} {} {} {}{alias}: {fix}",
+        a.0,
+        describe(&a.1),
+        rel.words(),
+        b.0,
+        describe(&b.1)
+    )
 }
 
 fn describe(path: &Path) -> String {
@@ -145,39 +179,6 @@ impl MountSpec {
         };
         require_dir(upper, "upper dir", "create it first with mkdir")?;
         require_dir(work, "work dir", "create it first with mkdir")?;
-        let canon = |p: &Path| {
-            p.canonicalize()
-                .map_err(|e| format!("{}: {e}", describe(p)))
-        };
-        let (cu, cw) = (canon(upper)?, canon(work)?);
-        if cu.starts_with(&cw) || cw.starts_with(&cu) {
-            return Err(format!(
-                "upper dir {} and work dir {} overlap: use two separate directories side by side",
-                describe(upper),
-                describe(work)
-            ));
-        }
-        for layer in &self.layers {
-            let cl = canon(layer)?;
-            for (what, p, c) in [("upper dir", upper, &cu), ("work dir", work, &cw)] {
-                if c.starts_with(&cl) || cl.starts_with(c) {
-                    return Err(format!(
-                        "{what} {} overlaps layer {}: keep the writable layer outside every image layer",
-                        describe(p),
-                        describe(layer)
-                    ));
-                }
-            }
-        }
-        let cm = canon(&self.mountpoint)?;
-        for (what, p, c) in [("upper dir", upper, &cu), ("work dir", work, &cw)] {
-            if c.starts_with(&cm) {
-                return Err(format!(
-                    "{what} {} is inside the mountpoint: keep it outside",
-                    describe(p)
-                ));
-            }
-        }
         let dev = |p: &Path| {
             std::fs::metadata(p)
                 .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
@@ -209,7 +210,125 @@ impl MountSpec {
         if !wants_volumes {
             return Ok(Box::new(NoVolumes));
         }
-        crate::volattach::provider(self.state_dir.as_deref(), &self.mountpoint)
+        crate::volattach::provider(self.state_dir.as_deref(), &self.mountpoint, &|volumes| {
+            self.check_volume_store(volumes)
+        })
+    }
+
+    /// The directories of the mount must not overlap where one would change another behind
+    /// the union's back, or where the daemon would walk into its own mount; judged by
+    /// identity, so a bind-mount alias counts (see `overlap`). Directories that do not exist
+    /// are left to the checks that say so.
+    pub fn check_layout(&self) -> Result<(), String> {
+        let named =
+            |what: &'static str, p: &PathBuf| Place::of(p).ok().map(|pl| (what, p.clone(), pl));
+        let layers: Vec<Named> = self
+            .layers
+            .iter()
+            .filter_map(|p| named("layer", p))
+            .collect();
+        let upper = self.upper.as_ref().and_then(|p| named("upper dir", p));
+        let work = self.work.as_ref().and_then(|p| named("work dir", p));
+        let mountpoint = named("mountpoint", &self.mountpoint);
+        if let (Some(u), Some(w)) = (&upper, &work) {
+            refuse_overlap(
+                u,
+                w,
+                Some(&[Relation::Same, Relation::Inside, Relation::Contains]),
+                "use two separate directories side by side",
+            )?;
+        }
+        for writable in upper.iter().chain(&work) {
+            for layer in &layers {
+                refuse_overlap(
+                    writable,
+                    layer,
+                    None,
+                    "keep the writable layer outside every image layer",
+                )?;
+            }
+            if let Some(m) = &mountpoint {
+                refuse_overlap(
+                    writable,
+                    m,
+                    None,
+                    "keep the mountpoint and the writable layer apart",
+                )?;
+            }
+        }
+        // A mountpoint inside a layer would make the daemon read its own mount while it
+        // indexes that layer.
+        if let Some(m) = &mountpoint {
+            for layer in &layers {
+                refuse_overlap(
+                    m,
+                    layer,
+                    Some(&[Relation::Same, Relation::Inside]),
+                    "use a mountpoint outside every layer",
+                )?;
+            }
+        }
+        for sub in &self.submounts {
+            let Kind::Bind { host } = &sub.kind else {
+                continue;
+            };
+            if sub.read_only {
+                continue;
+            }
+            // A file is checked by the directory holding it.
+            let (dir, inside_only) = if host.is_dir() {
+                (host.clone(), false)
+            } else {
+                (host.parent().unwrap_or(Path::new("/")).to_path_buf(), true)
+            };
+            let Some(bind) = named("bind source", &dir) else {
+                continue;
+            };
+            let bind = (bind.0, host.clone(), bind.2);
+            for union_dir in layers.iter().chain(&upper).chain(&work) {
+                let rel = bind.2.relation(&union_dir.2);
+                let rel = if inside_only && rel == Some(Relation::Same) {
+                    Some(Relation::Inside)
+                } else {
+                    rel
+                };
+                if matches!(rel, Some(Relation::Same | Relation::Inside)) {
+                    return Err(overlap_error(&bind, rel.unwrap_or(Relation::Inside), union_dir, &format!(
+                        "writes through the bind would change the {} behind the union; add :ro or bind another directory",
+                        union_dir.0
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The volume store (where every volume's data lives) must be apart from every directory
+    /// of the union: writes to a volume would otherwise change a layer or the upper dir
+    /// behind the union's back.
+    fn check_volume_store(&self, volumes: &Path) -> Result<(), String> {
+        let Ok(place) = Place::of(volumes) else {
+            return Ok(());
+        };
+        let store: Named = ("volume store", volumes.to_path_buf(), place);
+        let dirs = self
+            .layers
+            .iter()
+            .map(|p| ("layer", p))
+            .chain(self.upper.iter().map(|p| ("upper dir", p)))
+            .chain(self.work.iter().map(|p| ("work dir", p)))
+            .chain(std::iter::once(("mountpoint", &self.mountpoint)));
+        for (what, p) in dirs {
+            if let Ok(pl) = Place::of(p) {
+                refuse_overlap(
+                    &store,
+                    &(what, p.clone(), pl),
+                    None,
+                    "use a state dir (--state-dir) apart from the mount's directories",
+                )?;
+            }
+        }
+        Ok(())
     }
 
     pub fn check_mountpoint(&self) -> Result<(), String> {
@@ -218,19 +337,6 @@ impl MountSpec {
             "mountpoint",
             "pass an existing directory (mkdir it first)",
         )?;
-        // A mountpoint inside a layer would make the daemon read its own mount while it
-        // indexes that layer.
-        if let Ok(cm) = self.mountpoint.canonicalize() {
-            for layer in &self.layers {
-                if layer.canonicalize().is_ok_and(|cl| cm.starts_with(&cl)) {
-                    return Err(format!(
-                        "mountpoint {} is inside layer {}: use a mountpoint outside every layer",
-                        describe(&self.mountpoint),
-                        describe(layer)
-                    ));
-                }
-            }
-        }
         if let Some(m) = mountinfo::mount_at(&self.mountpoint) {
             if m.mount_point != Path::new("/") {
                 return Err(format!(

@@ -28,11 +28,15 @@ impl VolumeProvider for StoreProvider {
     }
 }
 
+/// The volume provider of a mount; `check_store` vets the directory holding the volumes
+/// before any is used.
 pub fn provider(
     state_dir: Option<&Path>,
     mountpoint: &Path,
+    check_store: &dyn Fn(&Path) -> Result<(), String>,
 ) -> Result<Box<dyn VolumeProvider>, String> {
     let store = VolumeStore::open(&resolve_state_dir(state_dir)?)?;
+    check_store(&store.volumes_dir())?;
     // Resolved now, before the FUSE mount covers it, so the usage records name the path
     // mountinfo will show even when MOUNTPOINT is given through a symlink.
     let mountpoint = mountpoint

@@ -263,3 +263,233 @@ fn mountpoint_inside_a_layer() {
     );
     guard.unmount().expect("unmount");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Overlapping directories, also through bind-mount aliases: judged by identity, not by path.
+
+/// `mount --bind SRC ALIAS`, undone on drop (also when the test fails).
+struct BindMount(PathBuf);
+
+impl BindMount {
+    fn new(src: &Path, alias: &Path) -> BindMount {
+        std::fs::create_dir_all(alias).unwrap();
+        let st = Command::new("mount")
+            .arg("--bind")
+            .arg(src)
+            .arg(alias)
+            .status()
+            .expect("run mount --bind");
+        assert!(st.success(), "mount --bind {src:?} {alias:?}");
+        BindMount(alias.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn writable_args(layers: &[&Path], upper: &Path, work: &Path) -> Vec<OsString> {
+    let mut args = layer_args(layers);
+    args.extend(["--upper".into(), upper.into(), "--work".into(), work.into()]);
+    args
+}
+
+/// Kernel overlayfs on the same directories: Err with its message if it refuses.
+fn kernel_accepts(layer: &Path, upper: &Path, work: &Path, mnt: &Path) -> Result<(), String> {
+    let out = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            layer.display(),
+            upper.display(),
+            work.display()
+        ))
+        .arg(mnt)
+        .output()
+        .expect("run mount -t overlay");
+    if out.status.success() {
+        let _ = Command::new("umount").arg(mnt).status();
+        return Ok(());
+    }
+    Err(String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn upper_is_a_bind_alias_of_a_layer() {
+    let (t, good, mnt) = setup("bad-upper-alias");
+    // Upper and work must share a mount for the kernel: alias the whole scratch dir.
+    let view = t.path().join("view");
+    let _alias = BindMount::new(t.path(), &view);
+    t.subdir("work");
+    let (upper, work) = (view.join("good"), view.join("work"));
+    assert!(
+        kernel_accepts(&good, &upper, &work, &mnt).is_err(),
+        "kernel overlayfs accepts an upper dir that is its lower dir"
+    );
+    expect_refusal(
+        &writable_args(&[&good], &upper, &work),
+        &mnt,
+        Some(&upper),
+        "outside every image layer",
+    );
+    // The -o form container engines use goes through the same check.
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        good.display(),
+        upper.display(),
+        work.display()
+    );
+    let err_file = stderr_path(&mnt);
+    let status = run_bounded(
+        Command::new(STRATAFS).arg("-o").arg(&opts).arg(&mnt),
+        &err_file,
+        TIMEOUT,
+    );
+    let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
+    if types_at(&mnt).iter().any(|t| t.starts_with("fuse")) {
+        drop(StrataMount::adopt(&mnt));
+        panic!("-o {opts}: mounted");
+    }
+    assert!(status.is_some_and(|s| !s.success()), "-o {opts}: {stderr}");
+    assert!(stderr.contains("outside every image layer"), "{stderr}");
+    assert!(
+        wait_until(Duration::from_secs(5), || daemons_serving(&mnt).is_empty()),
+        "a daemon is left running"
+    );
+}
+
+#[test]
+fn upper_inside_a_bind_alias_of_a_layer_subdir() {
+    let (t, good, mnt) = setup("bad-upper-sub-alias");
+    std::fs::create_dir_all(good.join("sub/u")).unwrap();
+    let alias = t.path().join("alias");
+    let _b = BindMount::new(&good.join("sub"), &alias);
+    let work = t.subdir("work");
+    let upper = alias.join("u");
+    expect_refusal(
+        &writable_args(&[&good], &upper, &work),
+        &mnt,
+        Some(&upper),
+        "outside every image layer",
+    );
+}
+
+#[test]
+fn work_dir_is_a_bind_alias_inside_a_layer() {
+    let (t, good, mnt) = setup("bad-work-alias");
+    std::fs::create_dir_all(good.join("sub/w")).unwrap();
+    let alias = t.path().join("alias");
+    let _b = BindMount::new(&good.join("sub"), &alias);
+    let upper = t.subdir("upper");
+    let work = alias.join("w");
+    expect_refusal(
+        &writable_args(&[&good], &upper, &work),
+        &mnt,
+        Some(&work),
+        "outside every image layer",
+    );
+}
+
+#[test]
+fn layer_inside_the_upper_through_an_alias() {
+    let (t, good, mnt) = setup("bad-layer-in-upper");
+    let upper = t.subdir("upper");
+    std::fs::create_dir_all(upper.join("l")).unwrap();
+    let alias = t.path().join("alias");
+    let _b = BindMount::new(&upper, &alias);
+    let work = t.subdir("work");
+    let layer = alias.join("l");
+    expect_refusal(
+        &writable_args(&[&good, &layer], &upper, &work),
+        &mnt,
+        Some(&upper),
+        "outside every image layer",
+    );
+}
+
+#[test]
+fn upper_and_work_are_one_dir_through_an_alias() {
+    let (t, good, mnt) = setup("bad-upper-is-work");
+    let upper = t.subdir("upper");
+    let alias = t.path().join("alias");
+    let _b = BindMount::new(&upper, &alias);
+    expect_refusal(
+        &writable_args(&[&good], &upper, &alias),
+        &mnt,
+        Some(&alias),
+        "separate directories",
+    );
+}
+
+#[test]
+fn mountpoint_inside_a_layer_through_an_alias() {
+    let (t, good, _) = setup("bad-mnt-layer-alias");
+    std::fs::create_dir_all(good.join("m")).unwrap();
+    let alias = t.path().join("alias");
+    let _b = BindMount::new(&good, &alias);
+    let mnt = alias.join("m");
+    expect_refusal(
+        &layer_args(&[&good]),
+        &mnt,
+        Some(&mnt),
+        "outside every layer",
+    );
+}
+
+/// The daemon would walk into its own mount when it looks up that directory in the upper.
+#[test]
+fn mountpoint_inside_the_upper() {
+    let (t, good, _) = setup("bad-mnt-in-upper");
+    let upper = t.subdir("upper");
+    let work = t.subdir("work");
+    let mnt = t.subdir("upper/mnt");
+    expect_refusal(
+        &writable_args(&[&good], &upper, &work),
+        &mnt,
+        Some(&mnt),
+        "apart",
+    );
+}
+
+#[test]
+fn writable_bind_of_a_layer_is_refused_read_only_accepted() {
+    let (t, good, mnt) = setup("bad-bind-layer");
+    std::fs::create_dir_all(good.join("sub")).unwrap();
+    let alias = t.path().join("alias");
+    let _b = BindMount::new(&good, &alias);
+    for source in [good.join("sub"), alias.join("sub"), alias.join("file")] {
+        let mut args = layer_args(&[&good]);
+        args.extend(["--bind".into(), format!("{}:/sub", source.display()).into()]);
+        if source.ends_with("file") {
+            args.pop();
+            args.push(format!("{}:/sub/file", source.display()).into());
+        }
+        expect_refusal(&args, &mnt, Some(&source), ":ro");
+    }
+    // Read-only, the same bind is fine: nothing can be written through it.
+    let mut args = layer_args(&[&good]);
+    args.extend([
+        "--bind".into(),
+        format!("{}:/sub:ro", alias.join("sub").display()).into(),
+    ]);
+    let m = StrataMount::foreground_args(args, &mnt);
+    assert!(mnt.join("sub").is_dir());
+    drop(m);
+}
+
+#[test]
+fn volume_store_inside_the_upper_is_refused() {
+    let (t, good, mnt) = setup("bad-volume-in-upper");
+    let upper = t.subdir("upper");
+    let work = t.subdir("work");
+    let mut args = writable_args(&[&good], &upper, &work);
+    args.extend([
+        "--state-dir".into(),
+        upper.join("state").into(),
+        "--volume".into(),
+        "v:/data".into(),
+    ]);
+    expect_refusal(&args, &mnt, Some(&upper), "--state-dir");
+}

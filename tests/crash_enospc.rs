@@ -115,6 +115,7 @@ impl Paths {
             upper: Some((self.upper.clone(), self.work.clone())),
             mountpoint: self.mnt.clone(),
             log: self.log.clone(),
+            extra_args: Vec::new(),
         }
     }
 

@@ -319,6 +319,7 @@ fn write_upper(
                 upper: Some((upper.clone(), work)),
                 mountpoint: mnt.clone(),
                 log: dir.path().join(format!("stratafs-{tag}.log")),
+                extra_args: Vec::new(),
             })
             .unwrap_or_else(|e| panic!("{e}"));
             apply_all(&mnt);
@@ -417,6 +418,7 @@ fn lower_metacopy_without_data_reads_eio() {
         upper: None,
         mountpoint: smnt.clone(),
         log: dir.path().join("stratafs.log"),
+        extra_args: Vec::new(),
     })
     .unwrap_or_else(|e| panic!("{e}"));
     let strata_read = describe(&ops::apply(&smnt, &read));

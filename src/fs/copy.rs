@@ -79,7 +79,10 @@ impl StrataFs {
             None
         };
         // Hard-linked files are copied whole: their copy is shared through the index.
-        let as_metacopy = data == Data::Meta && node.kind == FileType::RegularFile && !hard_linked;
+        let as_metacopy = data == Data::Meta
+            && node.kind == FileType::RegularFile
+            && !hard_linked
+            && self.format.metacopy;
         let indexed_copy = index_entry
             .as_ref()
             .filter(|idx| sys::stat_at(upper.index(), idx).is_ok());
@@ -87,7 +90,7 @@ impl StrataFs {
             // Another name of this hard-linked file was copied up: this name joins that copy.
             ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
             // The index link stood for this lower name; now the name has its own link.
-            crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, -1);
+            crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, -1);
         } else {
             // A lower metacopy file: its metadata is copied from it, its data from below.
             let data_src = match (node.kind, data) {
@@ -106,7 +109,7 @@ impl StrataFs {
                 with_data: data != Data::None,
                 metacopy: as_metacopy,
                 fsync: upper.fsync,
-                ns: self.marker_ns,
+                ns: self.format.ns,
                 data_from: data_src.as_ref().map(|fd| fd.as_fd()),
             };
             copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
@@ -177,7 +180,7 @@ impl StrataFs {
             return;
         };
         let delta = lower_nlink as i64 - st.st_nlink as i64;
-        crate::ovl::adjust_nlink(upper.index(), self.marker_ns, idx, delta);
+        crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, delta);
     }
 
     /// Brings the data of a metacopy file up, in place (its metadata is already the upper

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use fuser::{
@@ -26,6 +27,11 @@ use crate::inode::{upper_ino, Node};
 use crate::layer::relpath;
 use crate::sys;
 use crate::sys::ops;
+
+thread_local! {
+    /// The read buffer of a session thread (reads without passthrough).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 pub enum Handle {
     File {
@@ -179,10 +185,27 @@ impl StrataFs {
         register: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> (u64, Option<Arc<BackingId>>) {
         let fh = self.alloc_fh();
-        let backing = if self.passthrough.load(std::sync::atomic::Ordering::Relaxed) {
-            self.backing_for(ino, &file, lower, register)
-                .inspect_err(|e| log::debug!("passthrough unavailable for inode {ino}: {e}"))
-                .ok()
+        let backing = if self.passthrough.load(Ordering::Relaxed) {
+            match self.backing_for(ino, &file, lower, register) {
+                Ok(b) => Some(b),
+                // The kernel wants CAP_SYS_ADMIN in the initial user namespace for a backing
+                // file: without it (a user namespace, a plain user) every open would fail the
+                // same way, so the mount stops asking.
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        log::info!(
+                            "passthrough unavailable: the kernel refused a backing file ({e}; it \
+                             needs CAP_SYS_ADMIN in the initial user namespace): reads and \
+                             writes go through the daemon"
+                        );
+                    }
+                    None
+                }
+                Err(e) => {
+                    log::debug!("passthrough unavailable for inode {ino}: {e}");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -277,18 +300,24 @@ impl StrataFs {
         let Handle::File { file, .. } = &*handle else {
             return reply.error(Errno::EBADF);
         };
-        let mut buf = vec![0u8; size as usize];
-        let mut done = 0;
-        // pread may return short counts; FUSE expects a short reply only at end of file.
-        while done < buf.len() {
-            match sys::pread(file.as_fd(), &mut buf[done..], offset + done as u64) {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return reply.error(errno(&e)),
+        READ_BUF.with_borrow_mut(|buf| {
+            // One buffer per session thread, grown once: a read costs no allocation.
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
             }
-        }
-        reply.data(&buf[..done])
+            let buf = &mut buf[..size as usize];
+            let mut done = 0;
+            // pread may return short counts; FUSE expects a short reply only at end of file.
+            while done < buf.len() {
+                match sys::pread(file.as_fd(), &mut buf[done..], offset + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
+            reply.data(&buf[..done])
+        })
     }
 
     pub(super) fn do_write(

@@ -49,8 +49,8 @@ pub struct Options {
     pub passthrough: bool,
     /// Let the kernel enforce POSIX ACLs found in the layers (off with `noacl`).
     pub posix_acl: bool,
-    /// Where overlay markers are written (they are read in every namespace).
-    pub marker_ns: crate::ovl::Namespace,
+    /// What the writable layer writes: marker namespace, metacopy, directory redirects.
+    pub format: crate::rootless::Format,
 }
 
 pub struct StrataFs {
@@ -65,7 +65,7 @@ pub struct StrataFs {
     backing: file::BackingCache,
     want_passthrough: bool,
     want_posix_acl: bool,
-    marker_ns: crate::ovl::Namespace,
+    format: crate::rootless::Format,
     /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
@@ -116,7 +116,7 @@ impl StrataFs {
             backing: file::BackingCache::default(),
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
-            marker_ns: opts.marker_ns,
+            format: opts.format,
             upper_link_inos: Default::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
             layers,
@@ -240,7 +240,11 @@ impl Filesystem for StrataFs {
             }
         }
         let _ = config.set_max_write(1 << 20);
-        log::info!("passthrough: {}", self.passthrough.load(Ordering::Relaxed));
+        if self.passthrough.load(Ordering::Relaxed) {
+            log::info!("passthrough: negotiated with the kernel");
+        } else {
+            log::info!("passthrough: off (not asked for, or not offered by the kernel)");
+        }
         Ok(())
     }
 

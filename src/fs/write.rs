@@ -142,7 +142,7 @@ impl StrataFs {
                 if matches!(spec, NewObject::Dir { .. }) {
                     // A directory made where a lower one was deleted must hide the old content.
                     let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
-                    ovl::set(fd.as_fd(), self.marker_ns, Marker::Opaque, b"y")?;
+                    ovl::set(fd.as_fd(), self.format.ns, Marker::Opaque, b"y")?;
                     // A directory cannot replace a whiteout by rename: swap them, drop the whiteout.
                     ops::rename_at(at, at_name, dir, name, ops::RENAME_EXCHANGE)?;
                     ops::unlink_at(at, at_name, false)?;
@@ -307,7 +307,7 @@ impl StrataFs {
         done.map_err(|e| errno(&e))?;
         if let Some(idx) = indexed_name {
             // A lower name of a copied-up hard link is gone: one name less.
-            crate::ovl::adjust_nlink(upper.index(), self.marker_ns, &idx, -1);
+            crate::ovl::adjust_nlink(upper.index(), self.format.ns, &idx, -1);
         }
         state.remove_name(name);
         drop(state);
@@ -452,6 +452,13 @@ impl StrataFs {
         let upper = self.writable_upper()?;
         let src_parent = self.node(parent)?;
         let dst_parent = self.node(newparent)?;
+        if !self.format.redirect_dir {
+            // Before any copy-up, as the kernel checks it.
+            self.check_movable(&src_parent, name)?;
+            if exchange {
+                self.check_movable(&dst_parent, newname)?;
+            }
+        }
         self.ensure_upper(&src_parent, Data::All)?;
         self.ensure_upper(&dst_parent, Data::All)?;
 
@@ -693,6 +700,30 @@ impl StrataFs {
         Ok(())
     }
 
+    /// Without directory redirects (the userxattr format) a directory with lower content
+    /// cannot move: like kernel overlayfs with redirect_dir=nofollow, EXDEV, and `mv` copies.
+    fn check_movable(&self, parent: &Arc<Node>, name: &[u8]) -> Result<(), Errno> {
+        let state_lock = self.dir_state(parent)?;
+        let state = state_lock.read();
+        let Some(resolved) = state.resolve(name) else {
+            return Ok(());
+        };
+        if resolved.kind() != FileType::Directory {
+            return Ok(());
+        }
+        let node = self.peek_node(parent, &state, name, resolved)?;
+        let has_lower = node
+            .inner
+            .read()
+            .lower
+            .as_ref()
+            .is_some_and(|l| !l.dir_layers.is_empty());
+        if has_lower {
+            return Err(Errno::EXDEV);
+        }
+        Ok(())
+    }
+
     fn lower_has(
         &self,
         dst: &Option<parking_lot::RwLockWriteGuard<'_, DirState>>,
@@ -715,14 +746,14 @@ impl StrataFs {
             let inner = node.inner.read();
             (inner.lower.clone(), inner.attr.nlink)
         };
-        let Some(lower) = lower.filter(|_| nlink > 1) else {
+        let Some(lower) = lower.filter(|_| nlink > 1 && self.format.redirect_dir) else {
             return Ok(());
         };
         self.writable_upper()?;
         let fd = self.upper_object(node)?;
         let mut target = b"/".to_vec();
         target.extend_from_slice(&lower.rel);
-        ovl::set(fd.as_fd(), self.marker_ns, Marker::Redirect, &target).map_err(|e| errno(&e))
+        ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target).map_err(|e| errno(&e))
     }
 
     fn mark_moved(&self, node: &Node, lands_on_lower: bool) -> Result<(), Errno> {
@@ -739,11 +770,11 @@ impl StrataFs {
             Some(l) if !l.dir_layers.is_empty() => {
                 let mut target = b"/".to_vec();
                 target.extend_from_slice(&l.rel);
-                ovl::set(fd.as_fd(), self.marker_ns, Marker::Redirect, &target)
+                ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target)
                     .map_err(|e| errno(&e))
             }
             _ if lands_on_lower => {
-                ovl::set(fd.as_fd(), self.marker_ns, Marker::Opaque, b"y").map_err(|e| errno(&e))
+                ovl::set(fd.as_fd(), self.format.ns, Marker::Opaque, b"y").map_err(|e| errno(&e))
             }
             _ => Ok(()),
         }

@@ -155,7 +155,7 @@ impl VolumeStore {
         Ok(store)
     }
 
-    pub(super) fn volumes_dir(&self) -> PathBuf {
+    pub(crate) fn volumes_dir(&self) -> PathBuf {
         self.root.join(VOLUMES_DIR)
     }
 

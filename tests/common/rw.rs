@@ -108,6 +108,8 @@ pub struct StrataSpec {
     pub mountpoint: PathBuf,
     /// Where the daemon's stderr goes (appended; shown when mounting fails).
     pub log: PathBuf,
+    /// More `stratafs mount` options (e.g. --userxattr).
+    pub extra_args: Vec<String>,
 }
 
 /// A stratafs daemon run in the foreground as our child, so the test knows its pid and can
@@ -129,7 +131,7 @@ impl StrataChild {
         if let Some((u, w)) = &spec.upper {
             cmd.arg("--upper").arg(u).arg("--work").arg(w);
         }
-        cmd.arg(&spec.mountpoint);
+        cmd.args(&spec.extra_args).arg(&spec.mountpoint);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
