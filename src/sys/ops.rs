@@ -307,6 +307,12 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+    Ok(())
+}
+
 /// chmod of the object behind any fd (O_PATH included), through its /proc magic link.
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
@@ -321,4 +327,16 @@ pub fn makedev(major: u32, minor: u32) -> u64 {
 /// The (major, minor) parts of a device number.
 pub fn dev_parts(rdev: u64) -> (u32, u32) {
     (libc::major(rdev), libc::minor(rdev))
+}
+
+/// Turns O_DIRECT off on an open file, if it is on (F_SETFL can change it on an open file).
+pub fn clear_o_direct(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL on an open fd takes no argument.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    if flags & libc::O_DIRECT == 0 {
+        return Ok(());
+    }
+    // SAFETY: F_SETFL with an int argument on an open fd.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_DIRECT) })?;
+    Ok(())
 }
