@@ -38,6 +38,8 @@ pub enum Command {
     Demo { mountpoint: PathBuf },
     /// Manage volumes: create, ls, inspect, rm, prune.
     Volume(crate::volume::cli::VolumeArgs),
+    /// Layer tarballs: unpack one into a layer directory.
+    Layer(crate::unpack::LayerArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,6 +144,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         Command::Umount { force, mountpoint } => daemon::umount(&mountpoint, force),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
         Command::Volume(args) => crate::volume::cli::run(args),
+        Command::Layer(args) => crate::unpack::run(args),
     }
 }
 

@@ -34,6 +34,7 @@ mod sys;
 mod tarball;
 mod tempname;
 mod treecopy;
+mod unpack;
 mod upper;
 mod volattach;
 mod volume;

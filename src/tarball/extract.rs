@@ -22,7 +22,9 @@ use tar::{Archive, Entry, EntryType};
 use super::error::{show, ArchiveError};
 use super::names;
 use super::progress::Progress;
+use crate::ovl::{self, Marker};
 use crate::sys::{self, ops, xattr};
+use crate::whiteout;
 
 type Result<T> = std::result::Result<T, ArchiveError>;
 
@@ -49,6 +51,18 @@ struct Attrs {
     xattrs: Vec<(CString, Vec<u8>)>,
 }
 
+/// How the `.wh.` entries of OCI/Docker layers are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// As the files they are (volume archives; `layer unpack --keep-wh`).
+    #[default]
+    AsFiles,
+    /// As kernel overlayfs reads them: `.wh.NAME` becomes a char device 0:0 named NAME,
+    /// `.wh..wh..opq` the opaque marker (in this namespace) on its directory, other
+    /// `.wh..wh.` names (AUFS metadata) are dropped.
+    Overlay(ovl::Namespace),
+}
+
 /// Extracts the tar stream `input` into the directory `root` (best an empty one; existing
 /// names are replaced as tar replaces them).
 pub fn extract<R: Read>(
@@ -56,9 +70,20 @@ pub fn extract<R: Read>(
     root: BorrowedFd<'_>,
     progress: &mut Progress,
 ) -> Result<Extracted> {
+    extract_layer(input, root, Whiteouts::AsFiles, progress)
+}
+
+/// [`extract`] with the given treatment of whiteout entries.
+pub fn extract_layer<R: Read>(
+    input: R,
+    root: BorrowedFd<'_>,
+    whiteouts: Whiteouts,
+    progress: &mut Progress,
+) -> Result<Extracted> {
     let mut archive = Archive::new(input);
     let mut x = Extractor {
         root,
+        whiteouts,
         cached_parent: None,
         dirs: Vec::new(),
         set_owners: true,
@@ -75,6 +100,7 @@ pub fn extract<R: Read>(
 
 struct Extractor<'a, 'p> {
     root: BorrowedFd<'a>,
+    whiteouts: Whiteouts,
     /// The last parent directory opened, by path: entries of one directory come together.
     cached_parent: Option<(Vec<u8>, Rc<OwnedFd>)>,
     /// Directories whose metadata is applied at the end, by path ("" is the root).
@@ -106,9 +132,15 @@ impl Extractor<'_, '_> {
             self.dirs.push((Vec::new(), attrs));
             return Ok(());
         };
+        let leaf_bytes = *leaf;
         let leaf = sys::cstr(leaf).map_err(|e| ArchiveError::io(&name, "use the name", e))?;
         let parent = self.parent(&name, &names::join(parent_parts))?;
         let parent = parent.as_fd();
+        if let Whiteouts::Overlay(ns) = self.whiteouts {
+            if leaf_bytes.starts_with(whiteout::WH_PREFIX) {
+                return self.whiteout(&name, parent, leaf_bytes, ns);
+            }
+        }
         match kind {
             EntryType::Directory => {
                 if !self.clear(&name, parent, &leaf, true)? {
@@ -163,6 +195,37 @@ impl Extractor<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// A `.wh.` entry of a layer written the way kernel overlayfs reads it.
+    fn whiteout(
+        &mut self,
+        name: &[u8],
+        parent: BorrowedFd<'_>,
+        leaf: &[u8],
+        ns: ovl::Namespace,
+    ) -> Result<()> {
+        match whiteout::classify_name(leaf) {
+            whiteout::NameKind::OpaqueMarker => ovl::set(parent, ns, Marker::Opaque, b"y")
+                .map_err(|e| ArchiveError::io(name, "mark the directory opaque", e)),
+            whiteout::NameKind::Whiteout(hidden) => {
+                let hidden =
+                    sys::cstr(hidden).map_err(|e| ArchiveError::io(name, "use the name", e))?;
+                self.clear(name, parent, &hidden, false)?;
+                ops::mknod_at(parent, &hidden, libc::S_IFCHR, ops::makedev(0, 0)).map_err(|e| {
+                    if errno(&e) == libc::EPERM {
+                        ArchiveError::refused(
+                            name,
+                            format!("creating the whiteout device needs CAP_MKNOD ({e}); unpack with --keep-wh to keep .wh. files instead"),
+                        )
+                    } else {
+                        ArchiveError::io(name, "create the whiteout device", e)
+                    }
+                })
+            }
+            // AUFS metadata (.wh..wh.plnk, ...): no meaning for overlayfs.
+            _ => Ok(()),
+        }
     }
 
     /// The parent directory `path` (components joined by `/`), created as tar does when the

@@ -11,6 +11,6 @@ mod names;
 pub mod pack;
 pub mod progress;
 
-pub use extract::{extract, Extracted};
+pub use extract::{extract, extract_layer, Extracted, Whiteouts};
 pub use pack::{pack, Packed};
 pub use progress::Progress;
