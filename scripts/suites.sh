@@ -5,7 +5,7 @@
 #     its reason, in scripts/suites/pjdfstest-expected-failures.txt.
 #   fsx (the Rust port): default operations, no mmap, on files that start in a lower layer, and
 #     with reads and writes served by the daemon (--no-passthrough); bounded operation counts.
-#     (fsx-rs has no O_DIRECT mode, the C fsx's -Z.)
+#     fsx-rs has no O_DIRECT mode (the C fsx's -Z): tests/direct_io.rs is the direct-I/O variant.
 #
 # Usage: bash scripts/suites.sh [pjdfstest|fsx|all]     (default: all; run as root)
 # Environment:

@@ -115,7 +115,17 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
         }
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
             // Not allowed to mount (no CAP_SYS_ADMIN here): fusermount3 mounts for us.
-            config.mount_options = fuser_options(&fsname, flags);
+            let privileged = process::ids().0 == 0;
+            config.mount_options = fuser_options(&fsname, flags, privileged);
+            if !privileged && !crate::rootless::fuse_conf_allows_other() {
+                // fusermount3 refuses allow_other to a plain user unless fuse.conf says so.
+                config.acl = SessionACL::Owner;
+                log::warn!(
+                    "only this user can use the mount: /etc/fuse.conf does not permit \
+                     allow_other (add a line user_allow_other to let other users and \
+                     containers running as other uids in)"
+                );
+            }
             let session = Session::new(fs, &spec.mountpoint, &config).map_err(mount_failed)?;
             let own = fusemount::OwnMount::find(&spec.mountpoint, flags)
                 .ok_or_else(|| mount_failed(std::io::Error::other("not in the mount table")))?;
@@ -213,17 +223,18 @@ fn wait_for_child(from: UnixStream) -> Result<(), String> {
 }
 
 /// fuser's options for the fusermount3 fallback, matching what [`fusemount::mount`] sets.
-fn fuser_options(fsname: &str, flags: fusemount::Flags) -> Vec<MountOption> {
+/// For a plain user fusermount3 always mounts nodev,nosuid (and complains about dev/suid).
+fn fuser_options(fsname: &str, flags: fusemount::Flags, privileged: bool) -> Vec<MountOption> {
     let mut options = vec![
         MountOption::FSName(fsname.into()),
         MountOption::Subtype("stratafs".into()),
         MountOption::DefaultPermissions,
-        if flags.nodev {
+        if flags.nodev || !privileged {
             MountOption::NoDev
         } else {
             MountOption::Dev
         },
-        if flags.nosuid {
+        if flags.nosuid || !privileged {
             MountOption::NoSuid
         } else {
             MountOption::Suid

@@ -9,7 +9,7 @@
 //! stay below) are folded into 48 bits. Inode 1 is the merged root.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fuser::FileType;
@@ -220,6 +220,11 @@ impl NodeInner {
 pub struct Node {
     pub ino: u64,
     pub kind: FileType,
+    /// Told to the kernel with the node id: a new node under the number of a stale one gets
+    /// the next generation, and the kernel then drops the inode it held for the old one.
+    pub generation: u64,
+    /// A directory whose name was removed: its number is free for the host to reuse.
+    pub removed: AtomicBool,
     lookups: AtomicU64,
     pub inner: RwLock<NodeInner>,
     /// Serialises copy-up of this node; held only by the copy-up itself.
@@ -231,6 +236,8 @@ impl Node {
         Node {
             ino,
             kind,
+            generation: 0,
+            removed: AtomicBool::new(false),
             lookups: AtomicU64::new(0),
             inner: RwLock::new(inner),
             copy_up: parking_lot::Mutex::new(()),
@@ -279,11 +286,38 @@ impl NodeTable {
 
     /// Returns the node for `ino`, creating it with `make` if absent, and counts one kernel
     /// lookup reference on it.
+    ///
+    /// Node ids are host inode numbers: once a directory is removed, the host may give its
+    /// number to a new object while the kernel still holds the old inode (an open file below
+    /// it pins it). Such a stale node is replaced by a new one of the next generation, which
+    /// keeps the old one's kernel references (the kernel forgets both under the same id).
     pub fn lookup_or_insert(&self, ino: u64, make: impl FnOnce() -> Node) -> Arc<Node> {
         let mut shard = self.shard(ino).write();
-        let node = shard.entry(ino).or_insert_with(|| Arc::new(make()));
+        let node = match shard.get(&ino) {
+            Some(old) if old.removed.load(Ordering::Relaxed) => {
+                let mut fresh = make();
+                fresh.generation = old.generation + 1;
+                fresh
+                    .lookups
+                    .store(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
+                let fresh = Arc::new(fresh);
+                shard.insert(ino, fresh.clone());
+                fresh
+            }
+            Some(node) => node.clone(),
+            None => {
+                let node = Arc::new(make());
+                shard.insert(ino, node.clone());
+                node
+            }
+        };
         node.lookups.fetch_add(1, Ordering::Relaxed);
-        node.clone()
+        node
+    }
+
+    /// The generation of node `ino` (0 if unknown).
+    pub fn generation(&self, ino: u64) -> u64 {
+        self.get(ino).map_or(0, |n| n.generation)
     }
 
     /// Drops `n` kernel references; the node goes when none is left.

@@ -109,8 +109,27 @@ pub fn sys_admin_in_initial_userns() -> bool {
     initial && effective
 }
 
+/// Whether /etc/fuse.conf lets a plain user mount with allow_other (`user_allow_other`).
+pub fn fuse_conf_allows_other() -> bool {
+    std::fs::read_to_string("/etc/fuse.conf").is_ok_and(|conf| allows_other(&conf))
+}
+
+fn allows_other(conf: &str) -> bool {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .any(|l| l == "user_allow_other")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn fuse_conf_user_allow_other() {
+        assert!(super::allows_other("mount_max = 1000\nuser_allow_other\n"));
+        assert!(super::allows_other("  user_allow_other  # for podman\n"));
+        assert!(!super::allows_other("#user_allow_other\n"));
+        assert!(!super::allows_other(""));
+    }
+
     use super::*;
 
     #[test]

@@ -22,6 +22,7 @@ mod sysc;
 mod tree;
 
 use std::ffi::{CStr, CString};
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -352,6 +353,46 @@ fn file_handles_answer_as_the_kernel() {
     assert_eq!(
         seen[0].1, seen[1].1,
         "file handles: kernel (left) vs stratafs (right)"
+    );
+    pair.unmount();
+}
+
+/// Node ids are host inode numbers: a directory removed while the kernel still holds it (an
+/// open file below pins it) frees its number, and a new directory made next often gets it. The
+/// new directory must work (kernel overlayfs: it does); stratafs once handed back the removed
+/// directory's dead inode (chmod and readdir: ENOENT). pjdfstest hit it between test cases.
+#[test]
+fn new_directory_reusing_a_removed_ones_number() {
+    require_root();
+    let pair = Pair::mount("compat-reuse", |l| {
+        std::fs::create_dir(l.join("work")).expect("mkdir");
+    });
+    let mut seen = Vec::new();
+    for (side, mnt) in pair.sides() {
+        let dir = mnt.join("work");
+        let mut outcomes = Vec::new();
+        for i in 0..10 {
+            let old = dir.join(format!("old{i}"));
+            std::fs::create_dir_all(old.join("sub")).expect("mkdir");
+            let held = File::create(old.join("sub/held")).expect("create a file to hold open");
+            std::fs::remove_dir_all(&old).expect("rm -rf");
+            let new = dir.join(format!("new{i}"));
+            std::fs::create_dir(&new).expect("mkdir");
+            let chmod = sysc::chmod(&new, 0o700).map_err(errno_name);
+            let list = std::fs::read_dir(&new)
+                .map(|d| d.count())
+                .map_err(|e| e.to_string());
+            let create = std::fs::write(new.join("f"), b"x").map_err(|e| e.to_string());
+            outcomes.push(format!(
+                "new{i}: chmod {chmod:?}, readdir {list:?}, create {create:?}"
+            ));
+            drop(held);
+        }
+        seen.push((side, outcomes));
+    }
+    assert_eq!(
+        seen[0].1, seen[1].1,
+        "directories made after removing held ones: kernel (left) vs stratafs (right)"
     );
     pair.unmount();
 }

@@ -15,6 +15,8 @@ mod differential;
 mod fixture;
 #[path = "write_union/identity.rs"]
 mod identity;
+#[path = "write_union/markers.rs"]
+mod markers;
 #[path = "write_union/ops.rs"]
 mod ops;
 #[path = "write_union/script.rs"]

@@ -189,7 +189,7 @@ impl StrataFs {
                 name,
                 &TTL,
                 &attr,
-                fuser::Generation(0),
+                self.generation(&attr),
             ) {
                 return reply.ok();
             }
@@ -226,7 +226,7 @@ impl StrataFs {
                 OsStr::from_bytes(name),
                 &TTL,
                 &attr,
-                fuser::Generation(0),
+                self.generation(&attr),
             ) {
                 self.nodes.forget(node.ino, 1);
                 break;

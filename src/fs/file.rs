@@ -209,6 +209,14 @@ impl StrataFs {
         } else {
             None
         };
+        if backing.is_none() {
+            // The daemon serves this file's reads and writes through its own buffers, which
+            // O_DIRECT's alignment rules would refuse (EINVAL); the kernel has already bypassed
+            // its page cache for an O_DIRECT open. (A passthrough file takes the opener's flags.)
+            if let Err(e) = sys::ops::clear_o_direct(file.as_fd()) {
+                log::warn!("inode {ino}: cannot turn O_DIRECT off for daemon I/O: {e}");
+            }
+        }
         self.handles.insert(
             fh,
             Arc::new(Handle::File {
@@ -270,7 +278,7 @@ impl StrataFs {
             Some(b) => reply.created_passthrough(
                 &TTL,
                 &attr,
-                fuser::Generation(0),
+                self.generation(&attr),
                 FileHandle(fh),
                 FopenFlags::empty(),
                 &b,
@@ -278,7 +286,7 @@ impl StrataFs {
             None => reply.created(
                 &TTL,
                 &attr,
-                fuser::Generation(0),
+                self.generation(&attr),
                 FileHandle(fh),
                 FopenFlags::empty(),
             ),

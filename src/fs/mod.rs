@@ -182,6 +182,11 @@ impl StrataFs {
         }
     }
 
+    /// The generation of an entry's node, to reply with (see `NodeTable::lookup_or_insert`).
+    fn generation(&self, attr: &fuser::FileAttr) -> fuser::Generation {
+        fuser::Generation(self.nodes.generation(attr.ino.0))
+    }
+
     /// Design figure: entries and heap bytes of the lower index over all loaded directories.
     pub fn index_stats(&self) -> (usize, usize) {
         self.dirs.values().iter().fold((0, 0), |(n, b), d| {
@@ -258,7 +263,7 @@ impl Filesystem for StrataFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent, name).logged("lookup") {
-            Ok((attr, _)) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok((attr, _)) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) if e == Errno::ENOENT => {
                 // A negative entry the kernel may cache: a later create goes through the daemon
                 // and replaces it.
@@ -329,12 +334,18 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        // A char device 0:0 is a whiteout in the upper dir: it would hide its name after a
+        // remount. Kernel overlayfs refuses to create one the same way.
+        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
+            reply.error(Errno::EPERM);
+            return;
+        }
         let spec = write::NewObject::Node { mode, umask, rdev };
         match self
             .do_create_object(req, parent, name, spec)
             .logged("mknod")
         {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -353,7 +364,7 @@ impl Filesystem for StrataFs {
             .do_create_object(req, parent, name, spec)
             .logged("mkdir")
         {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -387,7 +398,7 @@ impl Filesystem for StrataFs {
             .do_create_object(req, parent, link_name, spec)
             .logged("symlink")
         {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -420,7 +431,7 @@ impl Filesystem for StrataFs {
         reply: ReplyEntry,
     ) {
         match self.do_link(ino, newparent, newname).logged("link") {
-            Ok(attr) => reply.entry(&TTL, &attr, fuser::Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
             Err(e) => reply.error(e),
         }
     }

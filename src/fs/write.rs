@@ -376,6 +376,9 @@ impl StrataFs {
         drop(inner);
         if gone && node.kind == FileType::Directory {
             self.dirs.remove(node.ino);
+            // A directory never comes back by another name: its number may now be reused.
+            node.removed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

@@ -322,3 +322,15 @@ pub fn makedev(major: u32, minor: u32) -> u64 {
 pub fn dev_parts(rdev: u64) -> (u32, u32) {
     (libc::major(rdev), libc::minor(rdev))
 }
+
+/// Turns O_DIRECT off on an open file, if it is on (F_SETFL can change it on an open file).
+pub fn clear_o_direct(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL on an open fd takes no argument.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    if flags & libc::O_DIRECT == 0 {
+        return Ok(());
+    }
+    // SAFETY: F_SETFL with an int argument on an open fd.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags & !libc::O_DIRECT) })?;
+    Ok(())
+}

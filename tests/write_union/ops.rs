@@ -110,10 +110,23 @@ pub enum Op {
         path: &'static str,
         mode: Mode,
     },
+    /// mknod of a char device `major:minor` (0:0 is what the upper dir reads as a whiteout).
+    #[allow(dead_code)] // only some test crates use it
+    MknodChar {
+        path: &'static str,
+        major: u32,
+        minor: u32,
+    },
     SetXattr {
         path: &'static str,
         name: &'static str,
         value: &'static str,
+    },
+    /// listxattr, then getxattr of each name: `name=value` pairs in name order, for the
+    /// user.* and trusted.* names (security.* ones differ between filesystems).
+    #[allow(dead_code)] // only some test crates use it
+    Xattrs {
+        path: &'static str,
     },
     RemoveXattr {
         path: &'static str,
@@ -176,6 +189,8 @@ impl Op {
             | Op::Mkdir { path, .. }
             | Op::Symlink { path, .. }
             | Op::Mkfifo { path, .. }
+            | Op::MknodChar { path, .. }
+            | Op::Xattrs { path }
             | Op::SetXattr { path, .. }
             | Op::RemoveXattr { path, .. }
             | Op::Stat { path }
@@ -314,6 +329,26 @@ pub fn apply(root: &Path, op: &Op) -> Outcome {
         Op::Link { from, to } => done(sysc::link(&p(from), &p(to))),
         Op::Symlink { target, path } => done(sysc::symlink(target, &p(path))),
         Op::Mkfifo { path, mode } => done(sysc::mknod(&p(path), libc::S_IFIFO | mode.0, 0)),
+        Op::MknodChar { path, major, minor } => done(sysc::mknod(
+            &p(path),
+            libc::S_IFCHR | 0o644,
+            libc::makedev(*major, *minor),
+        )),
+        Op::Xattrs { path } => {
+            let mut names = sysc::llistxattr(&p(path))?;
+            names.retain(|n| n.starts_with(b"user.") || n.starts_with(b"trusted."));
+            names.sort();
+            let mut pairs = Vec::new();
+            for n in names {
+                let v = sysc::lgetxattr(&p(path), &n)?;
+                pairs.push(format!(
+                    "{}={}",
+                    String::from_utf8_lossy(&n),
+                    String::from_utf8_lossy(&v)
+                ));
+            }
+            Ok(pairs.join(" "))
+        }
         Op::SetXattr { path, name, value } => {
             done(sysc::lsetxattr(&p(path), name, value.as_bytes()))
         }
