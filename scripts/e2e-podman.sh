@@ -7,6 +7,7 @@
 #   MOUNT_PROGRAM=/usr/bin/fuse-overlayfs bash scripts/e2e-podman.sh   # the same checks on the reference
 #   bash scripts/e2e-podman.sh --compare       # both, then the container start times side by side
 # Environment: MOUNT_PROGRAM, E2E_DOCKER=0 (skip the dockerd part), E2E_RUNS=10 (timed container starts).
+# Ends with a rootless pass (scripts/e2e-podman-rootless.sh: podman and buildah as an unprivileged user).
 #
 # Every check prints `PASS name` or `FAIL name: detail`; the last line is `N passed, N failed` and the exit
 # status is non-zero when anything failed. Needs root (rootful podman); installs podman, runc, buildah,
@@ -618,5 +619,14 @@ docker_part() {
     if stop_dockerd; then pass docker_stop; else fail docker_stop "dockerd did not exit within 20 s of SIGTERM"; fi
 }
 docker_part
+
+# Rootless pass: podman and buildah as an unprivileged user with subordinate ids, stratafs started in
+# their user namespace (scripts/e2e-podman-rootless.sh prints its own PASS/FAIL lines).
+echo "=== rootless pass"
+if MOUNT_PROGRAM="$MOUNT_PROGRAM" bash "$REPO/scripts/e2e-podman-rootless.sh"; then
+    pass rootless_pass
+else
+    fail rootless_pass "a rootless check failed (listed above)"
+fi
 
 finish

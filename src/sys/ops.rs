@@ -307,6 +307,12 @@ pub fn syncfs(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    // SAFETY: plain fd call.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode) })?;
+    Ok(())
+}
+
 /// chmod of the object behind any fd (O_PATH included), through its /proc magic link.
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;

@@ -143,17 +143,22 @@ impl Extractor<'_, '_> {
         }
         match kind {
             EntryType::Directory => {
-                if !self.clear(&name, parent, &leaf, true)? {
-                    ops::mkdir_at(parent, &leaf, 0o700)
-                        .map_err(|e| ArchiveError::io(&name, "create the directory", e))?;
+                match ops::mkdir_at(parent, &leaf, 0o700) {
+                    Err(e) if errno(&e) == libc::EEXIST => {
+                        if !self.clear(&name, parent, &leaf, true)? {
+                            ops::mkdir_at(parent, &leaf, 0o700)
+                                .map_err(|e| ArchiveError::io(&name, "create the directory", e))?;
+                        }
+                    }
+                    r => r.map_err(|e| ArchiveError::io(&name, "create the directory", e))?,
                 }
                 self.dirs.push((names::join(&parts), attrs));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.clear(&name, parent, &leaf, false)?;
                 let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-                let file = sys::open_beneath(parent, &leaf, flags, 0o600)
-                    .map_err(|e| ArchiveError::io(&name, "create the file", e))?;
+                let file = self.create(&name, parent, &leaf, "create the file", || {
+                    sys::open_beneath(parent, &leaf, flags, 0o600)
+                })?;
                 let bytes = write_data(entry, file.as_fd(), &name, self.progress)?;
                 self.report.bytes += bytes;
                 self.apply(&name, file.as_fd(), &attrs, true)?;
@@ -165,11 +170,11 @@ impl Extractor<'_, '_> {
                     .into_owned();
                 names::check_symlink_target(&target)
                     .map_err(|r| ArchiveError::refused(&name, r))?;
-                self.clear(&name, parent, &leaf, false)?;
                 let target =
                     sys::cstr(&target).map_err(|e| ArchiveError::io(&name, "use the target", e))?;
-                ops::symlink_at(&target, parent, &leaf)
-                    .map_err(|e| ArchiveError::io(&name, "create the symlink", e))?;
+                self.create(&name, parent, &leaf, "create the symlink", || {
+                    ops::symlink_at(&target, parent, &leaf)
+                })?;
                 let link = open_object(parent, &leaf, &name)?;
                 self.apply(&name, link.as_fd(), &attrs, false)?;
             }
@@ -296,6 +301,25 @@ impl Extractor<'_, '_> {
             })?;
         }
         Ok(dir)
+    }
+
+    /// Runs `create` for the new object `leaf`; when the name is taken, makes room as tar
+    /// does (see `clear`) and tries once more. Trying first saves a stat per entry.
+    fn create<T>(
+        &mut self,
+        entry: &[u8],
+        parent: BorrowedFd<'_>,
+        leaf: &CStr,
+        what: &str,
+        mut create: impl FnMut() -> io::Result<T>,
+    ) -> Result<T> {
+        match create() {
+            Err(e) if errno(&e) == libc::EEXIST => {
+                self.clear(entry, parent, leaf, false)?;
+                create().map_err(|e| ArchiveError::io(entry, what, e))
+            }
+            r => r.map_err(|e| ArchiveError::io(entry, what, e)),
+        }
     }
 
     /// Makes room for a new object `leaf` as tar does: an existing non-directory is removed,
@@ -452,8 +476,13 @@ impl Extractor<'_, '_> {
             }
         }
         if chmod {
-            ops::chmod_fd(fd, a.mode & 0o7777)
-                .map_err(|e| ArchiveError::io(name, "set the mode", e))?;
+            // fchmod on a file opened for writing; O_PATH fds (EBADF) through /proc.
+            let mode = a.mode & 0o7777;
+            match ops::fchmod(fd, mode) {
+                Err(e) if errno(&e) == libc::EBADF => ops::chmod_fd(fd, mode),
+                r => r,
+            }
+            .map_err(|e| ArchiveError::io(name, "set the mode", e))?;
         }
         let atime = a.atime.unwrap_or((0, ops::UTIME_OMIT));
         ops::utimens_at(fd, c"", atime, a.mtime)

@@ -258,8 +258,18 @@ impl StrataMount {
 
     /// Unmounts with `umount` and checks the daemon then exits by itself, with status 0.
     pub fn unmount(mut self) -> Result<(), String> {
-        if !run_ok(&[OsStr::new("umount"), self.mnt.as_os_str()]) {
-            return Err(format!("umount {} failed", self.mnt.display()));
+        // Another process on the machine (one walking /tmp, say) can hold the mount for a
+        // moment: a failed unmount is tried again for a while before it counts.
+        let mut tries = 0;
+        while !run_ok(&[OsStr::new("umount"), self.mnt.as_os_str()]) {
+            tries += 1;
+            if tries == 10 {
+                return Err(format!(
+                    "umount {} failed {tries} times",
+                    self.mnt.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
         let result = self.wait_exit();
         self.cleanup();
