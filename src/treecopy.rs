@@ -13,8 +13,18 @@ use crate::sys::ops;
 /// Copies the contents of directory `src` into the existing directory `dst`, then gives `dst`
 /// the metadata of `src`.
 pub fn copy_tree(src: BorrowedFd<'_>, dst: BorrowedFd<'_>) -> io::Result<()> {
+    copy_tree_reporting(src, dst, &mut |_| {})
+}
+
+/// [`copy_tree`], calling `copied(bytes)` after each object (bytes: a file's size, else 0),
+/// for progress reports.
+pub fn copy_tree_reporting(
+    src: BorrowedFd<'_>,
+    dst: BorrowedFd<'_>,
+    copied: &mut dyn FnMut(u64),
+) -> io::Result<()> {
     let mut links = HashMap::new();
-    copy_dir_contents(src, dst, &mut links)?;
+    copy_dir_contents(src, dst, &mut links, copied)?;
     let st = sys::fstat(src)?;
     copy_metadata(src, &st, dst)
 }
@@ -25,6 +35,7 @@ fn copy_dir_contents(
     src: BorrowedFd<'_>,
     dst: BorrowedFd<'_>,
     links: &mut LinkMap,
+    copied: &mut dyn FnMut(u64),
 ) -> io::Result<()> {
     let reader = sys::open_beneath(src, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     for entry in sys::dir::read_all(reader)? {
@@ -43,7 +54,7 @@ fn copy_dir_contents(
                 ops::mkdir_at(dst, &name, 0o700)?;
                 let sub_dst = sys::open_beneath(dst, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
                 let sub_src = sys::open_beneath(src, &name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                copy_dir_contents(sub_src.as_fd(), sub_dst.as_fd(), links)?;
+                copy_dir_contents(sub_src.as_fd(), sub_dst.as_fd(), links, copied)?;
                 copy_metadata(obj.as_fd(), &st, sub_dst.as_fd())?;
                 continue;
             }
@@ -56,6 +67,7 @@ fn copy_dir_contents(
                     0o600,
                 )?;
                 copy_data(input.as_fd(), out.as_fd(), st.st_size as u64)?;
+                copied(st.st_size as u64);
             }
             libc::S_IFLNK => {
                 let target = sys::readlink_at(obj.as_fd(), c"")?;

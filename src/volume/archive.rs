@@ -176,7 +176,11 @@ impl VolumeStore {
             make_dir(&staged, 0o700)?;
             make_dir(&staged_data, 0o700)?;
             let dst_fd = sys::open_dir_path(&staged_data)?;
-            crate::treecopy::copy_tree(data.as_fd(), dst_fd.as_fd())
+            let mut progress = Progress::on_terminal("cloned");
+            crate::treecopy::copy_tree_reporting(data.as_fd(), dst_fd.as_fd(), &mut |bytes| {
+                progress.bytes(bytes);
+                progress.file();
+            })
         })();
         copied.context(|| format!("cannot copy volume {src} to {dst}"))?;
         sync_fs(&staged_data)?;
