@@ -5,15 +5,22 @@
 //! layer (slot 0 = bottom layer) and `UPPER_TAG` for an object created in the upper dir. A merged
 //! directory takes the number of its topmost lower copy. The numbers therefore depend only on the
 //! layer order and the layers' own inode numbers: stable across remounts, and readdir can
-//! compute d_ino without a lookup. Host inode numbers of 2^48 and more (rare: ext4 and xfs
-//! stay below) are folded into 48 bits. Inode 1 is the merged root.
+//! compute d_ino without a lookup. Inode 1 is the merged root.
+//!
+//! Host inode numbers of 2^48 and more do not fit (ext4 and xfs stay below; a layer on FUSE,
+//! on overlayfs with xino, or on another stratafs does not): such an object gets a number
+//! allocated once per (tag, host inode) from the range tag 0 leaves free, for the life of the
+//! daemon, as the kernel's xino falls back to non-persistent numbers when its bits run out. So
+//! two objects never share a number (folding the high bits into 48 once made stacked layers
+//! read each other's files), at the price of numbers that change across remounts for those
+//! objects only.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use fuser::FileType;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::attr::Attr;
 
@@ -22,20 +29,44 @@ pub const UPPER_TAG: u64 = 0xFFFF;
 const HOST_BITS: u32 = 48;
 const HOST_MASK: u64 = (1 << HOST_BITS) - 1;
 
-fn fold(host: u64) -> u64 {
+/// Numbers handed out to objects whose host inode number does not fit in 48 bits.
+struct Allocated {
+    by_object: HashMap<(u64, u64), u64>,
+    next: u64,
+}
+
+/// One table per daemon process: numbers are computed from free functions all over (the
+/// immutable lower index, readdir's d_ino), and a daemon serves one mount.
+static ALLOCATED: LazyLock<Mutex<Allocated>> = LazyLock::new(|| {
+    Mutex::new(Allocated {
+        by_object: HashMap::new(),
+        // Tag 0 is never a layer's tag; 0 and 1 (the root) are taken.
+        next: ROOT_INO + 1,
+    })
+});
+
+fn number(tag: u64, host: u64) -> u64 {
     if host <= HOST_MASK {
-        host
-    } else {
-        (host ^ (host >> HOST_BITS)) & HOST_MASK
+        return (tag << HOST_BITS) | host;
     }
+    let mut table = ALLOCATED.lock();
+    if let Some(n) = table.by_object.get(&(tag, host)) {
+        return *n;
+    }
+    let n = table.next;
+    // 2^48 objects with huge numbers in one mount cannot happen: memory runs out long before.
+    assert!(n <= HOST_MASK, "out of allocated inode numbers");
+    table.next += 1;
+    table.by_object.insert((tag, host), n);
+    n
 }
 
 pub fn lower_ino(slot: u16, host_ino: u64) -> u64 {
-    ((slot as u64 + 1) << HOST_BITS) | fold(host_ino)
+    number(slot as u64 + 1, host_ino)
 }
 
 pub fn upper_ino(host_ino: u64) -> u64 {
-    (UPPER_TAG << HOST_BITS) | fold(host_ino)
+    number(UPPER_TAG, host_ino)
 }
 
 /// Where a node's lower copy lives.
@@ -352,6 +383,23 @@ mod tests {
         assert_ne!(lower_ino(0, 5), upper_ino(5));
         assert_eq!(lower_ino(0, 5) & HOST_MASK, 5);
         assert!(lower_ino(0, 1) > ROOT_INO);
-        assert_eq!(lower_ino(3, u64::MAX) >> HOST_BITS, 4);
+    }
+
+    #[test]
+    fn huge_host_numbers_never_share_a_number() {
+        // What folding the high bits once mapped to one number: 2^48 + 5 of layer 0 and
+        // 2^49 + 6 of layer 1 (both 4 after the fold), and an upper object of 2^48 + 5.
+        let a = lower_ino(0, (1 << 48) + 5);
+        let b = lower_ino(0, (2 << 48) + 6);
+        let c = lower_ino(1, (2 << 48) + 6);
+        let d = upper_ino((1 << 48) + 5);
+        let all = [a, b, c, d, lower_ino(0, 4), lower_ino(1, 4), ROOT_INO];
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "{all:x?}");
+        // Stable within the daemon: the same object gets the same number again.
+        assert_eq!(lower_ino(0, (1 << 48) + 5), a);
+        assert_eq!(upper_ino((1 << 48) + 5), d);
+        // Allocated numbers are in the range no layer tag uses.
+        assert_eq!(a >> HOST_BITS, 0);
     }
 }
