@@ -256,6 +256,16 @@ fn fuser_options(fsname: &str, flags: fusemount::Flags, privileged: bool) -> Vec
 pub fn umount(mountpoint: &Path, force: bool) -> Result<(), String> {
     match crate::mountinfo::mount_at(mountpoint) {
         Some(m) if fusemount::is_stratafs(&m) || force => {}
+        // A volume, bind or tmpfs of a union: the union is what to unmount.
+        Some(m) if crate::mountinfo::union_above(&m.mount_point) != m.mount_point => {
+            let union = crate::mountinfo::union_above(&m.mount_point);
+            return Err(format!(
+                "{}: a sub-mount of the stratafs mount at {}: run stratafs umount {}",
+                mountpoint.display(),
+                union.display(),
+                union.display()
+            ));
+        }
         Some(m) => {
             return Err(format!(
                 "{}: not a stratafs mount (type {}, source {}): unmount it with umount, or pass --force",

@@ -56,7 +56,10 @@ fn env_logger_for(
 /// `mountpoint` is named in every line. Only the first call takes effect.
 pub fn init(debug: bool, mountpoint: Option<&Path>) {
     let level = if debug { "debug" } else { "warn" };
+    // Absolute, so that a line in the system log says which mount it is about; made without
+    // touching the filesystem (the path may be a stale mount).
     let prefix = mountpoint
+        .map(|m| std::path::absolute(m).unwrap_or_else(|_| m.to_path_buf()))
         .map(|m| format!("{}: ", m.display()))
         .unwrap_or_default();
     let router: &'static Router = Box::leak(Box::new(Router {

@@ -409,11 +409,9 @@ fn dash_d_is_debug_in_the_foreground() {
 fn log_lines_reach_the_log_file_or_syslog_and_name_the_mountpoint() {
     let (t, layer, mnt) = setup("logs");
     let log = t.path().join("stratafs.log");
-    let canon = mnt.canonicalize().unwrap();
     let expect_in = |what: &str, body: &str| {
         assert!(
-            body.contains(&format!("{}: signal 15: unmounting", mnt.display()))
-                || body.contains(&format!("{}: signal 15: unmounting", canon.display())),
+            body.contains(&format!("{}: signal 15: unmounting", mnt.display())),
             "{what}: {body:?}"
         );
     };

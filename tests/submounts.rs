@@ -734,6 +734,15 @@ fn volume_rm_is_refused_while_a_crashed_mount_still_holds_the_volume() {
             .any(|l| l.contains("  held  ") && l.ends_with(mnt)),
         "{table}"
     );
+    // `stratafs umount` of the volume's own mount points at the union.
+    let out = Command::new(stratafs_bin())
+        .arg("umount")
+        .arg(env.at("data"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("run stratafs umount {mnt}")), "{err}");
     // The advice works, and then the volume is free.
     let out = Command::new(stratafs_bin())
         .arg("umount")
