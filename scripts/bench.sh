@@ -5,12 +5,16 @@
 #
 #   sudo scripts/bench.sh                  # everything
 #   sudo BENCH=write REPEAT=1 scripts/bench.sh
+#   sudo BENCH=image,layers scripts/bench.sh
 #   STRATAFS=/path/to/stratafs scripts/bench.sh
 #   FILESYSTEMS="kernel fuse-overlayfs" scripts/bench.sh
 #
 # Environment:
 #   STRATAFS     stratafs binary (default: target/release/stratafs)
-#   BENCH        read, write or all (default: all)
+#   FUSE_OVERLAYFS  fuse-overlayfs binary (default: fuse-overlayfs from PATH)
+#   BENCH        all, or groups separated by commas: read, write, image (read every file, gcc and
+#                python3 in a chroot, of a host-root image), layers (cold walk at 20/100/200/400
+#                layers, mount at 400) (default: all)
 #   BENCH_DIR    work dir; the layer stack, the big files and the tarball are built once and kept
 #                there (default: /var/tmp/stratafs-bench)
 #   FILESYSTEMS  which to run, in order (default: "kernel fuse-overlayfs stratafs")
@@ -37,6 +41,10 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STRATAFS=${STRATAFS:-target/release/stratafs}
+FUSE_OVERLAYFS=${FUSE_OVERLAYFS:-fuse-overlayfs}
+# Absolute, as some stacks are mounted from inside their own dir.
+[[ $STRATAFS == /* ]] || STRATAFS=$PWD/$STRATAFS
+[[ $FUSE_OVERLAYFS != */* || $FUSE_OVERLAYFS == /* ]] || FUSE_OVERLAYFS=$PWD/$FUSE_OVERLAYFS
 BENCH_DIR=${BENCH_DIR:-/var/tmp/stratafs-bench}
 FILESYSTEMS=${FILESYSTEMS:-kernel fuse-overlayfs stratafs}
 REPEAT=${REPEAT:-3}
@@ -79,9 +87,15 @@ drop_caches() {
 layer_dir() { printf '%s/L%02d' "$STACK" "$1"; }
 top_layer() { layer_dir "$NLAYERS"; }
 
-# Layers bottom first, one per line: L00 .. L19, then the whiteout layer L20.
+# Layers bottom first, one per line: L00 .. L19, then the whiteout layer L20; or, where a
+# benchmark mounts another stack, the layers it put in MOUNT_LAYERS.
+MOUNT_LAYERS=()
 layers_bottom_first() {
     local i
+    if [ "${#MOUNT_LAYERS[@]}" -gt 0 ]; then
+        printf '%s\n' "${MOUNT_LAYERS[@]}"
+        return
+    fi
     for ((i = 0; i <= NLAYERS; i++)); do layer_dir "$i"; echo; done
 }
 
@@ -213,7 +227,7 @@ mount_fuse_overlayfs() {
     opts="lowerdir=$(lowerdir_top_first)"
     [ -z "${2:-}" ] || opts+=",upperdir=$2,workdir=$3"
     # fuse-overlayfs 1.x warns about every option it passes on but does not know; keep errors.
-    fuse-overlayfs -o "$opts" "$1" 2> >(grep -v 'unknown argument ignored' >&2)
+    "$FUSE_OVERLAYFS" -o "$opts" "$1" 2> >(grep -v 'unknown argument ignored' >&2)
 }
 
 mount_stratafs() {
@@ -354,6 +368,213 @@ bench_peak_rss() {
     [ -n "$pid" ] || die "cannot find the $fs daemon for $mnt"
     awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status"
     umount_fs "$fs" "$mnt"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Image benchmarks (BENCH=image): a 3-layer image made of the host's own root (/etc, /usr and
+# the merged-/usr links, minus a few big trees no compiler or interpreter needs), hard-linked
+# where the bench dir shares the host's filesystem. /usr/lib is split over two layers so it
+# merges. Reading it all exercises open/read/release; gcc and python3 run in a chroot of it.
+
+IMAGE=$BENCH_DIR/image
+IMAGE_VERSION=1
+IMAGE_SKIP_USR_LIB="google-cloud-sdk jvm llvm-*" # large, and not used by gcc or python3
+
+image_layers() { printf '%s\n' "$IMAGE/L0" "$IMAGE/L1" "$IMAGE/L2"; }
+
+# copy_tree SRC DEST_DIR: hard links where the filesystem allows, else a copy.
+copy_tree() {
+    cp -al "$1" "$2/" 2>/dev/null || { rm -rf "${2:?}/${1##*/}" && cp -a "$1" "$2/"; }
+}
+
+build_image() {
+    if [ -f "$IMAGE/.done" ] && [ "$(cat "$IMAGE/.done")" = "$IMAGE_VERSION" ]; then
+        return
+    fi
+    note "building the host-root image in $IMAGE (once)"
+    rm -rf "$IMAGE"
+    local base=$IMAGE/L0 tools=$IMAGE/L1 extra=$IMAGE/L2 e name skip pat
+    mkdir -p "$base/usr/lib" "$base/tmp" "$base/bench" "$tools/usr" "$extra/usr/lib"
+    chmod 1777 "$base/tmp"
+    for e in /bin /sbin /lib /lib64 /lib32 /libx32; do
+        [ -e "$e" ] || [ -L "$e" ] || continue
+        if [ -L "$e" ]; then cp -a "$e" "$base/"; else copy_tree "$e" "$base"; fi
+    done
+    copy_tree /etc "$base"
+    for e in /usr/lib/*; do
+        name=${e##*/} skip=
+        for pat in $IMAGE_SKIP_USR_LIB; do
+            # shellcheck disable=SC2254 # $pat is a glob on purpose
+            case $name in $pat) skip=1 ;; esac
+        done
+        [ -z "$skip" ] || continue
+        case $name in
+        python3*) copy_tree "$e" "$extra/usr/lib" ;;
+        *) copy_tree "$e" "$base/usr/lib" ;;
+        esac
+    done
+    for e in bin sbin lib64 libexec; do
+        [ ! -e "/usr/$e" ] || copy_tree "/usr/$e" "$tools/usr"
+    done
+    [ ! -d /usr/include ] || copy_tree /usr/include "$extra/usr"
+    printf '#include <stdio.h>\nint main(void) { puts("hello"); return 0; }\n' >"$base/bench/hello.c"
+    echo "$IMAGE_VERSION" >"$IMAGE/.done"
+}
+
+# mount_image FS MNT [UPPER WORK]
+mount_image() {
+    local -a MOUNT_LAYERS
+    mapfile -t MOUNT_LAYERS < <(image_layers)
+    mount_fs "$@"
+}
+
+# tar reads nothing when it writes to /dev/null itself, hence the cat. Exit 1 is a warning
+# (a socket skipped, a file changed while read).
+read_all_files() {
+    local status=0
+    (cd "$1" && tar cf - . 2>/dev/null | cat >/dev/null) || status=$?
+    [ "$status" -le 1 ] || return "$status"
+}
+
+# 1. Every file of the image, read through a warm mount (one untimed warm-up pass).
+bench_read_all() {
+    local fs=$1 mnt=$2 t0 t1 r
+    mount_image "$fs" "$mnt"
+    read_all_files "$mnt"
+    for ((r = 0; r < REPEAT; r++)); do
+        t0=$(now)
+        read_all_files "$mnt"
+        t1=$(now)
+        elapsed "$t0" "$t1"
+        echo
+    done
+    umount_fs "$fs" "$mnt"
+}
+
+# in_chroot ROOT CMD...: a clean environment, so the host's PATH (pyenv shims) plays no part.
+in_chroot() {
+    local root=$1
+    shift
+    chroot "$root" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/tmp LANG=C "$@"
+}
+
+# chroot_run FS MNT PROGRAM ACTION: times ACTION MNT (REPEAT runs after one warm-up) in a
+# chroot of the image with a fresh upper (gcc writes to /tmp). Prints nothing when the image
+# has no PROGRAM.
+chroot_run() {
+    local fs=$1 mnt=$2 program=$3 action=$4 rw=$RW_ROOT/$1 t0 t1 r
+    if [ ! -x "$IMAGE/L1/usr/bin/$program" ]; then
+        note "$program is not in the host's /usr/bin: row left empty"
+        return 0
+    fi
+    rm -rf "$rw"
+    mkdir -p "$rw/upper" "$rw/work"
+    mount_image "$fs" "$mnt" "$rw/upper" "$rw/work"
+    "$action" "$mnt" || die "$action failed in a chroot of $fs"
+    for ((r = 0; r < REPEAT; r++)); do
+        t0=$(now)
+        "$action" "$mnt"
+        t1=$(now)
+        elapsed "$t0" "$t1"
+        echo
+    done
+    umount_fs "$fs" "$mnt"
+    rm -rf "$rw"
+}
+
+compile_hello() { in_chroot "$1" gcc -O2 -o /tmp/hello /bench/hello.c && in_chroot "$1" /tmp/hello >/dev/null; }
+python_start_x10() {
+    local i
+    for ((i = 0; i < 10; i++)); do in_chroot "$1" python3 -c pass || return; done
+}
+
+# 2. gcc compile (and link, and run) of a small file in a chroot of the mount, warm.
+bench_chroot_gcc() { chroot_run "$1" "$2" gcc compile_hello; }
+
+# 3. python3 start x10 in a chroot of the mount, warm.
+bench_chroot_python() { chroot_run "$1" "$2" python3 python_start_x10; }
+
+# ---------------------------------------------------------------------------------------------
+# Layer-count benchmarks (BENCH=layers): 3,000 empty files in 60 dirs, every dir present in every
+# layer and the files dealt round-robin over the layers, at each count of SWEEP_LAYER_COUNTS.
+# Per-directory cost that grows with the layers a name is not in shows here. Layers are given
+# by relative names from the stack's dir: 400 absolute paths overflow the kernel's one-page
+# mount options.
+
+SWEEP=$BENCH_DIR/sweep
+SWEEP_VERSION=1
+SWEEP_DIRS=60
+SWEEP_FILES_PER_DIR=50
+SWEEP_DEEP_PATH=d59/f49
+SWEEP_LAYER_COUNTS="20 100 200 400" # the benchmarks below name these counts
+
+sweep_layer_names() {
+    local i
+    for ((i = 0; i < $1; i++)); do printf 'L%03d\n' "$i"; done
+}
+
+build_sweep() {
+    local n=$1 dir=$SWEEP/$1 layer
+    if [ -f "$dir/.done" ] && [ "$(cat "$dir/.done")" = "$SWEEP_VERSION" ]; then
+        return
+    fi
+    note "building the $n-layer stack in $dir (once)"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    while IFS= read -r layer; do
+        mkdir -p "$dir/$layer"
+        (cd "$dir/$layer" && mkdir $(seq -f 'd%02g' 0 $((SWEEP_DIRS - 1))))
+    done < <(sweep_layer_names "$n")
+    # File j of dir d goes to layer (d * files + j) mod n.
+    awk -v dirs="$SWEEP_DIRS" -v files="$SWEEP_FILES_PER_DIR" -v n="$n" 'BEGIN {
+        for (d = 0; d < dirs; d++)
+            for (j = 0; j < files; j++)
+                printf "L%03d/d%02d/f%02d\n", (d * files + j) % n, d, j
+    }' | (cd "$dir" && xargs touch)
+    echo "$SWEEP_VERSION" >"$dir/.done"
+}
+
+# mount_sweep N FS MNT: mounted from inside the stack's dir, with relative layer names.
+mount_sweep() {
+    local -a MOUNT_LAYERS
+    mapfile -t MOUNT_LAYERS < <(sweep_layer_names "$1")
+    (cd "$SWEEP/$1" && mount_fs "$2" "$3")
+}
+
+# Cold caches, fresh mount, then a timed find (the mount is not timed).
+sweep_walk() {
+    local n=$1 fs=$2 mnt=$3 t0 t1 r seen want
+    want=$((1 + SWEEP_DIRS + SWEEP_DIRS * SWEEP_FILES_PER_DIR)) # the root, the dirs, the files
+    for ((r = 0; r < REPEAT; r++)); do
+        drop_caches
+        mount_sweep "$n" "$fs" "$mnt"
+        t0=$(now)
+        seen=$(find "$mnt" -printf '%s\n' | wc -l)
+        t1=$(now)
+        umount_fs "$fs" "$mnt"
+        [ "$seen" -eq "$want" ] || note "WARN: $fs shows $seen entries of the $n-layer stack, not $want"
+        elapsed "$t0" "$t1"
+        echo
+    done
+}
+bench_sweep_walk_20() { sweep_walk 20 "$@"; }
+bench_sweep_walk_100() { sweep_walk 100 "$@"; }
+bench_sweep_walk_200() { sweep_walk 200 "$@"; }
+bench_sweep_walk_400() { sweep_walk 400 "$@"; }
+
+# Mount of the 400-layer stack, then the first stat of a file in its top layer's last dir;
+# timed from the start of the mount command, as mount_stat.
+bench_mount_stat_400() {
+    local fs=$1 mnt=$2 t0 t1 r
+    for ((r = 0; r < REPEAT; r++)); do
+        t0=$(now)
+        mount_sweep 400 "$fs" "$mnt"
+        stat "$mnt/$SWEEP_DEEP_PATH" >/dev/null
+        t1=$(now)
+        umount_fs "$fs" "$mnt"
+        elapsed "$t0" "$t1"
+        echo
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -589,6 +810,18 @@ READ_BENCHES=(
     "read_1g|sequential read 1 GiB (dd bs=1M)|GB/s"
     "peak_rss|daemon peak RSS (VmHWM)|MiB"
 )
+IMAGE_BENCHES=(
+    "read_all|read every file of a host-root image, warm|s"
+    "chroot_gcc|gcc of a small file in a chroot, warm|s"
+    "chroot_python|python3 -c pass x10 in a chroot, warm|s"
+)
+LAYERS_BENCHES=(
+    "sweep_walk_20|cold walk, 3,000 files in 60 dirs, 20 layers|s"
+    "sweep_walk_100|  the same, 100 layers|s"
+    "sweep_walk_200|  the same, 200 layers|s"
+    "sweep_walk_400|  the same, 400 layers|s"
+    "mount_stat_400|mount + first stat, 400 layers|s"
+)
 WRITE_BENCHES=(
     "untar|untar ~20 MB of small files|s"
     "append_2g|append 1 byte to a 2 GiB lower file|s"
@@ -689,15 +922,25 @@ print_write_checks() {
     done
 }
 
+# has_group NAME: whether BENCH asks for that group of benchmarks.
+has_group() { [[ " ${BENCH//,/ } " == *" $1 "* || $BENCH == all ]]; }
+
 main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (mounts and drop_caches need it)"
-    case $BENCH in
-    read) BENCHES=("${READ_BENCHES[@]}") ;;
-    write) BENCHES=("${WRITE_BENCHES[@]}") ;;
-    all) BENCHES=("${READ_BENCHES[@]}" "${WRITE_BENCHES[@]}") ;;
-    *) die "BENCH must be read, write or all, not '$BENCH'" ;;
-    esac
-    if [ "$BENCH" != write ]; then
+    local group groups
+    groups=${BENCH//,/ }
+    [ "$groups" != all ] || groups="read write image layers"
+    BENCHES=()
+    for group in $groups; do
+        case $group in
+        read) BENCHES+=("${READ_BENCHES[@]}") ;;
+        write) BENCHES+=("${WRITE_BENCHES[@]}") ;;
+        image) BENCHES+=("${IMAGE_BENCHES[@]}") ;;
+        layers) BENCHES+=("${LAYERS_BENCHES[@]}") ;;
+        *) die "BENCH must be all or a list of read, write, image, layers, not '$BENCH'" ;;
+        esac
+    done
+    if has_group read || has_group layers; then
         [ -w /proc/sys/vm/drop_caches ] || die "/proc/sys/vm/drop_caches is not writable: cold runs need it"
     fi
     local fs available=()
@@ -705,7 +948,7 @@ main() {
         case $fs in
         kernel) grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
             die "kernel overlayfs is not available (modprobe overlay)" ;;
-        fuse-overlayfs) command -v fuse-overlayfs >/dev/null ||
+        fuse-overlayfs) command -v "$FUSE_OVERLAYFS" >/dev/null ||
             die "fuse-overlayfs is not installed: apt-get install fuse-overlayfs" ;;
         stratafs) if [ ! -x "$STRATAFS" ]; then
             note "SKIPPING stratafs: $STRATAFS is not an executable (cargo build --release, or set STRATAFS=path)"
@@ -721,20 +964,32 @@ main() {
     RESULTS=$(mktemp -d "$BENCH_DIR/results.XXXXXX")
     trap 'cleanup; rm -rf "$RESULTS"' EXIT
     trap 'exit 130' INT TERM
-    build_stack
-    if [ "$BENCH" != read ]; then
+    if has_group read || has_group write; then
+        build_stack
+        find "$STACK" >/dev/null # same starting point for every filesystem
+        printf 'stack: %s layers + whiteout layer, %s entries, deep path %s\n' "$NLAYERS" \
+            "$(find "$STACK"/L* | wc -l)" "$(cat "$STACK/deep_path.txt")"
+    fi
+    if has_group write; then
         build_untar_tarball
         pick_write_trees
         write_expectations
     fi
-    find "$STACK" >/dev/null # same starting point for every filesystem
-
-    printf 'stack: %s layers + whiteout layer, %s entries, deep path %s\n' "$NLAYERS" \
-        "$(find "$STACK"/L* | wc -l)" "$(cat "$STACK/deep_path.txt")"
+    if has_group image; then
+        build_image
+        printf 'image: %s layers of the host root, %s entries, %s\n' "$(image_layers | wc -l)" \
+            "$(find "$IMAGE"/L* | wc -l)" "$(du -sh --apparent-size "$IMAGE" | cut -f1)"
+    fi
+    if has_group layers; then
+        local n
+        for n in $SWEEP_LAYER_COUNTS; do build_sweep "$n"; done
+        printf 'layer sweep: %s dirs in every layer, %s files dealt over %s layers\n' "$SWEEP_DIRS" \
+            $((SWEEP_DIRS * SWEEP_FILES_PER_DIR)) "${SWEEP_LAYER_COUNTS// /, }"
+    fi
     printf 'kernel %s; fuse-overlayfs %s; stratafs %s\n' "$(uname -r)" \
-        "$(fuse-overlayfs --version 2>&1 | awk '/fuse-overlayfs/ && !v { v = $NF } END { print v }')" \
+        "$("$FUSE_OVERLAYFS" --version 2>&1 | awk '/fuse-overlayfs/ && !v { v = $NF } END { print v }')" \
         "$(git log -1 --format='%h %s' 2>/dev/null | cut -c1-60) ($STRATAFS)"
-    if [ "$BENCH" != read ]; then
+    if has_group write; then
         printf 'write: untar %s entries (%s MB) into a new dir; rm -rf %s; chown -R %s\n' \
             "$(tar -tf "$UNTAR_TARBALL" | wc -l)" \
             "$(awk -v b="$(stat -c %s "$UNTAR_TARBALL")" 'BEGIN { printf "%.1f", b / 1e6 }')" \
@@ -766,7 +1021,7 @@ main() {
         [ "$fs" = kernel ] || [ ! -f "$RESULTS/$fs.chown" ] || cp "$RESULTS/$fs.chown" "$RESULTS/$fs.chown_metacopy"
     done
     print_table
-    if [ "$BENCH" != read ]; then
+    if has_group write; then
         print_write_notes
         print_write_checks
     fi

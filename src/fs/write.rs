@@ -395,7 +395,10 @@ impl StrataFs {
         if node.kind == FileType::Directory {
             return Err(Errno::EPERM);
         }
-        self.ensure_upper(&node, Data::All)?;
+        // Like the kernel with metacopy=on: the link shares a metadata-only copy, which names
+        // its lower data by an absolute redirect (another name may be in another directory).
+        self.ensure_upper(&node, Data::Meta)?;
+        self.redirect_metacopy(&node, None)?;
         let parent_node = self.node(newparent)?;
         self.ensure_upper(&parent_node, Data::All)?;
         // The object is linked, not one of its names: any name may have gone meanwhile.
@@ -462,6 +465,9 @@ impl StrataFs {
                 self.check_movable(&dst_parent, newname)?;
             }
         }
+        // Refusals come before any copy-up, as in the kernel: a failed rename leaves the upper
+        // dir as it was. (They are checked again under the locks below.)
+        self.check_rename(&src_parent, name, &dst_parent, newname, exchange, noreplace)?;
         self.ensure_upper(&src_parent, Data::All)?;
         self.ensure_upper(&dst_parent, Data::All)?;
 
@@ -476,7 +482,9 @@ impl StrataFs {
             parent: src_parent.clone(),
             name: name.to_vec(),
         };
-        self.ensure_upper_as(&src_node, Data::All, Some(src_link))?;
+        // A file moves as a metadata-only copy when it can (the kernel's metacopy=on): its data
+        // stays below, named by the redirect mark_moved writes.
+        self.ensure_upper_as(&src_node, Data::Meta, Some(src_link))?;
         let dst_node = {
             let st = self.dir_state(&dst_parent)?;
             let st = st.read();
@@ -491,7 +499,7 @@ impl StrataFs {
                 parent: dst_parent.clone(),
                 name: newname.to_vec(),
             };
-            self.ensure_upper_as(dst, Data::All, Some(dst_link))?;
+            self.ensure_upper_as(dst, Data::Meta, Some(dst_link))?;
         } else if dst_node.is_some() {
             self.copy_up_linked_lower(&dst_parent, newname)?;
         }
@@ -564,10 +572,12 @@ impl StrataFs {
         let name_c = sys::cstr(name).map_err(|e| errno(&e))?;
         let newname_c = sys::cstr(newname).map_err(|e| errno(&e))?;
 
-        // Directories keep reading their lower content from where it was: record it.
+        // Directories and metacopy files keep reading their lower content from where it
+        // was: record it.
         self.mark_moved(
             &src_node,
             dst_now.is_some() || self.lower_has(&dst_state_guard, &src_state, newname),
+            same_dir,
         )?;
         // The object a plain rename replaces lives on for its open files and other names.
         let replaced_object = match &dst_node {
@@ -584,7 +594,7 @@ impl StrataFs {
         if exchange {
             // The other directory moves too: mark it at its place before the swap.
             if let Some(dn) = &dst_node {
-                self.mark_moved(dn, true)?;
+                self.mark_moved(dn, true, same_dir)?;
             }
             ops::rename_at(
                 src_dir.as_fd(),
@@ -759,10 +769,101 @@ impl StrataFs {
         ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target).map_err(|e| errno(&e))
     }
 
-    fn mark_moved(&self, node: &Node, lands_on_lower: bool) -> Result<(), Errno> {
+    /// A metacopy file that moves (or gains a name) names its lower data by redirect, as the
+    /// kernel writes it: the old name for a move inside its directory (`same_dir`, one lower
+    /// link), else the absolute lower path.
+    fn redirect_metacopy(&self, node: &Node, same_dir: Option<bool>) -> Result<(), Errno> {
+        let (lower, metacopy, nlink) = {
+            let inner = node.inner.read();
+            (inner.lower.clone(), inner.metacopy, inner.attr.nlink)
+        };
+        let Some(lower) = lower.filter(|_| metacopy) else {
+            return Ok(());
+        };
+        let fd = self.upper_object(node)?;
+        if ovl::has(fd.as_fd(), Marker::Redirect) {
+            // Already named (moved before): the path it names has not changed.
+            return Ok(());
+        }
+        let (lower_dir, lower_name) = match lower.rel.iter().rposition(|b| *b == b'/') {
+            Some(i) => (&lower.rel[..i], &lower.rel[i + 1..]),
+            None => (&b"."[..], &lower.rel[..]),
+        };
+        let parent_lower = node
+            .inner
+            .read()
+            .parent()
+            .and_then(|p| p.inner.read().lower.as_ref().map(|l| l.rel.clone()));
+        let relative =
+            same_dir == Some(true) && nlink < 2 && parent_lower.as_deref() == Some(lower_dir);
+        let target = if relative {
+            lower_name.to_vec()
+        } else {
+            [&b"/"[..], &lower.rel].concat()
+        };
+        ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target).map_err(|e| errno(&e))
+    }
+
+    /// The refusals of rename(2) that depend only on the names: ENOENT, EEXIST, ENOTDIR,
+    /// EISDIR, ENOTEMPTY.
+    fn check_rename(
+        &self,
+        src_parent: &Arc<Node>,
+        name: &[u8],
+        dst_parent: &Arc<Node>,
+        newname: &[u8],
+        exchange: bool,
+        noreplace: bool,
+    ) -> Result<(), Errno> {
+        let (src_ino, src_kind) = {
+            let st = self.dir_state(src_parent)?;
+            let st = st.read();
+            let r = st.resolve(name).ok_or(Errno::ENOENT)?;
+            (r.ino(), r.kind())
+        };
+        let dst = {
+            let st = self.dir_state(dst_parent)?;
+            let st = st.read();
+            match st.resolve(newname) {
+                Some(r) => Some((
+                    r.ino(),
+                    r.kind(),
+                    self.peek_node(dst_parent, &st, newname, r)?,
+                )),
+                None => None,
+            }
+        };
+        let Some((dst_ino, dst_kind, dst_node)) = dst else {
+            return if exchange { Err(Errno::ENOENT) } else { Ok(()) };
+        };
+        if dst_ino == src_ino || exchange {
+            return Ok(());
+        }
+        if noreplace {
+            return Err(Errno::EEXIST);
+        }
+        let src_is_dir = src_kind == FileType::Directory;
+        let dst_is_dir = dst_kind == FileType::Directory;
+        if src_is_dir && !dst_is_dir {
+            return Err(Errno::ENOTDIR);
+        }
+        if !src_is_dir && dst_is_dir {
+            return Err(Errno::EISDIR);
+        }
+        if dst_is_dir && !self.dir_state(&dst_node)?.read().is_empty() {
+            return Err(Errno::ENOTEMPTY);
+        }
+        Ok(())
+    }
+
+    fn mark_moved(&self, node: &Node, lands_on_lower: bool, same_dir: bool) -> Result<(), Errno> {
         if node.kind == FileType::RegularFile {
+            if node.inner.read().metacopy {
+                return self.redirect_metacopy(node, Some(same_dir));
+            }
             return self.mark_moved_hard_link(node);
         }
+
         if node.kind != FileType::Directory {
             return Ok(());
         }
