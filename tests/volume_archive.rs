@@ -8,68 +8,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tar::EntryType;
 
+#[path = "support/scratch.rs"]
+mod scratch;
+use scratch::{TempDir, TmpfsMount};
 #[path = "support/rawtar.rs"]
 mod rawtar;
 use rawtar::RawTar;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "stratafs-volarc-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path.canonicalize().unwrap())
-    }
-
-    fn state(&self) -> PathBuf {
-        self.0.join("state")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A tmpfs mounted on a fresh directory, unmounted on drop (also when a test panics).
-struct TmpfsMount(PathBuf);
-
-impl TmpfsMount {
-    fn new(dir: PathBuf) -> TmpfsMount {
-        std::fs::create_dir_all(&dir).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-            .arg(&dir)
-            .status()
-            .expect("run mount");
-        assert!(st.success(), "mount -t tmpfs on {} failed", dir.display());
-        TmpfsMount(dir)
-    }
-}
-
-impl Drop for TmpfsMount {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
 
 fn stratafs(state: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stratafs"));
