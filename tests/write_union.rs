@@ -3,8 +3,8 @@
 //! merged tree and the same upper dir (in the kernel's format); each implementation must read
 //! the upper dir the other one wrote, and stratafs must show the same tree after a remount.
 //!
-//! Randomized runs: STRATAFS_SEEDS=N runs seeds 1..=N (default 20); STRATAFS_SEED=S runs only
-//! seed S; STRATAFS_KEEP_GOING=1 goes on after a failing seed and reports them all. A failure
+//! Randomized runs: STRATAFS_SEEDS=N runs seeds 1..=N (default 150; 1..500 all match the
+//! kernel); STRATAFS_SEED=S runs only seed S; STRATAFS_KEEP_GOING=1 goes on after a failing seed and reports them all. A failure
 //! prints the seed and the operation list shrunk to a minimal failing one.
 
 mod common;
@@ -274,7 +274,7 @@ fn random_differential() {
     require_root();
     let dir = TempDir::new("wu-template");
     let template = build_template(dir.path(), Extras::default());
-    let failures = random_runs(&template, &Options::default(), 20);
+    let failures = random_runs(&template, &Options::default(), 150);
     assert!(
         failures.is_empty(),
         "{} seed(s) failed:\n\n{}",
