@@ -4,8 +4,9 @@
 //! the upper dir the other one wrote, and stratafs must show the same tree after a remount.
 //!
 //! Randomized runs: STRATAFS_SEEDS=N runs seeds 1..=N (default 150; 1..500 all match the
-//! kernel); STRATAFS_SEED=S runs only seed S; STRATAFS_KEEP_GOING=1 goes on after a failing seed and reports them all. A failure
-//! prints the seed and the operation list shrunk to a minimal failing one.
+//! kernel); STRATAFS_SEED=S runs only seed S; STRATAFS_KEEP_GOING=1 goes on after a failing
+//! seed and reports them all. A failure prints the seed and the operation list shrunk to a
+//! minimal failing one.
 
 mod common;
 
