@@ -14,7 +14,10 @@
 #   FUSE_OVERLAYFS  fuse-overlayfs binary (default: fuse-overlayfs from PATH)
 #   BENCH        all, or groups separated by commas: read, write, image (read every file, gcc and
 #                python3 in a chroot, of a host-root image), layers (cold walk at 20/100/200/400
-#                layers, mount at 400) (default: all)
+#                layers, mount at 400), rootless (cold walk, untar and 1 GiB read as the user
+#                RL_USER in a user namespace; the kernel with -o userxattr) (default: all)
+#   RL_USER      the unprivileged user of BENCH=rootless (default: stratafs-rootless, made by
+#                .ci/rootless-user)
 #   BENCH_DIR    work dir; the layer stack, the big files and the tarball are built once and kept
 #                there (default: /var/tmp/stratafs-bench)
 #   FILESYSTEMS  which to run, in order (default: "kernel fuse-overlayfs stratafs")
@@ -798,6 +801,191 @@ write_expectations() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Rootless benchmarks (BENCH=rootless): each run happens inside a user namespace as the
+# unprivileged user RL_USER (made by .ci/rootless-user), as rootless podman runs its mount
+# program: runuser -u RL_USER -- unshare --map-auto --map-root-user --mount. The kernel column
+# is overlayfs with -o userxattr (in the same kind of namespace), fuse-overlayfs runs rootless,
+# and stratafs picks its rootless mode by itself. The stack (/usr/share dealt over RL_NLAYERS
+# layers, every top-level dir merged, plus a copy of the 1 GiB file) and the stratafs binary are
+# copied under RL_DIR and owned by the user, who cannot read root's paths. Only the cache drop
+# runs outside the namespace, as root.
+
+RL_USER=${RL_USER:-stratafs-rootless}
+RL_DIR=$BENCH_DIR/rootless
+RL_STACK=$RL_DIR/stack
+RL_NLAYERS=5
+RL_VERSION=1
+RL_PIDS=$RL_DIR/run/daemon.pids # FUSE daemons started in a namespace, for cleanup
+
+build_rootless_stack() {
+    id -u "$RL_USER" >/dev/null 2>&1 || die "no user $RL_USER: run .ci/rootless-user as root"
+    if ! [ -f "$RL_STACK/.done" ] || [ "$(cat "$RL_STACK/.done")" != "$RL_VERSION" ]; then
+        note "building the rootless stack in $RL_STACK (once)"
+        rm -rf "$RL_STACK"
+        local i dir name child k
+        for ((i = 0; i < RL_NLAYERS; i++)); do mkdir -p "$RL_STACK/L$i"; done
+        for dir in "$SOURCE_TREE"/*/; do
+            dir=${dir%/}
+            [ ! -L "$dir" ] || continue
+            name=${dir##*/} k=0
+            while IFS= read -r -d '' child; do
+                mkdir -p "$RL_STACK/L$((k % RL_NLAYERS))/$name"
+                cp -a "$child" "$RL_STACK/L$((k % RL_NLAYERS))/$name/"
+                k=$((k + 1))
+            done < <(find "$dir" -mindepth 1 -maxdepth 1 -print0 | sort -z)
+        done
+        build_big_file
+        mkdir -p "$RL_STACK/L1/${BIG_FILE_NAME%/*}"
+        cp "$BENCH_DIR/big-1GiB.bin" "$RL_STACK/L1/$BIG_FILE_NAME"
+        # The namespace maps the user to root: the stack reads as root-owned inside it.
+        chown -R "$RL_USER:$RL_USER" "$RL_STACK"
+        echo "$RL_VERSION" >"$RL_STACK/.done"
+    fi
+    build_untar_tarball
+    mkdir -p "$RL_DIR/bin" "$RL_DIR/run" "$RL_DIR/mnt"
+    if [ -x "$STRATAFS" ]; then install -m 0755 "$STRATAFS" "$RL_DIR/bin/stratafs"; fi
+    install -m 0644 "$UNTAR_TARBALL" "$RL_DIR/untar.tar"
+    chmod 0755 "$RL_DIR" "$RL_DIR/bin"
+    chown "$RL_USER:$RL_USER" "$RL_DIR/run" "$RL_DIR/mnt"
+    : >"$RL_PIDS"
+    chown "$RL_USER:$RL_USER" "$RL_PIDS"
+    rm -f "$RL_DIR"/run/entries-* # counts of an earlier run
+}
+
+# The functions below run inside the namespace (handed over by declare -f); they see only
+# the RL_* variables and the binaries passed as arguments.
+rl_mount() {
+    local fs=$1 mnt=$2 upper=${3:-} work=${4:-} lowers layer args=() pid
+    lowers=$(find "$RL_STACK" -mindepth 1 -maxdepth 1 -name 'L*' | sort -r | paste -sd:)
+    mkdir -p "$mnt"
+    case $fs in
+    kernel)
+        local opts="lowerdir=$lowers,userxattr"
+        [ -z "$upper" ] || opts+=",upperdir=$upper,workdir=$work"
+        mount -t overlay overlay -o "$opts" "$mnt"
+        ;;
+    fuse-overlayfs)
+        local opts="lowerdir=$lowers"
+        [ -z "$upper" ] || opts+=",upperdir=$upper,workdir=$work"
+        "$RL_FUSE_OVERLAYFS" -o "$opts" "$mnt" 2> >(grep -v 'unknown argument ignored' >&2)
+        ;;
+    stratafs)
+        while IFS= read -r layer; do args+=(--layer "$layer"); done < <(tr : '\n' <<<"$lowers" | tac)
+        [ -z "$upper" ] || args+=(--upper "$upper" --work "$work")
+        "$RL_STRATAFS" mount --daemon "${args[@]}" "$mnt"
+        ;;
+    esac
+    [ "$fs" != kernel ] || return 0
+    for pid in $(pgrep -f -- "$mnt" || true); do
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "${fs:0:15}" ]; then
+            echo "$pid" >>"$RL_PIDS"
+            RL_MOUNT_PID=$pid
+        fi
+    done
+}
+
+# Unmounts and waits for the daemon of this namespace's mount, so its shutdown is counted.
+rl_umount() {
+    local mnt=$1 pid i
+    mountpoint -q "$mnt" || return 0
+    umount "$mnt"
+    pid=${RL_MOUNT_PID:-}
+    for ((i = 0; i < 1000; i++)); do
+        [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 0
+        sleep 0.01
+    done
+    echo "bench: daemon $pid still running 10 s after unmounting $mnt" >&2
+}
+
+rl_now() { date +%s.%N; }
+rl_elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", b - a }'; }
+
+# rl_action FS ACTION: one timed run inside the namespace; prints seconds. The trap unmounts
+# whatever the run left mounted, also when it fails.
+rl_action() {
+    local fs=$1 action=$2 mnt=$RL_DIR/mnt/$1 rw=$RL_DIR/run/rw-$1 t0 t1
+    # Globals: the trap runs after this function has returned.
+    RL_MNT=$mnt RL_RW=$rw
+    trap 'rl_umount "$RL_MNT" 2>/dev/null || umount -l "$RL_MNT" 2>/dev/null; rm -rf "$RL_RW"' EXIT
+    case $action in
+    walk)
+        rl_mount "$fs" "$mnt"
+        t0=$(rl_now)
+        find "$mnt" -printf '%s\n' >/dev/null
+        t1=$(rl_now)
+        find "$mnt" | wc -l >"$RL_DIR/run/entries-$fs"
+        ;;
+    untar)
+        cat "$RL_DIR/untar.tar" >/dev/null
+        rm -rf "$rw"
+        mkdir -p "$rw/upper" "$rw/work"
+        rl_mount "$fs" "$mnt" "$rw/upper" "$rw/work"
+        t0=$(rl_now)
+        # No chown: the tarball's owners are not all mapped in the namespace.
+        tar --no-same-owner -xf "$RL_DIR/untar.tar" -C "$mnt"
+        rl_umount "$mnt"
+        sync -f "$rw"
+        t1=$(rl_now)
+        ;;
+    read_1g)
+        cat "$RL_STACK/L1/$RL_BIG_FILE_NAME" >/dev/null
+        rl_mount "$fs" "$mnt"
+        t0=$(rl_now)
+        dd if="$mnt/$RL_BIG_FILE_NAME" of=/dev/null bs=1M status=none
+        t1=$(rl_now)
+        ;;
+    esac
+    rl_umount "$mnt"
+    rl_elapsed "$t0" "$t1"
+}
+
+# in_userns FS ACTION: rl_action as RL_USER in a new user and mount namespace.
+in_userns() (
+    local strata=$RL_DIR/bin/stratafs
+    cd / # the user may not read the checkout
+    runuser -u "$RL_USER" -- env RL_DIR="$RL_DIR" RL_STACK="$RL_STACK" RL_PIDS="$RL_PIDS" \
+        RL_STRATAFS="$strata" RL_FUSE_OVERLAYFS="$(command -v "$FUSE_OVERLAYFS")" \
+        RL_BIG_FILE_NAME="$BIG_FILE_NAME" \
+        unshare --map-auto --map-root-user --mount bash -c \
+        "set -euo pipefail; $(declare -f rl_mount rl_umount rl_now rl_elapsed rl_action); rl_action \"\$@\"" \
+        bash "$@"
+)
+
+# Ends the daemons a namespace left behind (a failed run), by the pids recorded at mount.
+rl_cleanup() {
+    local pid
+    [ -f "$RL_PIDS" ] || return 0
+    while IFS= read -r pid; do
+        case $(cat "/proc/$pid/comm" 2>/dev/null) in
+        stratafs | fuse-overlayfs) kill "$pid" 2>/dev/null || true ;;
+        esac
+    done < <(sort -u "$RL_PIDS")
+    : >"$RL_PIDS"
+    rm -rf "$RL_DIR"/run/rw-*
+}
+
+rl_repeat() {
+    local r
+    for ((r = 0; r < REPEAT; r++)); do "$@"; done
+}
+
+# 1. Cold caches (dropped as root), fresh mount in the namespace, then a timed find.
+rl_cold_walk() {
+    drop_caches
+    in_userns "$1" walk
+}
+bench_rl_walk() {
+    rl_repeat rl_cold_walk "$1"
+    [ ! -s "$RL_DIR/run/entries-$1" ] || cp "$RL_DIR/run/entries-$1" "$RESULTS/$1.entries"
+}
+
+# 2. Untar ~20 MB of small files on a fresh upper; the clock runs to the end of umount + sync.
+bench_rl_untar() { rl_repeat in_userns "$1" untar; }
+
+# 3. Sequential read of the 1 GiB file on a fresh mount, the layer's file in the page cache.
+bench_rl_read_1g() { rl_repeat in_userns "$1" read_1g; }
+
+# ---------------------------------------------------------------------------------------------
 # Running and reporting
 
 # name|label|unit; unit "s" = seconds (ratios of times), "GB/s" = seconds shown as throughput
@@ -829,6 +1017,11 @@ WRITE_BENCHES=(
     "chown|chown -R a lower tree (kernel: data copy)|s"
     "chown_metacopy|  kernel -o metacopy=on,redirect_dir=on|s"
     "write_rss|daemon peak RSS after the write work|MiB"
+)
+ROOTLESS_BENCHES=(
+    "rl_walk|rootless: find -printf %s, cold, fresh mount|s"
+    "rl_untar|rootless: untar ~20 MB of small files|s"
+    "rl_read_1g|rootless: sequential read 1 GiB (dd bs=1M)|GB/s"
 )
 # The write benchmarks that leave a result to check, in report order.
 CHECKED_WRITES=(untar append_2g rm_trees chown)
@@ -929,7 +1122,7 @@ main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (mounts and drop_caches need it)"
     local group groups
     groups=${BENCH//,/ }
-    [ "$groups" != all ] || groups="read write image layers"
+    [ "$groups" != all ] || groups="read write image layers rootless"
     BENCHES=()
     for group in $groups; do
         case $group in
@@ -937,10 +1130,11 @@ main() {
         write) BENCHES+=("${WRITE_BENCHES[@]}") ;;
         image) BENCHES+=("${IMAGE_BENCHES[@]}") ;;
         layers) BENCHES+=("${LAYERS_BENCHES[@]}") ;;
-        *) die "BENCH must be all or a list of read, write, image, layers, not '$BENCH'" ;;
+        rootless) BENCHES+=("${ROOTLESS_BENCHES[@]}") ;;
+        *) die "BENCH must be all or a list of read, write, image, layers, rootless, not '$BENCH'" ;;
         esac
     done
-    if has_group read || has_group layers; then
+    if has_group read || has_group layers || has_group rootless; then
         [ -w /proc/sys/vm/drop_caches ] || die "/proc/sys/vm/drop_caches is not writable: cold runs need it"
     fi
     local fs available=()
@@ -962,7 +1156,7 @@ main() {
 
     mkdir -p "$BENCH_DIR" "$MNT_ROOT"
     RESULTS=$(mktemp -d "$BENCH_DIR/results.XXXXXX")
-    trap 'cleanup; rm -rf "$RESULTS"' EXIT
+    trap 'cleanup; rl_cleanup; rm -rf "$RESULTS"' EXIT
     trap 'exit 130' INT TERM
     if has_group read || has_group write; then
         build_stack
@@ -985,6 +1179,11 @@ main() {
         for n in $SWEEP_LAYER_COUNTS; do build_sweep "$n"; done
         printf 'layer sweep: %s dirs in every layer, %s files dealt over %s layers\n' "$SWEEP_DIRS" \
             $((SWEEP_DIRS * SWEEP_FILES_PER_DIR)) "${SWEEP_LAYER_COUNTS// /, }"
+    fi
+    if has_group rootless; then
+        build_rootless_stack
+        printf 'rootless: as %s in a user namespace; %s layers of %s (%s entries) + the 1 GiB file; kernel -o userxattr\n' \
+            "$RL_USER" "$RL_NLAYERS" "$SOURCE_TREE" "$(find "$RL_STACK"/L* | wc -l)"
     fi
     printf 'kernel %s; fuse-overlayfs %s; stratafs %s\n' "$(uname -r)" \
         "$("$FUSE_OVERLAYFS" --version 2>&1 | awk '/fuse-overlayfs/ && !v { v = $NF } END { print v }')" \
