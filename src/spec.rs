@@ -102,17 +102,22 @@ fn stale_mount(path: &Path) -> String {
 }
 
 impl MountSpec {
-    /// Reports every missing directory at once (layers, upper, work, mountpoint), so that a
-    /// first try does not fail once per path. One missing path is left to the checks that
-    /// follow, whose message is specific to it.
-    pub fn check_all_exist(&self) -> Result<(), String> {
-        let wanted = self
-            .layers
+    /// Every directory the union is made of, named for messages: layers, upper, work,
+    /// mountpoint.
+    fn union_dirs(&self) -> impl Iterator<Item = (&'static str, &PathBuf)> {
+        self.layers
             .iter()
             .map(|p| ("layer", p))
             .chain(self.upper.iter().map(|p| ("upper dir", p)))
             .chain(self.work.iter().map(|p| ("work dir", p)))
-            .chain(std::iter::once(("mountpoint", &self.mountpoint)));
+            .chain(std::iter::once(("mountpoint", &self.mountpoint)))
+    }
+
+    /// Reports every missing directory at once (layers, upper, work, mountpoint), so that a
+    /// first try does not fail once per path. One missing path is left to the checks that
+    /// follow, whose message is specific to it.
+    pub fn check_all_exist(&self) -> Result<(), String> {
+        let wanted = self.union_dirs();
         let missing: Vec<(&str, &PathBuf)> = wanted
             .filter(|(_, p)| {
                 std::fs::symlink_metadata(p)
@@ -311,13 +316,7 @@ impl MountSpec {
             return Ok(());
         };
         let store: Named = ("volume store", volumes.to_path_buf(), place);
-        let dirs = self
-            .layers
-            .iter()
-            .map(|p| ("layer", p))
-            .chain(self.upper.iter().map(|p| ("upper dir", p)))
-            .chain(self.work.iter().map(|p| ("work dir", p)))
-            .chain(std::iter::once(("mountpoint", &self.mountpoint)));
+        let dirs = self.union_dirs();
         for (what, p) in dirs {
             if let Ok(pl) = Place::of(p) {
                 refuse_overlap(
