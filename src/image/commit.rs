@@ -24,9 +24,9 @@ use super::lower::{LowerDir, LowerStack};
 use super::tree::{self, Source};
 use super::upper_dir::{UpperDir, UpperEntry};
 use crate::ovl;
-use crate::sys::{self, ops, xattr};
+use crate::sys::{self, xattr};
 use crate::tarball::error::ArchiveError;
-use crate::tarball::pack::{append_file, header_for, write_error};
+use crate::tarball::pack::{append_file, header_for, special_header, write_error};
 use crate::tarball::Progress;
 use crate::whiteout::{OPAQUE_MARKER, WH_PREFIX};
 
@@ -236,19 +236,7 @@ impl<W: Write> Committer<'_, '_, W> {
                 Ok(())
             }
             _ => {
-                let entry_type = match kind {
-                    libc::S_IFCHR => EntryType::Char,
-                    libc::S_IFBLK => EntryType::Block,
-                    _ => EntryType::Fifo,
-                };
-                let mut header = header_for(st, entry_type, 0);
-                if kind != libc::S_IFIFO {
-                    let (major, minor) = ops::dev_parts(st.st_rdev);
-                    header
-                        .set_device_major(major)
-                        .and_then(|()| header.set_device_minor(minor))
-                        .map_err(|e| io_error(path, e))?;
-                }
+                let mut header = special_header(st).map_err(|e| io_error(path, e))?;
                 self.append(&mut header, path, io::empty())
             }
         }

@@ -199,19 +199,8 @@ impl<W: Write> Packer<'_, W> {
                 Ok(())
             }
             _ => {
-                let entry_type = match kind {
-                    libc::S_IFCHR => EntryType::Char,
-                    libc::S_IFBLK => EntryType::Block,
-                    _ => EntryType::Fifo,
-                };
-                let mut header = header_for(st, entry_type, 0);
-                if kind != libc::S_IFIFO {
-                    let (major, minor) = ops::dev_parts(st.st_rdev);
-                    let set = header
-                        .set_device_major(major)
-                        .and_then(|()| header.set_device_minor(minor));
-                    set.map_err(|e| ArchiveError::io(path, "record the device number", e))?;
-                }
+                let mut header = special_header(st)
+                    .map_err(|e| ArchiveError::io(path, "record the device number", e))?;
                 self.builder
                     .append_data(&mut header, as_path(path), io::empty())
                     .map_err(|e| self.write_error(path, e))?;
@@ -341,6 +330,24 @@ fn read_buffer_size(size: u64) -> usize {
 
 fn as_path(bytes: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(bytes))
+}
+
+/// The header of a device node or fifo (any type but directory, file and symlink), with the
+/// device number for devices.
+pub(crate) fn special_header(st: &libc::stat) -> io::Result<Header> {
+    let kind = st.st_mode & libc::S_IFMT;
+    let entry_type = match kind {
+        libc::S_IFCHR => EntryType::Char,
+        libc::S_IFBLK => EntryType::Block,
+        _ => EntryType::Fifo,
+    };
+    let mut header = header_for(st, entry_type, 0);
+    if kind != libc::S_IFIFO {
+        let (major, minor) = ops::dev_parts(st.st_rdev);
+        header.set_device_major(major)?;
+        header.set_device_minor(minor)?;
+    }
+    Ok(header)
 }
 
 pub(crate) fn header_for(st: &libc::stat, kind: EntryType, size: u64) -> Header {
