@@ -23,7 +23,7 @@ use parking_lot::Mutex;
 use super::copy::Data;
 use super::dir::DirSnapshot;
 use super::{errno, StrataFs, TTL};
-use crate::inode::{upper_ino, Node};
+use crate::inode::{upper_ino, Node, OpenFile};
 use crate::layer::relpath;
 use crate::sys;
 use crate::sys::ops;
@@ -38,6 +38,8 @@ pub enum Handle {
         file: File,
         /// Keeps the kernel's backing id alive until release.
         _backing: Option<Arc<BackingId>>,
+        /// Counts the handle on its node (dropped after the file itself is closed).
+        _open: OpenFile,
     },
     Dir(DirSnapshot),
 }
@@ -98,6 +100,7 @@ impl StrataFs {
         if node.inner.read().upper && self.backing.live_lower(node.ino) {
             return reply.error(self.move_to_new_inode(&node));
         }
+        let open = node.opened();
         let file = match self.open_node_file(&node, host_open_flags(flags.0)) {
             Ok(f) => f,
             Err(e) => return reply.error(e),
@@ -107,7 +110,7 @@ impl StrataFs {
             (inner.upper && !inner.metacopy) || inner.index.is_some()
         };
         let (fh, backing) =
-            self.register_open_file(node.ino, file, !is_upper, |f| reply.open_backing(f));
+            self.register_open_file(open, file, !is_upper, |f| reply.open_backing(f));
         match backing {
             Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
             // Lower content never changes: keep the page cache across opens of lower files.
@@ -179,11 +182,12 @@ impl StrataFs {
     /// offers passthrough; returns the handle and the backing id to reply with.
     fn register_open_file(
         &self,
-        ino: u64,
+        open: OpenFile,
         file: File,
         lower: bool,
         register: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> (u64, Option<Arc<BackingId>>) {
+        let ino = open.ino();
         let fh = self.alloc_fh();
         let backing = if self.passthrough.load(Ordering::Relaxed) {
             match self.backing_for(ino, &file, lower, register) {
@@ -222,6 +226,7 @@ impl StrataFs {
             Arc::new(Handle::File {
                 file,
                 _backing: backing.clone(),
+                _open: open,
             }),
         );
         (fh, backing)
@@ -273,7 +278,7 @@ impl StrataFs {
             Err(e) => return reply.error(e),
         };
         let (fh, backing) =
-            self.register_open_file(node.ino, file, false, |f| reply.open_backing(f));
+            self.register_open_file(node.opened(), file, false, |f| reply.open_backing(f));
         match backing {
             Some(b) => reply.created_passthrough(
                 &TTL,

@@ -358,8 +358,8 @@ impl StrataFs {
     }
 
     /// After the name `name` in directory `parent_ino` is gone: the node keeps its other
-    /// names; with none left it lives on for open files through `object` (an O_PATH fd of
-    /// the object, taken before the name went).
+    /// names; with none left it lives on for its open files through `object` (an O_PATH fd of
+    /// the object, taken before the name went), and without open files lets it go.
     fn detach_node(
         &self,
         node: &Arc<Node>,
@@ -370,9 +370,7 @@ impl StrataFs {
         let mut inner = node.inner.write();
         inner.remove_link(parent_ino, name);
         let gone = inner.links.is_empty();
-        if gone && inner.object.is_none() {
-            inner.object = object;
-        }
+        node.settle_unlinked(&mut inner, object);
         drop(inner);
         if gone && node.kind == FileType::Directory {
             self.dirs.remove(node.ino);
