@@ -17,6 +17,7 @@ mod copyup;
 mod daemon;
 mod demo;
 mod dirstate;
+pub mod error;
 mod fs;
 mod fusemount;
 mod idmap;
