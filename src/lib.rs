@@ -20,7 +20,7 @@ mod dirstate;
 mod fs;
 mod fusemount;
 mod idmap;
-mod image;
+pub mod image;
 mod index;
 mod inode;
 mod layer;
