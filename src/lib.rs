@@ -21,7 +21,7 @@ pub mod error;
 mod fs;
 mod fusemount;
 mod idmap;
-mod image;
+pub mod image;
 mod index;
 mod inode;
 mod layer;
