@@ -5,6 +5,7 @@
 
 pub mod dir;
 pub mod ops;
+pub mod splice;
 pub mod xattr;
 
 use std::ffi::{CStr, CString};
