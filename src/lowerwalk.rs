@@ -400,15 +400,31 @@ mod tests {
         let root = root(3);
         let listing = crate::merge::merge_lower_dir(&layers, &root).unwrap();
         let e = listing.find(b"new").unwrap();
-        assert_eq!(listing.dir_layers(e), &[2, 1], "the merge reads no redirect");
-        let dir = child(&layers, &root, b"new", e.layer, listing.dir_layers(e).to_vec());
+        assert_eq!(
+            listing.dir_layers(e),
+            &[2, 1],
+            "the merge reads no redirect"
+        );
+        let dir = child(
+            &layers,
+            &root,
+            b"new",
+            e.layer,
+            listing.dir_layers(e).to_vec(),
+        );
         assert_eq!(dir.dir_layers, vec![2, 1, 0]);
         assert_eq!(dir.path_in(2), b"new");
         assert_eq!(dir.path_in(1), b"old", "L1's own \"new\" is not merged");
         assert_eq!(dir.path_in(0), b"old");
         // Without a redirect the directory keeps the merge's layers and paths.
         let e = listing.find(b"old").unwrap();
-        let dir = child(&layers, &root, b"old", e.layer, listing.dir_layers(e).to_vec());
+        let dir = child(
+            &layers,
+            &root,
+            b"old",
+            e.layer,
+            listing.dir_layers(e).to_vec(),
+        );
         assert_eq!(dir.dir_layers, vec![1, 0]);
         assert_eq!(dir.path_in(0), b"old");
     }
