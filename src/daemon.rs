@@ -114,6 +114,10 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
             e,
         )
     };
+    // Blocked before the mount exists: a SIGTERM the moment it appears must unmount it, not
+    // kill the process and leave a dead mount behind. The signal thread waits for them.
+    let signals =
+        process::block_termination_signals().context(|| "cannot set up signals".into())?;
     let (session, own) = match fusemount::mount(&spec.mountpoint, &fsname, flags) {
         Ok((fd, own)) => {
             let session = Session::from_fd(fs, fd, config.acl, config).map_err(|e| {
@@ -161,6 +165,8 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
                 // The child owns the session now; this process must not unmount on exit.
                 std::mem::forget(session);
                 drop(child_end);
+                // The launcher stays interruptible while it waits; the daemon is on its own.
+                process::unblock_signals(&signals).context(|| "cannot set up signals".into())?;
                 return wait_for_child(parent_end).map(|()| Role::Launcher);
             }
             process::Forked::Child => {
@@ -174,8 +180,6 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         }
     }
 
-    let signals =
-        process::block_termination_signals().context(|| "cannot set up signals".into())?;
     let background = session.spawn().context(|| "cannot start serving".into())?;
 
     let attached =

@@ -260,6 +260,16 @@ pub mod process {
         }
     }
 
+    /// Unblocks the signals in `set` for this thread (any pending one is delivered now).
+    pub fn unblock_signals(set: &libc::sigset_t) -> io::Result<()> {
+        // SAFETY: `set` is a valid sigset; the old mask is not asked for.
+        let ret = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, set, std::ptr::null_mut()) };
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(())
+    }
+
     /// Waits for one of the signals in `set` (which the caller has blocked).
     pub fn wait_for_signal(set: &libc::sigset_t) -> i32 {
         let mut sig = 0;
