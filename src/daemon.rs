@@ -8,6 +8,7 @@
 //! unmount first.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -84,6 +85,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
     )
     .context(|| "cannot read the top layer".into())?;
     let deny_writes = fs.deny_writes_handle();
+    let splice_device = fs.splice_device_handle();
 
     let mut config = Config::default();
     config.acl = SessionACL::All;
@@ -92,7 +94,12 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         .unwrap_or(2);
     // Handlers block in I/O (a large copy-up, fsync): keep threads free for other requests.
     config.n_threads = Some(spec.threads.unwrap_or((cores * 2).max(4)));
-    config.clone_fd = true;
+    // Without passthrough (not asked for, or refused to a daemon without CAP_SYS_ADMIN in the
+    // initial user namespace) the daemon serves reads itself and splices them to the device;
+    // that needs one /dev/fuse fd shared by all threads, so the reply goes where the request
+    // came from. Otherwise each thread reads its own clone of the fd.
+    let splice_reads = !spec.passthrough || !crate::rootless::sys_admin_in_initial_userns();
+    config.clone_fd = !splice_reads;
 
     let flags = fusemount::Flags {
         read_only,
@@ -139,6 +146,14 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         }
         Err(e) => return Err(mount_failed(e)),
     };
+    if splice_reads {
+        match session.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                let _ = splice_device.set(fd);
+            }
+            Err(e) => log::info!("reads are copied, not spliced: cannot dup /dev/fuse: {e}"),
+        }
+    }
 
     // With detach, the parent waits on this socket for the child's verdict.
     let mut verdict: Option<UnixStream> = None;
