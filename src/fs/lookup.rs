@@ -224,7 +224,7 @@ impl StrataFs {
             if e.attr().kind() != FileType::Directory {
                 return None;
             }
-            dir = dir.child(part, e.layer, idx.dir_layers(e).to_vec(), idx.moved(e));
+            dir = self.lower_child(&dir, part, &idx, e);
             found = Some(RedirectTarget {
                 slot: e.layer,
                 host_ino: e.attr().host_ino,
@@ -462,7 +462,7 @@ impl StrataFs {
         idx: &DirIndex,
         e: &crate::index::IndexEntry,
     ) -> LowerRef {
-        dir.child(name, e.layer, idx.dir_layers(e).to_vec(), idx.moved(e))
+        crate::lowerwalk::child(&self.layers, dir, name, e.layer, idx.dir_layers(e).to_vec())
     }
 
     /// The path of `node`'s upper object relative to the upper root ("." for the root),
@@ -552,7 +552,7 @@ impl StrataFs {
                 attr.nlink = 1;
             }
         }
-        Ok(attr.to_file_attr(node.ino))
+        Ok(attr.to_file_attr(node.ino, &self.ownership))
     }
 
     /// Attributes of an upper object, with the link count the kernel's nlink xattr records
@@ -578,7 +578,7 @@ impl StrataFs {
                 fh.and_then(|fh| self.handles.get(fh.0)).as_deref()
             {
                 let st = sys::fstat(file.as_fd()).map_err(|e| errno(&e))?;
-                return Ok(Attr::from_stat(&st).to_file_attr(node.ino));
+                return Ok(Attr::from_stat(&st).to_file_attr(node.ino, &self.ownership));
             }
         }
         self.node_attr(&node)

@@ -51,6 +51,8 @@ pub struct Options {
     pub posix_acl: bool,
     /// What the writable layer writes: marker namespace, metacopy, directory redirects.
     pub format: crate::rootless::Format,
+    /// Owners as shown and as stored (id maps, squashing).
+    pub ownership: crate::idmap::Ownership,
 }
 
 pub struct StrataFs {
@@ -66,10 +68,15 @@ pub struct StrataFs {
     want_passthrough: bool,
     want_posix_acl: bool,
     format: crate::rootless::Format,
+    ownership: crate::idmap::Ownership,
     /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
     deny_writes: Arc<AtomicBool>,
+    /// The session's /dev/fuse fd, when reads served by the daemon are spliced to it (only
+    /// on a session whose threads share that fd: a reply must go to the fd its request came
+    /// from).
+    splice_device: Arc<std::sync::OnceLock<std::os::fd::OwnedFd>>,
 }
 
 /// The one place a failed operation is logged: debug level, with its errno (`-d` shows them,
@@ -117,8 +124,10 @@ impl StrataFs {
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
             format: opts.format,
+            ownership: opts.ownership,
             upper_link_inos: Default::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
+            splice_device: Arc::default(),
             layers,
             upper,
         };
@@ -162,6 +171,11 @@ impl StrataFs {
 
     pub fn deny_writes_handle(&self) -> Arc<AtomicBool> {
         self.deny_writes.clone()
+    }
+
+    /// Where to put the session's /dev/fuse fd to have reads spliced to it.
+    pub fn splice_device_handle(&self) -> Arc<std::sync::OnceLock<std::os::fd::OwnedFd>> {
+        self.splice_device.clone()
     }
 
     fn alloc_fh(&self) -> u64 {
@@ -267,7 +281,7 @@ impl Filesystem for StrataFs {
             Err(e) if e == Errno::ENOENT => {
                 // A negative entry the kernel may cache: a later create goes through the daemon
                 // and replaces it.
-                let attr = Attr::default().to_file_attr(0);
+                let attr = Attr::default().to_file_attr(0, &self.ownership);
                 reply.entry(&TTL, &attr, fuser::Generation(0))
             }
             Err(e) => reply.error(e),
@@ -442,7 +456,7 @@ impl Filesystem for StrataFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -451,7 +465,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.do_read(fh, offset, size, reply)
+        self.do_read(req.unique().0, fh, offset, size, reply)
     }
 
     fn write(

@@ -6,7 +6,9 @@ pub mod blob;
 pub mod cli;
 pub mod commit;
 pub mod diff;
+pub mod layout_write;
 pub mod lower;
+pub mod oci;
 pub mod tree;
 pub mod upper_dir;
 
