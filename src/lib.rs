@@ -7,7 +7,8 @@
 //! one table of the overlay on-disk format) -> system calls (`sys`, the only place with
 //! `unsafe`). Beside the mount path: `volume` (the volume store, backups), `tarball` (tar
 //! streams in and out, safe against hostile archives), `unpack` (OCI layer tarballs into layer
-//! dirs) and `image` (diff and commit of a writable layer).
+//! dirs) and `image` (OCI image layouts mounted through a store of unpacked layers; diff and
+//! commit of a writable layer).
 
 mod acl;
 mod attr;

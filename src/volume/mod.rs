@@ -66,7 +66,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Result, VolumeError};
 #[allow(unused_imports)]
-pub use store::{VolumeInfo, VolumeLease, VolumeStore};
+pub use store::{disk_usage, VolumeInfo, VolumeLease, VolumeStore};
 
 pub const STATE_DIR_ENV: &str = "STRATAFS_STATE_DIR";
 const ROOT_STATE_DIR: &str = "/var/lib/stratafs";
