@@ -54,8 +54,9 @@ impl Attr {
         kind_of_mode(self.mode)
     }
 
-    pub fn to_file_attr(self, ino: u64) -> FileAttr {
-        let (uid, gid) = crate::idmap::shown(self.uid, self.gid);
+    /// The attrs shown for inode `ino`, with owners as `ownership` shows them.
+    pub fn to_file_attr(self, ino: u64, ownership: &crate::idmap::Ownership) -> FileAttr {
+        let (uid, gid) = ownership.shown(self.uid, self.gid);
         FileAttr {
             ino: INodeNo(ino),
             size: self.size,

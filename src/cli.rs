@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::compat::{self, CompatInvocation};
 use crate::daemon;
 use crate::demo;
+use crate::error::Error;
 use crate::spec::MountSpec;
 use crate::submount;
 
@@ -115,7 +116,7 @@ pub struct MountOptions {
 
 impl MountOptions {
     /// The mount of `layers` (bottom first) at `mountpoint` with these options.
-    pub fn spec(self, layers: Vec<PathBuf>, mountpoint: PathBuf) -> Result<MountSpec, String> {
+    pub fn spec(self, layers: Vec<PathBuf>, mountpoint: PathBuf) -> Result<MountSpec, Error> {
         let mut submounts = Vec::new();
         for v in &self.volumes {
             submounts.push(submount::parse_volume(v)?);
@@ -150,7 +151,7 @@ impl MountOptions {
     }
 }
 
-pub fn run(args: Vec<OsString>) -> Result<(), String> {
+pub fn run(args: Vec<OsString>) -> Result<(), Error> {
     if compat::is_compat_invocation(&args) {
         return run_compat(&args);
     }
@@ -170,16 +171,16 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         }
         Command::Umount { force, mountpoint } => daemon::umount(&mountpoint, force),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
-        Command::Volume(args) => crate::volume::cli::run(args),
-        Command::Diff(args) => crate::image::cli::diff(args),
-        Command::Commit(args) => crate::image::cli::commit(args),
+        Command::Volume(args) => Ok(crate::volume::cli::run(args)?),
+        Command::Diff(args) => crate::image::cli::diff(args).map_err(Error::Image),
+        Command::Commit(args) => crate::image::cli::commit(args).map_err(Error::Image),
         Command::Layer(args) => crate::unpack::run(args),
         Command::Image(args) => crate::image::store_cli::run(args),
     }
 }
 
 /// The fuse-overlayfs command line: what podman, buildah and dockerd run as a mount program.
-fn run_compat(args: &[OsString]) -> Result<(), String> {
+fn run_compat(args: &[OsString]) -> Result<(), Error> {
     let m = match compat::parse_compat_args(args)? {
         CompatInvocation::Help => {
             println!("{}", compat::USAGE);
@@ -198,7 +199,6 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
     for w in m.warnings.iter().chain(&unsupported_options(&m)) {
         eprintln!("stratafs: warning: {w}");
     }
-    crate::idmap::install(m.uid_map.clone(), m.gid_map.clone(), m.squash);
     let spec = MountSpec {
         layers: m.lowers.clone(),
         mountpoint: m.mountpoint.clone(),
@@ -213,6 +213,11 @@ fn run_compat(args: &[OsString]) -> Result<(), String> {
         nosuid: m.flags.nosuid,
         noexec: m.flags.noexec,
         log_file: m.log_file.clone(),
+        ownership: crate::idmap::Ownership {
+            uids: m.uid_map.clone(),
+            gids: m.gid_map.clone(),
+            squash: m.squash,
+        },
         ..Default::default()
     };
     daemon::mount(&spec, !(m.foreground || m.debug)).map(drop)

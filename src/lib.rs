@@ -18,6 +18,7 @@ mod copyup;
 mod daemon;
 mod demo;
 mod dirstate;
+pub mod error;
 mod fs;
 mod fusemount;
 mod idmap;

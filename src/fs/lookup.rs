@@ -552,7 +552,7 @@ impl StrataFs {
                 attr.nlink = 1;
             }
         }
-        Ok(attr.to_file_attr(node.ino))
+        Ok(attr.to_file_attr(node.ino, &self.ownership))
     }
 
     /// Attributes of an upper object, with the link count the kernel's nlink xattr records
@@ -578,7 +578,7 @@ impl StrataFs {
                 fh.and_then(|fh| self.handles.get(fh.0)).as_deref()
             {
                 let st = sys::fstat(file.as_fd()).map_err(|e| errno(&e))?;
-                return Ok(Attr::from_stat(&st).to_file_attr(node.ino));
+                return Ok(Attr::from_stat(&st).to_file_attr(node.ino, &self.ownership));
             }
         }
         self.node_attr(&node)

@@ -51,6 +51,8 @@ pub struct Options {
     pub posix_acl: bool,
     /// What the writable layer writes: marker namespace, metacopy, directory redirects.
     pub format: crate::rootless::Format,
+    /// Owners as shown and as stored (id maps, squashing).
+    pub ownership: crate::idmap::Ownership,
 }
 
 pub struct StrataFs {
@@ -66,6 +68,7 @@ pub struct StrataFs {
     want_passthrough: bool,
     want_posix_acl: bool,
     format: crate::rootless::Format,
+    ownership: crate::idmap::Ownership,
     /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
@@ -117,6 +120,7 @@ impl StrataFs {
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
             format: opts.format,
+            ownership: opts.ownership,
             upper_link_inos: Default::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
             layers,
@@ -267,7 +271,7 @@ impl Filesystem for StrataFs {
             Err(e) if e == Errno::ENOENT => {
                 // A negative entry the kernel may cache: a later create goes through the daemon
                 // and replaces it.
-                let attr = Attr::default().to_file_attr(0);
+                let attr = Attr::default().to_file_attr(0, &self.ownership);
                 reply.entry(&TTL, &attr, fuser::Generation(0))
             }
             Err(e) => reply.error(e),

@@ -61,7 +61,7 @@ impl StrataFs {
         };
         let obj = obj.as_fd();
         if change.uid.is_some() || change.gid.is_some() {
-            let (uid, gid) = crate::idmap::stored(
+            let (uid, gid) = self.ownership.stored(
                 change.uid.unwrap_or(u32::MAX),
                 change.gid.unwrap_or(u32::MAX),
             );
@@ -95,7 +95,7 @@ impl StrataFs {
         match handle.as_deref() {
             Some(Handle::File { file, .. }) if node.is_unlinked() => {
                 let st = sys::fstat(file.as_fd()).map_err(|e| errno(&e))?;
-                Ok(crate::attr::Attr::from_stat(&st).to_file_attr(node.ino))
+                Ok(crate::attr::Attr::from_stat(&st).to_file_attr(node.ino, &self.ownership))
             }
             _ => self.node_attr(&node),
         }

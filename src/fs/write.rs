@@ -127,7 +127,7 @@ impl StrataFs {
         };
         made.map_err(|e| errno(&e))?;
         let finish = (|| {
-            let (uid, gid) = crate::idmap::stored(req.uid(), gid);
+            let (uid, gid) = self.ownership.stored(req.uid(), gid);
             ops::chown_at(at, at_name, uid, gid)?;
             if let Some(inherited) = &acls {
                 let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
@@ -220,7 +220,7 @@ impl StrataFs {
                 })),
             );
         }
-        let attr = crate::attr::Attr::from_stat(&st).to_file_attr(ino);
+        let attr = crate::attr::Attr::from_stat(&st).to_file_attr(ino, &self.ownership);
         Ok((attr, node, file))
     }
 

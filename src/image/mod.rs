@@ -8,6 +8,7 @@ pub mod blob;
 pub mod cli;
 pub mod commit;
 pub mod diff;
+pub mod layout_write;
 pub mod lease;
 pub mod lower;
 pub mod oci;

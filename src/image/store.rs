@@ -253,13 +253,13 @@ impl LayerStore {
         }
         sweep_abandoned(&self.layers_dir(), hex);
         let start = Instant::now();
-        let temp = TempDir::new(&self.layers_dir(), hex)?;
+        let temp = TempDir::new(&self.layers_dir(), hex).map_err(|e| e.to_string())?;
         let blob_bytes = unpack_verified(layout, layer, what, temp.path())?;
         File::open(temp.path())
             .and_then(|f| ops::syncfs(f.as_fd()))
             .map_err(|e| format!("cannot sync {}: {e}", temp.path().display()))?;
         // The layer root keeps the mode the tar gave it (or 0755); the store above is 0700.
-        temp.publish(&dest)?;
+        temp.publish(&dest).map_err(|e| e.to_string())?;
         Ok((
             dest,
             Fetched::Unpacked {

@@ -7,6 +7,7 @@ use super::oci::{Image, ImageRef, Layout};
 use super::store::{in_use_by, Fetched, ImageRecord, LayerStore};
 use crate::cli::MountOptions;
 use crate::daemon::{self, Role};
+use crate::error::Error;
 use crate::volume::cli::human_size;
 use crate::volume::resolve_state_dir;
 
@@ -70,13 +71,14 @@ pub fn init_logging(args: &ImageArgs) {
     }
 }
 
-pub fn run(args: ImageArgs) -> Result<(), String> {
-    match args.command {
-        ImageCommand::Mount(m) => mount(m),
-        ImageCommand::Ls { layers, state } => list(&open_store(&state)?, layers),
-        ImageCommand::Rm { images, state } => remove(&open_store(&state)?, &images),
-        ImageCommand::Prune { state } => prune(&open_store(&state)?),
-    }
+pub fn run(args: ImageArgs) -> Result<(), Error> {
+    let managed = match args.command {
+        ImageCommand::Mount(m) => return mount(m),
+        ImageCommand::Ls { layers, state } => open_store(&state).and_then(|s| list(&s, layers)),
+        ImageCommand::Rm { images, state } => open_store(&state).and_then(|s| remove(&s, &images)),
+        ImageCommand::Prune { state } => open_store(&state).and_then(|s| prune(&s)),
+    };
+    managed.map_err(Error::Image)
 }
 
 fn open_store(state: &StateDirArg) -> Result<LayerStore, String> {
@@ -139,16 +141,23 @@ fn fetch_layers(
     Ok(paths)
 }
 
-fn mount(args: ImageMountArgs) -> Result<(), String> {
+fn mount(args: ImageMountArgs) -> Result<(), Error> {
     let mountpoint = std::path::absolute(&args.mountpoint)
-        .map_err(|e| format!("mountpoint {}: {e}", args.mountpoint.display()))?;
+        .map_err(|e| Error::io(format!("mountpoint {}", args.mountpoint.display()), e))?;
     let stored = stored_image(
         &args.image,
         args.options.state_dir.as_deref(),
         &format!("mount {}", mountpoint.display()),
-    )?;
+    )
+    .map_err(Error::Image)?;
     let detach = args.options.detach();
-    let spec = args.options.spec(stored.layers, args.mountpoint)?;
+    let spec = match args.options.spec(stored.layers, args.mountpoint) {
+        Ok(spec) => spec,
+        Err(e) => {
+            stored.lease.release();
+            return Err(e);
+        }
+    };
     let served = daemon::mount(&spec, detach);
     match served {
         // The background daemon holds the lease (its lock came with the fork) and ends it.
