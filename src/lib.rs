@@ -1,14 +1,15 @@
 //! stratafs: a union filesystem for container root filesystems, served over FUSE.
 //!
 //! The crate is a library with a thin binary (`main.rs`) on top. Data flows in layers:
-//! command line (`cli`, `compat`) -> mount spec (`spec`, `overlap`) -> daemon (`daemon`,
-//! `fusemount`, `submount`, `logging`) -> FUSE adapter (`fs`) -> union (`index`, `merge`,
+//! command line (`cli`, `compat`) -> mount spec (`spec`, `overlap`, `idmap` for owner
+//! mapping) -> daemon (`daemon`, `fusemount`, `submount`, `logging`) -> FUSE adapter (`fs`) -> union (`index`, `merge`,
 //! `lowerwalk`, `dirstate`, `inode`, `upper`, `copyup`, `whiteout`, `rootless`, and `ovl`, the
 //! one table of the overlay on-disk format) -> system calls (`sys`, the only place with
 //! `unsafe`). Beside the mount path: `volume` (the volume store, backups), `tarball` (tar
 //! streams in and out, safe against hostile archives), `unpack` (OCI layer tarballs into layer
 //! dirs) and `image` (OCI image layouts mounted through a store of unpacked layers; diff and
-//! commit of a writable layer).
+//! commit of a writable layer). `error` is what the command line and the mount path report,
+//! one type with a clear message per case.
 
 mod acl;
 mod attr;

@@ -27,10 +27,14 @@ use crate::inode::{upper_ino, Node};
 use crate::layer::relpath;
 use crate::sys;
 use crate::sys::ops;
+use crate::sys::splice::{SpliceError, SplicePipes};
 
 thread_local! {
     /// The read buffer of a session thread (reads without passthrough).
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The splice pipes of a session thread (reads without passthrough, when splicing).
+    static SPLICE_PIPES: std::cell::RefCell<Option<SplicePipes>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 pub enum Handle {
@@ -300,13 +304,24 @@ impl StrataFs {
         }
     }
 
-    pub(super) fn do_read(&self, fh: FileHandle, offset: u64, size: u32, reply: ReplyData) {
+    pub(super) fn do_read(
+        &self,
+        unique: u64,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        reply: ReplyData,
+    ) {
         let handle = match self.file_of(fh) {
             Ok(h) => h,
             Err(e) => return reply.error(e),
         };
         let Handle::File { file, .. } = &*handle else {
             return reply.error(Errno::EBADF);
+        };
+        let reply = match self.splice_read(unique, file, offset, size as usize, reply) {
+            Some(unsent) => unsent,
+            None => return,
         };
         READ_BUF.with_borrow_mut(|buf| {
             // One buffer per session thread, grown once: a read costs no allocation.
@@ -326,6 +341,53 @@ impl StrataFs {
             }
             reply.data(&buf[..done])
         })
+    }
+
+    /// Replies to a read by splicing the file's pages to the device, where the session
+    /// allows it (see sys::splice); hands the reply back when it must be sent the usual way.
+    fn splice_read(
+        &self,
+        unique: u64,
+        file: &File,
+        offset: u64,
+        size: usize,
+        reply: ReplyData,
+    ) -> Option<ReplyData> {
+        let Some(device) = self.splice_device.get() else {
+            return Some(reply);
+        };
+        let sent = SPLICE_PIPES.with_borrow_mut(|slot| {
+            if slot.is_none() {
+                *slot = SplicePipes::new()
+                    .map_err(|e| log::debug!("no splice pipes: {e}"))
+                    .ok();
+            }
+            let pipes = slot.as_mut().filter(|p| p.fits(size))?;
+            let sent = pipes.reply_read(device.as_fd(), unique, file.as_fd(), offset, size);
+            if sent.is_err() {
+                // The pipes may hold part of the reply: start afresh next time.
+                *slot = None;
+            }
+            Some(sent)
+        });
+        match sent {
+            None => Some(reply),
+            Some(Err(SpliceError::NotSent(e))) => {
+                log::debug!("read not spliced, copied: {e}");
+                Some(reply)
+            }
+            Some(Ok(_)) => {
+                // The reply went to the device directly; the ReplyData, unused, must not send
+                // a second one (its drop would answer EIO to a request already answered).
+                std::mem::forget(reply);
+                None
+            }
+            Some(Err(SpliceError::Device(e))) => {
+                log::debug!("spliced read reply failed: {e}");
+                reply.error(errno(&e));
+                None
+            }
+        }
     }
 
     pub(super) fn do_write(

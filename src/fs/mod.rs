@@ -73,6 +73,10 @@ pub struct StrataFs {
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
     deny_writes: Arc<AtomicBool>,
+    /// The session's /dev/fuse fd, when reads served by the daemon are spliced to it (only
+    /// on a session whose threads share that fd: a reply must go to the fd its request came
+    /// from).
+    splice_device: Arc<std::sync::OnceLock<std::os::fd::OwnedFd>>,
 }
 
 /// The one place a failed operation is logged: debug level, with its errno (`-d` shows them,
@@ -123,6 +127,7 @@ impl StrataFs {
             ownership: opts.ownership,
             upper_link_inos: Default::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
+            splice_device: Arc::default(),
             layers,
             upper,
         };
@@ -166,6 +171,11 @@ impl StrataFs {
 
     pub fn deny_writes_handle(&self) -> Arc<AtomicBool> {
         self.deny_writes.clone()
+    }
+
+    /// Where to put the session's /dev/fuse fd to have reads spliced to it.
+    pub fn splice_device_handle(&self) -> Arc<std::sync::OnceLock<std::os::fd::OwnedFd>> {
+        self.splice_device.clone()
     }
 
     fn alloc_fh(&self) -> u64 {
@@ -446,7 +456,7 @@ impl Filesystem for StrataFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -455,7 +465,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.do_read(fh, offset, size, reply)
+        self.do_read(req.unique().0, fh, offset, size, reply)
     }
 
     fn write(
