@@ -39,6 +39,7 @@ mod sys;
 mod tarball;
 mod tempname;
 mod treecopy;
+mod union;
 mod unpack;
 mod upper;
 mod volattach;
