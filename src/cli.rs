@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::compat::{self, CompatInvocation};
 use crate::daemon;
 use crate::demo;
+use crate::error::Error;
 use crate::spec::MountSpec;
 use crate::submount;
 
@@ -103,7 +104,7 @@ pub struct MountArgs {
     pub mountpoint: PathBuf,
 }
 
-pub fn run(args: Vec<OsString>) -> Result<(), String> {
+pub fn run(args: Vec<OsString>) -> Result<(), Error> {
     if compat::is_compat_invocation(&args) {
         return run_compat(&args);
     }
@@ -147,15 +148,15 @@ pub fn run(args: Vec<OsString>) -> Result<(), String> {
         }
         Command::Umount { force, mountpoint } => daemon::umount(&mountpoint, force),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
-        Command::Volume(args) => crate::volume::cli::run(args),
-        Command::Diff(args) => crate::image::cli::diff(args),
-        Command::Commit(args) => crate::image::cli::commit(args),
+        Command::Volume(args) => Ok(crate::volume::cli::run(args)?),
+        Command::Diff(args) => crate::image::cli::diff(args).map_err(Error::Image),
+        Command::Commit(args) => crate::image::cli::commit(args).map_err(Error::Image),
         Command::Layer(args) => crate::unpack::run(args),
     }
 }
 
 /// The fuse-overlayfs command line: what podman, buildah and dockerd run as a mount program.
-fn run_compat(args: &[OsString]) -> Result<(), String> {
+fn run_compat(args: &[OsString]) -> Result<(), Error> {
     let m = match compat::parse_compat_args(args)? {
         CompatInvocation::Help => {
             println!("{}", compat::USAGE);

@@ -18,6 +18,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::Error;
+
 /// The id shown for an id that a mapping does not cover (the kernel's overflow uid/gid).
 pub const OVERFLOW_ID: u32 = 65534;
 
@@ -159,25 +161,25 @@ pub struct IdMap {
 impl IdMap {
     /// Parses `C:H:N[:C:H:N...]`, with an optional leading colon (podman writes `:0:100000:65536`).
     /// `what` names the option in error messages.
-    pub fn parse(text: &str, what: &str) -> Result<IdMap, String> {
+    pub fn parse(text: &str, what: &str) -> Result<IdMap, Error> {
         let body = text.strip_prefix(':').unwrap_or(text);
         if body.is_empty() {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "{what}: empty mapping: give container:host:length triples, e.g. {what}=0:100000:65536"
-            ));
+            )));
         }
         let fields: Vec<&str> = body.split(':').collect();
         if !fields.len().is_multiple_of(3) {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "{what}={text}: {} numbers given, a multiple of 3 is needed: write container:host:length triples separated by ':'",
                 fields.len()
-            ));
+            )));
         }
         let mut ranges = Vec::with_capacity(fields.len() / 3);
         for triple in fields.chunks(3) {
             let number = |field: &str| {
                 field.parse::<u32>().map_err(|_| {
-                    format!("{what}={text}: {field:?} is not an id: use decimal numbers from 0 to 4294967295")
+                    Error::Usage(format!("{what}={text}: {field:?} is not an id: use decimal numbers from 0 to 4294967295"))
                 })
             };
             let range = IdRange {
@@ -186,17 +188,17 @@ impl IdMap {
                 len: number(triple[2])?,
             };
             if range.len == 0 {
-                return Err(format!(
+                return Err(Error::Usage(format!(
                     "{what}={text}: range {}:{}:0 has length 0: give a length of at least 1",
                     range.container, range.host
-                ));
+                )));
             }
             for (side, start) in [("container", range.container), ("host", range.host)] {
                 if u64::from(start) + u64::from(range.len) > 1 << 32 {
-                    return Err(format!(
+                    return Err(Error::Usage(format!(
                         "{what}={text}: {side} range {start} + {} goes past the largest id 4294967295: shorten the range",
                         range.len
-                    ));
+                    )));
                 }
             }
             ranges.push(range);
@@ -206,7 +208,7 @@ impl IdMap {
         Ok(map)
     }
 
-    fn check_no_overlap(&self, what: &str, text: &str) -> Result<(), String> {
+    fn check_no_overlap(&self, what: &str, text: &str) -> Result<(), Error> {
         let overlaps = |a: u32, b: u32, len_a: u32, len_b: u32| {
             u64::from(a) < u64::from(b) + u64::from(len_b)
                 && u64::from(b) < u64::from(a) + u64::from(len_a)
@@ -220,10 +222,10 @@ impl IdMap {
                 } else {
                     continue;
                 };
-                return Err(format!(
+                return Err(Error::Usage(format!(
                     "{what}={text}: ranges {}:{}:{} and {}:{}:{} overlap on the {side} side: each id may be mapped once",
                     a.container, a.host, a.len, b.container, b.host, b.len
-                ));
+                )));
             }
         }
         Ok(())
@@ -298,7 +300,7 @@ pub fn is_compat_invocation(argv: &[OsString]) -> bool {
 
 /// Parses a fuse-overlayfs command line (argv[0] included), resolving relative paths against
 /// the current directory.
-pub fn parse_compat_args(argv: &[OsString]) -> Result<CompatInvocation, String> {
+pub fn parse_compat_args(argv: &[OsString]) -> Result<CompatInvocation, Error> {
     let cwd = std::env::current_dir().ok();
     parse_compat_args_in(argv, cwd.as_deref())
 }
@@ -307,7 +309,7 @@ pub fn parse_compat_args(argv: &[OsString]) -> Result<CompatInvocation, String> 
 pub fn parse_compat_args_in(
     argv: &[OsString],
     cwd: Option<&Path>,
-) -> Result<CompatInvocation, String> {
+) -> Result<CompatInvocation, Error> {
     let args = match split_argv(argv)? {
         ArgvParts::Help => return Ok(CompatInvocation::Help),
         ArgvParts::Version => return Ok(CompatInvocation::Version),
@@ -315,9 +317,9 @@ pub fn parse_compat_args_in(
     };
     let (source, mountpoint) = match args.positionals.len() {
         0 => {
-            return Err(
-                "missing MOUNTPOINT: run as fuse-overlayfs -o lowerdir=DIR[,...] MOUNTPOINT".into(),
-            )
+            return Err(Error::usage(
+                "missing MOUNTPOINT: run as fuse-overlayfs -o lowerdir=DIR[,...] MOUNTPOINT",
+            ))
         }
         1 => (None, args.positionals[0].clone()),
         2 => (
@@ -325,14 +327,14 @@ pub fn parse_compat_args_in(
             args.positionals[1].clone(),
         ),
         n => {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "{n} positional arguments given ({}): give only MOUNTPOINT, or SOURCE MOUNTPOINT",
                 args.positionals
                     .iter()
                     .map(|p| p.to_string_lossy())
                     .collect::<Vec<_>>()
                     .join(" ")
-            ))
+            )))
         }
     };
     let mut mount = apply_options(&args.options, cwd)?;
@@ -359,7 +361,7 @@ struct MountArgv {
 }
 
 /// Sorts argv into flags, `-o` strings and positionals.
-fn split_argv(argv: &[OsString]) -> Result<ArgvParts, String> {
+fn split_argv(argv: &[OsString]) -> Result<ArgvParts, Error> {
     fn add_options(out: &mut MountArgv, text: &[u8]) {
         if !out.options.is_empty() {
             out.options.push(b',');
@@ -386,24 +388,25 @@ fn split_argv(argv: &[OsString]) -> Result<ArgvParts, String> {
             b"-o" => match rest.next() {
                 Some(text) => add_options(&mut out, text.as_bytes()),
                 None => {
-                    return Err(
-                        "-o needs an option string: -o lowerdir=DIR[,upperdir=DIR,workdir=DIR]"
-                            .into(),
-                    )
+                    return Err(Error::usage(
+                        "-o needs an option string: -o lowerdir=DIR[,upperdir=DIR,workdir=DIR]",
+                    ))
                 }
             },
             // mount(8) passes the filesystem type to helpers; the type is implied.
             b"-t" => {
                 if rest.next().is_none() {
-                    return Err("-t needs a filesystem type, e.g. -t fuse.stratafs".into());
+                    return Err(Error::usage(
+                        "-t needs a filesystem type, e.g. -t fuse.stratafs",
+                    ));
                 }
             }
             _ if bytes.starts_with(b"-o") => add_options(&mut out, &bytes[2..]),
             _ => {
-                return Err(format!(
+                return Err(Error::Usage(format!(
                     "unknown flag {}: use -o OPTIONS, -f, -d, --version or --help",
                     arg.to_string_lossy()
-                ))
+                )))
             }
         }
     }
@@ -418,7 +421,7 @@ struct RawOption {
 }
 
 /// Splits the option string on commas outside quotes and escapes.
-fn split_options(text: &[u8]) -> Result<Vec<RawOption>, String> {
+fn split_options(text: &[u8]) -> Result<Vec<RawOption>, Error> {
     let mut items: Vec<Vec<u8>> = Vec::new();
     let mut current = Vec::new();
     let mut in_quotes = false;
@@ -438,10 +441,10 @@ fn split_options(text: &[u8]) -> Result<Vec<RawOption>, String> {
         }
     }
     if in_quotes {
-        return Err(format!(
+        return Err(Error::Usage(format!(
             "-o {}: a double quote is not closed: close it, e.g. context=\"LABEL\"",
             String::from_utf8_lossy(text)
-        ));
+        )));
     }
     items.push(current);
     items
@@ -451,10 +454,10 @@ fn split_options(text: &[u8]) -> Result<Vec<RawOption>, String> {
             let parts = split_unescaped(&item, b'=', 2);
             let key = unescape(&parts[0]);
             let key = String::from_utf8(key).map_err(|_| {
-                format!(
+                Error::Usage(format!(
                     "-o option {:?} is not valid UTF-8: check the option name",
                     String::from_utf8_lossy(&item)
-                )
+                ))
             })?;
             Ok(RawOption {
                 key,
@@ -501,16 +504,16 @@ fn unescape(text: &[u8]) -> Vec<u8> {
     out
 }
 
-fn absolute(path: &Path, cwd: Option<&Path>, what: &str) -> Result<PathBuf, String> {
+fn absolute(path: &Path, cwd: Option<&Path>, what: &str) -> Result<PathBuf, Error> {
     if path.is_absolute() {
         return Ok(path.to_path_buf());
     }
     match cwd {
         Some(cwd) => Ok(cwd.join(path)),
-        None => Err(format!(
+        None => Err(Error::Usage(format!(
             "{what} {}: relative path, and the current directory is unknown: give an absolute path",
             path.display()
-        )),
+        ))),
     }
 }
 
@@ -529,7 +532,7 @@ struct Given {
     ro: bool,
 }
 
-fn apply_options(options: &[u8], cwd: Option<&Path>) -> Result<CompatMount, String> {
+fn apply_options(options: &[u8], cwd: Option<&Path>) -> Result<CompatMount, Error> {
     let mut m = CompatMount {
         lowers: Vec::new(),
         lowers_top_first: Vec::new(),
@@ -612,31 +615,38 @@ fn apply_option(
     key: &str,
     value: Option<&[u8]>,
     cwd: Option<&Path>,
-) -> Result<(), String> {
-    let need = |kind: &str| -> Result<&[u8], String> {
+) -> Result<(), Error> {
+    let need = |kind: &str| -> Result<&[u8], Error> {
         match value {
             Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(format!("{key}= needs a value: give {key}={kind}")),
+            _ => Err(Error::Usage(format!(
+                "{key}= needs a value: give {key}={kind}"
+            ))),
         }
     };
-    let text = |kind: &str| -> Result<String, String> {
-        String::from_utf8(unescape(need(kind)?))
-            .map_err(|_| format!("{key}=: the value is not valid UTF-8: give {key}={kind}"))
+    let text = |kind: &str| -> Result<String, Error> {
+        String::from_utf8(unescape(need(kind)?)).map_err(|_| {
+            Error::Usage(format!(
+                "{key}=: the value is not valid UTF-8: give {key}={kind}"
+            ))
+        })
     };
-    let path = |kind: &str| -> Result<PathBuf, String> {
+    let path = |kind: &str| -> Result<PathBuf, Error> {
         let raw = OsString::from_vec(unescape(need(kind)?));
         absolute(Path::new(&raw), cwd, key)
     };
-    let number = |kind: &str| -> Result<u32, String> {
+    let number = |kind: &str| -> Result<u32, Error> {
         let t = text(kind)?;
         t.parse::<u32>()
-            .map_err(|_| format!("{key}={t}: not a number: give {key}={kind}"))
+            .map_err(|_| Error::Usage(format!("{key}={t}: not a number: give {key}={kind}")))
     };
-    let switch = || -> Result<bool, String> {
+    let switch = || -> Result<bool, Error> {
         match text("0|1")?.as_str() {
             "0" => Ok(false),
             "1" => Ok(true),
-            other => Err(format!("{key}={other}: give {key}=0 or {key}=1")),
+            other => Err(Error::Usage(format!(
+                "{key}={other}: give {key}=0 or {key}=1"
+            ))),
         }
     };
     // Options that take no value; a value on them is most likely a typo worth reporting.
@@ -672,9 +682,9 @@ fn apply_option(
                 "1" => XattrPermissions::Security,
                 "2" => XattrPermissions::User,
                 other => {
-                    return Err(format!(
+                    return Err(Error::Usage(format!(
                         "xattr_permissions={other}: give 0 (off), 1 (security.*) or 2 (user.*)"
-                    ))
+                    )))
                 }
             }
         }
@@ -687,9 +697,9 @@ fn apply_option(
             match secs {
                 Some(s) => m.timeout = Some(Duration::from_secs_f64(s)),
                 None => {
-                    return Err(format!(
+                    return Err(Error::Usage(format!(
                         "timeout={t}: give a number of seconds, e.g. timeout=1 or timeout=0.5"
-                    ))
+                    )))
                 }
             }
         }
@@ -739,10 +749,12 @@ fn apply_option(
 }
 
 /// Cross-option checks and the final layer list.
-fn finish(mut m: CompatMount, given: Given, cwd: Option<&Path>) -> Result<CompatMount, String> {
-    let lowerdir = given.lowerdir.ok_or(
-        "missing lowerdir=: give the image layers, top-most first: -o lowerdir=TOP:...:BOTTOM",
-    )?;
+fn finish(mut m: CompatMount, given: Given, cwd: Option<&Path>) -> Result<CompatMount, Error> {
+    let lowerdir = given.lowerdir.ok_or_else(|| {
+        Error::usage(
+            "missing lowerdir=: give the image layers, top-most first: -o lowerdir=TOP:...:BOTTOM",
+        )
+    })?;
     m.lowers_top_first = parse_lowerdir(&lowerdir, cwd)?;
     m.lowers = m.lowers_top_first.iter().rev().cloned().collect();
 
@@ -752,10 +764,10 @@ fn finish(mut m: CompatMount, given: Given, cwd: Option<&Path>) -> Result<Compat
             m.work = Some(work);
         }
         (Some(_), None) => {
-            return Err("upperdir= given without workdir=: add workdir=DIR (an empty directory on the same filesystem as upperdir), or drop upperdir= for a read-only mount".into())
+            return Err(Error::usage("upperdir= given without workdir=: add workdir=DIR (an empty directory on the same filesystem as upperdir), or drop upperdir= for a read-only mount"))
         }
         (None, Some(_)) => {
-            return Err("workdir= given without upperdir=: add upperdir=DIR for a writable mount, or drop workdir=".into())
+            return Err(Error::usage("workdir= given without upperdir=: add upperdir=DIR for a writable mount, or drop workdir="))
         }
         (None, None) => {}
     }
@@ -763,13 +775,13 @@ fn finish(mut m: CompatMount, given: Given, cwd: Option<&Path>) -> Result<Compat
     m.fsync = given.fsync.unwrap_or(true) && !m.volatile;
 
     if given.uid_map.is_some() && given.squash_to_uid.is_some() {
-        return Err("uidmapping= and squash_to_uid= both given: use one of them (squash_to_uid=N shows every file as uid N)".into());
+        return Err(Error::usage("uidmapping= and squash_to_uid= both given: use one of them (squash_to_uid=N shows every file as uid N)"));
     }
     if given.gid_map.is_some() && given.squash_to_gid.is_some() {
-        return Err("gidmapping= and squash_to_gid= both given: use one of them (squash_to_gid=N shows every file as gid N)".into());
+        return Err(Error::usage("gidmapping= and squash_to_gid= both given: use one of them (squash_to_gid=N shows every file as gid N)"));
     }
     if given.squash_to_root && (given.uid_map.is_some() || given.gid_map.is_some()) {
-        return Err("squash_to_root and uidmapping=/gidmapping= both given: use one of them (squash_to_root shows every file as root)".into());
+        return Err(Error::usage("squash_to_root and uidmapping=/gidmapping= both given: use one of them (squash_to_root shows every file as root)"));
     }
     let root = given.squash_to_root.then_some(0);
     m.squash = Squash {
@@ -782,18 +794,18 @@ fn finish(mut m: CompatMount, given: Given, cwd: Option<&Path>) -> Result<Compat
 }
 
 /// `L1:L2:...` (top-most first) into absolute paths; `\:` is a colon inside a path.
-fn parse_lowerdir(value: &[u8], cwd: Option<&Path>) -> Result<Vec<PathBuf>, String> {
+fn parse_lowerdir(value: &[u8], cwd: Option<&Path>) -> Result<Vec<PathBuf>, Error> {
     if value.is_empty() {
-        return Err("lowerdir= is empty: give at least one layer directory, e.g. lowerdir=/var/lib/layers/base".into());
+        return Err(Error::usage("lowerdir= is empty: give at least one layer directory, e.g. lowerdir=/var/lib/layers/base"));
     }
     split_unescaped(value, b':', usize::MAX)
         .into_iter()
         .map(|entry| {
             if entry.is_empty() {
-                return Err(format!(
+                return Err(Error::Usage(format!(
                     "lowerdir={}: empty entry (an extra ':'; '::' data-only layers are not supported): separate layers with a single ':'",
                     String::from_utf8_lossy(&unescape(value))
-                ));
+                )));
             }
             let raw = OsString::from_vec(unescape(&entry));
             absolute(Path::new(OsStr::new(&raw)), cwd, "lowerdir entry")
@@ -810,7 +822,7 @@ mod tests {
     }
 
     fn parse_in(items: &[&str], cwd: &str) -> Result<CompatMount, String> {
-        match parse_compat_args_in(&argv(items), Some(Path::new(cwd)))? {
+        match parse_compat_args_in(&argv(items), Some(Path::new(cwd))).map_err(|e| e.to_string())? {
             CompatInvocation::Mount(m) => Ok(*m),
             other => panic!("expected a mount, got {other:?}"),
         }
@@ -1093,21 +1105,22 @@ mod tests {
 
     #[test]
     fn version_and_help() {
+        let invocation = |items: &[&str]| parse_compat_args_in(&argv(items), None).unwrap();
         for flag in ["--version", "-V"] {
             assert_eq!(
-                parse_compat_args_in(&argv(&["fuse-overlayfs", flag]), None),
-                Ok(CompatInvocation::Version)
+                invocation(&["fuse-overlayfs", flag]),
+                CompatInvocation::Version
             );
         }
         for flag in ["--help", "-h"] {
             assert_eq!(
-                parse_compat_args_in(&argv(&["fuse-overlayfs", flag]), None),
-                Ok(CompatInvocation::Help)
+                invocation(&["fuse-overlayfs", flag]),
+                CompatInvocation::Help
             );
         }
         assert_eq!(
-            parse_compat_args_in(&argv(&["fuse-overlayfs", "-f", "--help", "-o"]), None),
-            Ok(CompatInvocation::Help)
+            invocation(&["fuse-overlayfs", "-f", "--help", "-o"]),
+            CompatInvocation::Help
         );
     }
 
@@ -1173,7 +1186,8 @@ mod tests {
     #[test]
     fn relative_path_without_known_cwd_is_an_error() {
         let e = parse_compat_args_in(&argv(&["fuse-overlayfs", "-o", "lowerdir=rel", "/m"]), None)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("rel") && e.contains("absolute"), "{e}");
     }
 
@@ -1536,7 +1550,7 @@ mod tests {
             ("0:1:4294967296", "is not an id"),
         ];
         for (text, want) in cases {
-            let e = IdMap::parse(text, "uidmapping").unwrap_err();
+            let e = IdMap::parse(text, "uidmapping").unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
             assert!(e.starts_with("uidmapping"), "{text:?}: {e}");
         }

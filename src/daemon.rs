@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 
 use fuser::{Config, MountOption, Session, SessionACL};
 
+use crate::error::{Error, IoContext};
 use crate::fs::{Options, StrataFs};
 use crate::fusemount;
 use crate::spec::MountSpec;
@@ -29,9 +30,9 @@ pub enum Role {
 }
 
 /// Mounts `spec` and serves it; with `detach`, from a background process.
-pub fn mount(spec: &MountSpec, detach: bool) -> Result<Role, String> {
+pub fn mount(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
     let result = mount_and_serve(spec, detach);
-    if result != Ok(Role::Launcher) {
+    if !matches!(result, Ok(Role::Launcher)) {
         if let Some(dir) = &spec.remove_on_exit {
             if let Err(e) = std::fs::remove_dir_all(dir) {
                 log::warn!("cannot remove {}: {e}", dir.display());
@@ -41,7 +42,7 @@ pub fn mount(spec: &MountSpec, detach: bool) -> Result<Role, String> {
     result
 }
 
-fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
+fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
     submount::check_distinct_targets(&spec.submounts)?;
     spec.check_all_exist()?;
     if let Some(file) = &spec.log_file {
@@ -80,7 +81,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
             format,
         },
     )
-    .map_err(|e| format!("cannot read the top layer: {e}"))?;
+    .context(|| "cannot read the top layer".into())?;
     let deny_writes = fs.deny_writes_handle();
 
     let mut config = Config::default();
@@ -100,9 +101,9 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
     };
     let fsname = spec.fsname.clone().unwrap_or_else(|| "stratafs".into());
     let mount_failed = |e: std::io::Error| {
-        format!(
-            "mountpoint {}: mount failed: {e}",
-            spec.mountpoint.display()
+        Error::io(
+            format!("mountpoint {}: mount failed", spec.mountpoint.display()),
+            e,
         )
     };
     let (session, own) = match fusemount::mount(&spec.mountpoint, &fsname, flags) {
@@ -138,8 +139,8 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
     let mut verdict: Option<UnixStream> = None;
     if detach {
         let (parent_end, child_end) =
-            UnixStream::pair().map_err(|e| format!("cannot start the daemon: {e}"))?;
-        match process::fork().map_err(|e| format!("cannot start the daemon: {e}"))? {
+            UnixStream::pair().context(|| "cannot start the daemon".into())?;
+        match process::fork().context(|| "cannot start the daemon".into())? {
             process::Forked::Parent => {
                 // The child owns the session now; this process must not unmount on exit.
                 std::mem::forget(session);
@@ -148,7 +149,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
             }
             process::Forked::Child => {
                 drop(parent_end);
-                process::detach_stdio().map_err(|e| format!("cannot detach: {e}"))?;
+                process::detach_stdio().context(|| "cannot detach".into())?;
                 if spec.log_file.is_none() {
                     crate::logging::to_syslog();
                 }
@@ -158,17 +159,15 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
     }
 
     let signals =
-        process::block_termination_signals().map_err(|e| format!("cannot set up signals: {e}"))?;
-    let background = session
-        .spawn()
-        .map_err(|e| format!("cannot start serving: {e}"))?;
+        process::block_termination_signals().context(|| "cannot set up signals".into())?;
+    let background = session.spawn().context(|| "cannot start serving".into())?;
 
     let attached =
         submount::attach_all(&own.path, &spec.submounts, volumes.as_mut()).and_then(|_| {
             if spec.read_only_union && !read_only {
-                own.make_read_only().map_err(|e| {
+                own.make_read_only().context(|| {
                     format!(
-                        "mountpoint {}: cannot make the union read-only: {e}",
+                        "mountpoint {}: cannot make the union read-only",
                         own.path.display()
                     )
                 })?;
@@ -195,13 +194,13 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, String> {
             log::info!("signal {sig}: unmounting {}", signalled.path.display());
             signalled.unmount();
         })
-        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+        .context(|| "cannot start the signal thread".into())?;
 
     // The session ends when the kernel ends it (the mount went away): nothing is left to
     // unmount then, and the path may already hold someone else's new mount.
     let result = background
         .join()
-        .map_err(|e| format!("session ended with an error: {e}"));
+        .context(|| "session ended with an error".into());
     drop(volumes);
     result.map(|()| Role::Daemon)
 }
@@ -213,12 +212,14 @@ fn tell(to: Option<&mut UnixStream>, message: &str) {
 }
 
 /// The parent side of `--daemon`: success only once the child says the mount is complete.
-fn wait_for_child(from: UnixStream) -> Result<(), String> {
+fn wait_for_child(from: UnixStream) -> Result<(), Error> {
     let mut line = String::new();
     match BufReader::new(from).read_line(&mut line) {
         Ok(_) if line.trim_end() == "ok" => Ok(()),
-        Ok(_) if !line.is_empty() => Err(line.trim_end().trim_start_matches("error: ").to_string()),
-        _ => Err("the daemon exited before the mount was ready".into()),
+        Ok(_) if !line.is_empty() => Err(Error::Daemon(
+            line.trim_end().trim_start_matches("error: ").to_string(),
+        )),
+        _ => Err(Error::DaemonGone),
     }
 }
 
@@ -253,39 +254,31 @@ fn fuser_options(fsname: &str, flags: fusemount::Flags, privileged: bool) -> Vec
 /// `stratafs umount [--force] MOUNTPOINT`: unmount sub-mounts and the union; the daemon exits
 /// by itself. Another filesystem at MOUNTPOINT (fuse-overlayfs, a kernel overlay) is left
 /// alone unless `force`.
-pub fn umount(mountpoint: &Path, force: bool) -> Result<(), String> {
+pub fn umount(mountpoint: &Path, force: bool) -> Result<(), Error> {
     match crate::mountinfo::mount_at(mountpoint) {
         Some(m) if fusemount::is_stratafs(&m) || force => {}
         // A volume, bind or tmpfs of a union: the union is what to unmount.
         Some(m) if crate::mountinfo::union_above(&m.mount_point) != m.mount_point => {
-            let union = crate::mountinfo::union_above(&m.mount_point);
-            return Err(format!(
-                "{}: a sub-mount of the stratafs mount at {}: run stratafs umount {}",
-                mountpoint.display(),
-                union.display(),
-                union.display()
-            ));
+            return Err(Error::SubMountOfUnion {
+                path: mountpoint.to_path_buf(),
+                union: crate::mountinfo::union_above(&m.mount_point),
+            });
         }
         Some(m) => {
-            return Err(format!(
-                "{}: not a stratafs mount (type {}, source {}): unmount it with umount, or pass --force",
-                mountpoint.display(),
-                m.fs_type,
-                m.source
-            ))
+            return Err(Error::NotStratafs {
+                path: mountpoint.to_path_buf(),
+                fs_type: m.fs_type,
+                source: m.source,
+            })
         }
-        None => {
-            return Err(format!(
-                "{}: not mounted: nothing to do",
-                mountpoint.display()
-            ))
-        }
+        None => return Err(Error::NotMounted(mountpoint.to_path_buf())),
     }
     submount::detach_all(mountpoint);
     process::umount(mountpoint, false).map_err(|e| {
-        format!(
-            "{}: unmount failed: {e}: close files and leave the directory, or use umount -l",
-            mountpoint.display()
+        Error::io_with_fix(
+            format!("{}: unmount failed", mountpoint.display()),
+            e,
+            "close files and leave the directory, or use umount -l",
         )
     })
 }

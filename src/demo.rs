@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, IoContext};
 use crate::spec::MountSpec;
 
 /// (layer, path, content): a path ending in '/' is a directory; content "->T" makes a symlink.
@@ -96,14 +97,14 @@ pub fn build_image(root: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(layers)
 }
 
-pub fn run(mountpoint: &Path) -> Result<(), String> {
+pub fn run(mountpoint: &Path) -> Result<(), Error> {
     fs::create_dir_all(mountpoint)
-        .map_err(|e| format!("mountpoint {}: cannot create: {e}", mountpoint.display()))?;
-    let random = crate::tempname::new("x").map_err(|e| format!("cannot make a name: {e}"))?;
+        .context(|| format!("mountpoint {}: cannot create", mountpoint.display()))?;
+    let random = crate::tempname::new("x").context(|| "cannot make a name".into())?;
     let suffix = String::from_utf8_lossy(&random.as_bytes()[3..19]).into_owned();
     let root = std::env::temp_dir().join(format!("stratafs-demo-image-{suffix}"));
     let layers = build_image(&root)
-        .map_err(|e| format!("cannot write the demo image under {}: {e}", root.display()))?;
+        .context(|| format!("cannot write the demo image under {}", root.display()))?;
     let spec = MountSpec {
         layers,
         mountpoint: mountpoint.to_path_buf(),

@@ -79,7 +79,7 @@ pub fn init(debug: bool, mountpoint: Option<&Path>) {
 
 /// Sends every later line to `path` (appended; created 0600 if missing). Opened now, so
 /// that a bad path is reported to the caller before the daemon detaches.
-pub fn to_file(path: &Path) -> Result<(), String> {
+pub fn to_file(path: &Path) -> Result<(), crate::error::Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .append(true)
@@ -88,9 +88,10 @@ pub fn to_file(path: &Path) -> Result<(), String> {
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| {
-            format!(
-                "--log-file {}: cannot open: {e}: give a writable file path",
-                path.display()
+            crate::error::Error::io_with_fix(
+                format!("--log-file {}: cannot open", path.display()),
+                e,
+                "give a writable file path",
             )
         })?;
     if let Some(r) = ROUTER.get() {

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, IoContext};
 use crate::layer::Layer;
 use crate::mountinfo;
 use crate::overlap::{Place, Relation};
@@ -49,27 +50,23 @@ fn refuse_overlap(
     b: &Named,
     refused: Option<&[Relation]>,
     fix: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     match a.2.relation(&b.2) {
         Some(rel) if refused.is_none_or(|r| r.contains(&rel)) => Err(overlap_error(a, rel, b, fix)),
         _ => Ok(()),
     }
 }
 
-fn overlap_error(a: &Named, rel: Relation, b: &Named, fix: &str) -> String {
-    let alias = if a.2.hidden_from_paths(&b.2) {
-        " (through another path, such as a bind mount)"
-    } else {
-        ""
-    };
-    format!(
-        "{} {} {} {} {}{alias}: {fix}",
-        a.0,
-        describe(&a.1),
-        rel.words(),
-        b.0,
-        describe(&b.1)
-    )
+fn overlap_error(a: &Named, rel: Relation, b: &Named, fix: &str) -> Error {
+    Error::Overlap {
+        what: a.0,
+        path: a.1.clone(),
+        relation: rel,
+        other: b.0,
+        other_path: b.1.clone(),
+        alias: a.2.hidden_from_paths(&b.2),
+        fix: fix.to_string(),
+    }
 }
 
 fn describe(path: &Path) -> String {
@@ -77,28 +74,28 @@ fn describe(path: &Path) -> String {
 }
 
 /// Checks `path` is an existing directory; `what` says which argument it came from.
-fn require_dir(path: &Path, what: &str, fix: &str) -> Result<(), String> {
+fn require_dir(path: &Path, what: &'static str, fix: &'static str) -> Result<(), Error> {
+    let path_buf = || path.to_path_buf();
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!(
-            "{what} {}: is not a directory: {fix}",
-            describe(path)
+        Ok(_) => Err(Error::NotADirectory {
+            what,
+            path: path_buf(),
+            fix,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Missing {
+            what,
+            path: path_buf(),
+            fix,
+        }),
+        // A FUSE mount whose daemon is gone: every access fails with ENOTCONN.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(Error::StaleMount(path_buf())),
+        Err(e) => Err(Error::io_with_fix(
+            format!("{what} {}", describe(path)),
+            e,
+            fix,
         )),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("{what} {}: does not exist: {fix}", describe(path)))
-        }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Err(stale_mount(path)),
-        Err(e) => Err(format!("{what} {}: {e}: {fix}", describe(path))),
     }
-}
-
-/// What to say about a FUSE mount whose daemon is gone (every access fails with ENOTCONN).
-fn stale_mount(path: &Path) -> String {
-    format!(
-        "the mount at {} is stale (its daemon is gone): run `stratafs umount {}` (or umount -l), then mount again",
-        describe(path),
-        describe(path)
-    )
 }
 
 impl MountSpec {
@@ -116,43 +113,34 @@ impl MountSpec {
     /// Reports every missing directory at once (layers, upper, work, mountpoint), so that a
     /// first try does not fail once per path. One missing path is left to the checks that
     /// follow, whose message is specific to it.
-    pub fn check_all_exist(&self) -> Result<(), String> {
+    pub fn check_all_exist(&self) -> Result<(), Error> {
         let wanted = self.union_dirs();
-        let missing: Vec<(&str, &PathBuf)> = wanted
+        let missing: Vec<(&'static str, PathBuf)> = wanted
             .filter(|(_, p)| {
                 std::fs::symlink_metadata(p)
                     .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
             })
+            .map(|(what, p)| (what, p.clone()))
             .collect();
         if missing.len() < 2 {
             return Ok(());
         }
-        let list: Vec<String> = missing
-            .iter()
-            .map(|(what, p)| format!("{what} {}", describe(p)))
-            .collect();
-        let paths: Vec<String> = missing.iter().map(|(_, p)| describe(p)).collect();
-        Err(format!(
-            "{} directories do not exist: {}: create them first (mkdir -p {})",
-            missing.len(),
-            list.join(", "),
-            paths.join(" ")
-        ))
+        Err(Error::MissingDirs(missing))
     }
 
     /// Validates paths and opens the layers (bottom first).
-    pub fn open_layers(&self) -> Result<Vec<Layer>, String> {
+    pub fn open_layers(&self) -> Result<Vec<Layer>, Error> {
         if self.layers.is_empty() {
-            return Err(
-                "no layers given: pass at least one --layer DIR (bottom layer first)".into(),
-            );
+            return Err(Error::usage(
+                "no layers given: pass at least one --layer DIR (bottom layer first)",
+            ));
         }
         if self.layers.len() > u16::MAX as usize - 2 {
-            return Err(format!(
+            return Err(Error::Usage(format!(
                 "{} layers given: at most {} are supported",
                 self.layers.len(),
                 u16::MAX - 2
-            ));
+            )));
         }
         let mut layers = Vec::with_capacity(self.layers.len());
         for (slot, path) in self.layers.iter().enumerate() {
@@ -162,52 +150,53 @@ impl MountSpec {
                 "pass an existing directory (--layer, or lowerdir= in the -o form)",
             )?;
             let layer = Layer::open_root(slot as u16, path)
-                .map_err(|e| format!("layer {}: cannot open: {e}", describe(path)))?;
+                .context(|| format!("layer {}: cannot open", describe(path)))?;
             layers.push(layer);
         }
         Ok(layers)
     }
 
     /// Validates and opens the writable layer, if any.
-    pub fn open_upper(&self) -> Result<Option<Upper>, String> {
+    pub fn open_upper(&self) -> Result<Option<Upper>, Error> {
         let (upper, work) = match (&self.upper, &self.work) {
             (None, None) => return Ok(None),
             (Some(_), None) => {
-                return Err(
-                    "--upper needs --work: pass an empty directory on the same filesystem".into(),
-                )
+                return Err(Error::usage(
+                    "--upper needs --work: pass an empty directory on the same filesystem",
+                ))
             }
             (None, Some(_)) => {
-                return Err("--work needs --upper: pass the writable layer's directory".into())
+                return Err(Error::usage(
+                    "--work needs --upper: pass the writable layer's directory",
+                ))
             }
             (Some(u), Some(w)) => (u, w),
         };
         require_dir(upper, "upper dir", "create it first with mkdir")?;
         require_dir(work, "work dir", "create it first with mkdir")?;
-        let dev = |p: &Path| {
+        let dev = |what: &str, p: &Path| {
             std::fs::metadata(p)
                 .map(|m| std::os::unix::fs::MetadataExt::dev(&m))
-                .map_err(|e| e.to_string())
+                .context(|| format!("{what} {}", describe(p)))
         };
-        if dev(upper)? != dev(work)? {
-            return Err(format!(
-                "work dir {} is not on the same filesystem as upper dir {}: the atomic rename needs one filesystem",
-                describe(work),
-                describe(upper)
-            ));
+        if dev("upper dir", upper)? != dev("work dir", work)? {
+            return Err(Error::WorkNotBesideUpper {
+                work: work.clone(),
+                upper: upper.clone(),
+            });
         }
         Upper::open(upper, work, !self.volatile)
             .map(Some)
-            .map_err(|e| {
+            .context(|| {
                 format!(
-                    "upper dir {}: cannot open the writable layer: {e}",
+                    "upper dir {}: cannot open the writable layer",
                     describe(upper)
                 )
             })
     }
 
     /// The volume store, opened only when a volume is asked for.
-    pub fn volume_provider(&self) -> Result<Box<dyn crate::submount::VolumeProvider>, String> {
+    pub fn volume_provider(&self) -> Result<Box<dyn crate::submount::VolumeProvider>, Error> {
         let wants_volumes = self
             .submounts
             .iter()
@@ -224,7 +213,7 @@ impl MountSpec {
     /// the union's back, or where the daemon would walk into its own mount; judged by
     /// identity, so a bind-mount alias counts (see `overlap`). Directories that do not exist
     /// are left to the checks that say so.
-    pub fn check_layout(&self) -> Result<(), String> {
+    pub fn check_layout(&self) -> Result<(), Error> {
         let named =
             |what: &'static str, p: &PathBuf| Place::of(p).ok().map(|pl| (what, p.clone(), pl));
         let layers: Vec<Named> = self
@@ -311,7 +300,7 @@ impl MountSpec {
     /// The volume store (where every volume's data lives) must be apart from every directory
     /// of the union: writes to a volume would otherwise change a layer or the upper dir
     /// behind the union's back.
-    fn check_volume_store(&self, volumes: &Path) -> Result<(), String> {
+    fn check_volume_store(&self, volumes: &Path) -> Result<(), Error> {
         let Ok(place) = Place::of(volumes) else {
             return Ok(());
         };
@@ -330,7 +319,7 @@ impl MountSpec {
         Ok(())
     }
 
-    pub fn check_mountpoint(&self) -> Result<(), String> {
+    pub fn check_mountpoint(&self) -> Result<(), Error> {
         require_dir(
             &self.mountpoint,
             "mountpoint",
@@ -338,13 +327,11 @@ impl MountSpec {
         )?;
         if let Some(m) = mountinfo::mount_at(&self.mountpoint) {
             if m.mount_point != Path::new("/") {
-                return Err(format!(
-                    "mountpoint {}: already mounted ({} from {}): unmount it first (umount {})",
-                    describe(&self.mountpoint),
-                    m.fs_type,
-                    m.source,
-                    describe(&self.mountpoint)
-                ));
+                return Err(Error::AlreadyMounted {
+                    mountpoint: self.mountpoint.clone(),
+                    fs_type: m.fs_type,
+                    source: m.source,
+                });
             }
         }
         Ok(())
@@ -354,7 +341,7 @@ impl MountSpec {
 struct NoVolumes;
 
 impl crate::submount::VolumeProvider for NoVolumes {
-    fn attach(&mut self, _name: Option<&str>) -> Result<(PathBuf, bool), String> {
-        Err("no volume was asked for".into())
+    fn attach(&mut self, _name: Option<&str>) -> Result<(PathBuf, bool), Error> {
+        Err(Error::usage("no volume was asked for"))
     }
 }

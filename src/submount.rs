@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::error::{Error, IoContext};
 use crate::sys;
 use crate::sys::ops;
 
@@ -39,28 +40,37 @@ pub struct SubMount {
 }
 
 /// Checks a target path: absolute, no `.`/`..`/empty components, not the root.
-pub fn check_target(target: &str) -> Result<PathBuf, String> {
+pub fn check_target(target: &str) -> Result<PathBuf, Error> {
     let p = Path::new(target);
+    let refuse = |problem: &str| {
+        Err(Error::Target {
+            target: target.to_string(),
+            problem: problem.to_string(),
+        })
+    };
     if !p.is_absolute() {
-        return Err(format!(
-            "target {target:?}: must be an absolute path inside the mount, like /data"
-        ));
+        return refuse("must be an absolute path inside the mount, like /data");
     }
     if target
         .split('/')
         .skip(1)
         .any(|c| c.is_empty() || c == "." || c == "..")
     {
-        return Err(format!(
-            "target {target:?}: must be normalised (no '.', '..', '//' or trailing '/')"
-        ));
+        return refuse("must be normalised (no '.', '..', '//' or trailing '/')");
     }
     if p.components().all(|c| c == Component::RootDir) {
-        return Err(format!(
-            "target {target:?}: cannot cover the whole mount; pick a directory below /"
-        ));
+        return refuse("cannot cover the whole mount; pick a directory below /");
     }
     Ok(p.to_path_buf())
+}
+
+/// The error for a sub-mount spec given with `option` that does not parse.
+fn bad_spec(option: &'static str, spec: &str, problem: String) -> Error {
+    Error::SubMountSpec {
+        option,
+        spec: spec.to_string(),
+        problem,
+    }
 }
 
 /// Splits `SOURCE:/target[:OPTS]` where SOURCE may itself hold ':' (a host path): the
@@ -82,7 +92,7 @@ fn split_source_target(spec: &str) -> Option<(&str, &str, Vec<&str>)> {
 
 /// `NAME:/path[:ro|:rw|:nocopy]`, `/path` (anonymous), or, as Docker reads `-v`,
 /// `/host/path:/path[:ro]` (a bind). Options may be joined with commas (`ro,nocopy`).
-pub fn parse_volume(spec: &str) -> Result<SubMount, String> {
+pub fn parse_volume(spec: &str) -> Result<SubMount, Error> {
     let usage = "expected NAME:/path[:ro|:nocopy], /path, or /host/dir:/path[:ro] (a bind)";
     let (name, target, opts) = match split_source_target(spec) {
         None if spec.starts_with('/') => {
@@ -90,9 +100,17 @@ pub fn parse_volume(spec: &str) -> Result<SubMount, String> {
             let opts = opts.split([':', ',']).filter(|o| !o.is_empty()).collect();
             (None, target, opts)
         }
-        None => return Err(format!("--volume {spec:?}: {usage}")),
+        None => return Err(bad_spec("--volume", spec, usage.into())),
         Some((source, _, _)) if source.starts_with('/') => {
-            return parse_bind(spec).map_err(|e| e.replacen("--bind", "--volume", 1));
+            // A bind written as --volume: its errors name --volume, as it was given.
+            return parse_bind(spec).map_err(|e| match e {
+                Error::SubMountSpec { spec, problem, .. } => Error::SubMountSpec {
+                    option: "--volume",
+                    spec,
+                    problem,
+                },
+                other => other,
+            });
         }
         Some((name, target, opts)) => (Some(name.to_string()), target, opts),
     };
@@ -104,14 +122,16 @@ pub fn parse_volume(spec: &str) -> Result<SubMount, String> {
             "rw" => read_only = false,
             "nocopy" => nocopy = true,
             other => {
-                return Err(format!(
-                    "--volume {spec:?}: unknown option {other:?} (use ro, rw or nocopy)"
+                return Err(bad_spec(
+                    "--volume",
+                    spec,
+                    format!("unknown option {other:?} (use ro, rw or nocopy)"),
                 ))
             }
         }
     }
     if let Some(n) = &name {
-        check_volume_name(n)?;
+        crate::volume::check_name(n)?;
     }
     Ok(SubMount {
         target: check_target(target)?,
@@ -120,47 +140,29 @@ pub fn parse_volume(spec: &str) -> Result<SubMount, String> {
     })
 }
 
-/// Volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 128 bytes.
-pub fn check_volume_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("volume name {name:?}: use 1-128 characters [a-zA-Z0-9_.-], starting with a letter or digit"))
-    }
-}
-
 /// `HOSTPATH:/path[:ro]`; HOSTPATH may hold ':' (the target is the last part starting with '/').
-pub fn parse_bind(spec: &str) -> Result<SubMount, String> {
+pub fn parse_bind(spec: &str) -> Result<SubMount, Error> {
+    let bad = |problem: String| bad_spec("--bind", spec, problem);
     let (host, target, opts) = split_source_target(spec).ok_or_else(|| {
-        format!("--bind {spec:?}: expected HOSTPATH:/path[:ro] (the target inside the mount is absolute)")
+        bad("expected HOSTPATH:/path[:ro] (the target inside the mount is absolute)".into())
     })?;
     let mut read_only = false;
     for o in opts {
         match o {
             "ro" => read_only = true,
             "rw" => read_only = false,
-            other => {
-                return Err(format!(
-                    "--bind {spec:?}: unknown option {other:?} (use ro or rw)"
-                ))
-            }
+            other => return Err(bad(format!("unknown option {other:?} (use ro or rw)"))),
         }
     }
     let host = PathBuf::from(host);
     if !host.is_absolute() {
-        return Err(format!("--bind {spec:?}: the host path must be absolute"));
+        return Err(bad("the host path must be absolute".into()));
     }
     if std::fs::symlink_metadata(&host).is_err() {
-        return Err(format!(
-            "--bind {spec:?}: host path {} does not exist: create it first",
+        return Err(bad(format!(
+            "host path {} does not exist: create it first",
             host.display()
-        ));
+        )));
     }
     Ok(SubMount {
         target: check_target(target)?,
@@ -170,7 +172,8 @@ pub fn parse_bind(spec: &str) -> Result<SubMount, String> {
 }
 
 /// `/path[:size=BYTES,mode=OCTAL]`.
-pub fn parse_tmpfs(spec: &str) -> Result<SubMount, String> {
+pub fn parse_tmpfs(spec: &str) -> Result<SubMount, Error> {
+    let bad = |problem: String| bad_spec("--tmpfs", spec, problem);
     let (target, opts) = match spec.split_once(':') {
         Some((t, o)) => (t, o),
         None => (spec, ""),
@@ -180,14 +183,11 @@ pub fn parse_tmpfs(spec: &str) -> Result<SubMount, String> {
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o.split_once('=') {
             Some(("size", v)) => {
-                let bytes = parse_size(v).ok_or_else(|| {
-                    format!("--tmpfs {spec:?}: bad size {v:?} (bytes, or with k/m/g)")
-                })?;
+                let bytes = parse_size(v)
+                    .ok_or_else(|| bad(format!("bad size {v:?} (bytes, or with k/m/g)")))?;
                 // The kernel reads size=0 as "no limit": almost never what was meant.
                 if bytes == 0 {
-                    return Err(format!(
-                        "--tmpfs {spec:?}: size=0 would mean no size limit: give a size, or leave size= out for no limit"
-                    ));
+                    return Err(bad("size=0 would mean no size limit: give a size, or leave size= out for no limit".into()));
                 }
                 size = Some(bytes)
             }
@@ -195,12 +195,12 @@ pub fn parse_tmpfs(spec: &str) -> Result<SubMount, String> {
                 mode = u32::from_str_radix(v, 8)
                     .ok()
                     .filter(|m| *m <= 0o7777)
-                    .ok_or_else(|| format!("--tmpfs {spec:?}: bad mode {v:?} (octal, like 1777)"))?
+                    .ok_or_else(|| bad(format!("bad mode {v:?} (octal, like 1777)")))?
             }
             _ => {
-                return Err(format!(
-                    "--tmpfs {spec:?}: unknown option {o:?} (use size=BYTES,mode=OCTAL)"
-                ))
+                return Err(bad(format!(
+                    "unknown option {o:?} (use size=BYTES,mode=OCTAL)"
+                )))
             }
         }
     }
@@ -222,13 +222,10 @@ fn parse_size(v: &str) -> Option<u64> {
 }
 
 /// Refuses two sub-mounts on one target (Docker does too): the later would hide the earlier.
-pub fn check_distinct_targets(subs: &[SubMount]) -> Result<(), String> {
+pub fn check_distinct_targets(subs: &[SubMount]) -> Result<(), Error> {
     for (i, a) in subs.iter().enumerate() {
         if subs[..i].iter().any(|b| b.target == a.target) {
-            return Err(format!(
-                "target {}: given twice (--volume, --bind or --tmpfs): one sub-mount per path",
-                a.target.display()
-            ));
+            return Err(Error::TargetTwice(a.target.clone()));
         }
     }
     Ok(())
@@ -238,7 +235,7 @@ pub fn check_distinct_targets(subs: &[SubMount]) -> Result<(), String> {
 pub trait VolumeProvider {
     /// Returns the data directory of the volume (creating it on first use) and whether it
     /// is empty. The volume stays marked as used by this mount until the daemon exits.
-    fn attach(&mut self, name: Option<&str>) -> Result<(PathBuf, bool), String>;
+    fn attach(&mut self, name: Option<&str>) -> Result<(PathBuf, bool), Error>;
 }
 
 /// Opens the target inside the mount without following symlinks, creating missing
@@ -338,9 +335,9 @@ pub fn attach_all(
     mountpoint: &Path,
     subs: &[SubMount],
     volumes: &mut dyn VolumeProvider,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, Error> {
     let mnt = sys::open_dir_path(mountpoint)
-        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+        .context(|| format!("mountpoint {}", mountpoint.display()))?;
     let mut created = Vec::new();
     let attached = attach_each(mountpoint, &mnt, subs, volumes, &mut created);
     if attached.is_err() {
@@ -355,7 +352,7 @@ fn attach_each(
     subs: &[SubMount],
     volumes: &mut dyn VolumeProvider,
     created: &mut Vec<PathBuf>,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, Error> {
     let mut order: Vec<&SubMount> = subs.iter().collect();
     order.sort_by_key(|s| s.target.components().count());
     let mut done = Vec::new();
@@ -363,12 +360,12 @@ fn attach_each(
         let what = sub.target.display().to_string();
         let is_file_bind = matches!(&sub.kind, Kind::Bind { host } if !host.is_dir());
         let target = open_target(mnt, &sub.target, is_file_bind, created)
-            .map_err(|e| format!("target {what}: {e}"))?;
+            .context(|| format!("target {what}"))?;
         match &sub.kind {
             Kind::Volume { name, nocopy } => {
                 let (data, empty) = volumes.attach(name.as_deref())?;
                 let data_fd = sys::open_dir_path(&data)
-                    .map_err(|e| format!("volume data {}: {e}", data.display()))?;
+                    .context(|| format!("volume data {}", data.display()))?;
                 if empty && !nocopy {
                     // Docker's rule: an empty volume takes the image content at its target.
                     let src = sys::open_beneath(
@@ -386,19 +383,16 @@ fn attach_each(
                         )?;
                         crate::treecopy::copy_tree(src.as_fd(), dst.as_fd())
                     });
-                    src.map_err(|e| {
-                        format!("volume at {what}: cannot copy the image content in: {e}")
-                    })?;
+                    src.context(|| format!("volume at {what}: cannot copy the image content in"))?;
                 }
-                bind(&data_fd, &target)
-                    .map_err(|e| format!("volume at {what}: mount failed: {e}"))?;
+                bind(&data_fd, &target).context(|| format!("volume at {what}: mount failed"))?;
             }
             Kind::Bind { host } => {
                 let src = std::fs::File::open(host)
                     .map(OwnedFd::from)
                     .or_else(|_| sys::open_dir_path(host));
-                let src = src.map_err(|e| format!("bind source {}: {e}", host.display()))?;
-                bind(&src, &target).map_err(|e| format!("bind at {what}: mount failed: {e}"))?;
+                let src = src.context(|| format!("bind source {}", host.display()))?;
+                bind(&src, &target).context(|| format!("bind at {what}: mount failed"))?;
             }
             Kind::Tmpfs { size, mode } => {
                 let mut data = format!("mode={mode:o}");
@@ -414,14 +408,14 @@ fn attach_each(
                     flags,
                     Some(&data),
                 )
-                .map_err(|e| format!("tmpfs at {what}: mount failed: {e}"))?;
+                .context(|| format!("tmpfs at {what}: mount failed"))?;
             }
         }
         let path = mountpoint.join(sub.target.strip_prefix("/").unwrap_or(&sub.target));
         if sub.read_only {
             let fd = sys::open_dir_path(&path)
                 .or_else(|_| std::fs::File::open(&path).map(OwnedFd::from))
-                .map_err(|e| format!("target {what}: {e}"))?;
+                .context(|| format!("target {what}"))?;
             ops::mount_on(
                 None,
                 fd.as_fd(),
@@ -429,7 +423,7 @@ fn attach_each(
                 libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
                 None,
             )
-            .map_err(|e| format!("target {what}: cannot make read-only: {e}"))?;
+            .context(|| format!("target {what}: cannot make read-only"))?;
         }
         done.push(path);
     }
@@ -541,10 +535,12 @@ mod tests {
     fn tmpfs_size_zero_and_duplicate_targets_are_refused() {
         assert!(parse_tmpfs("/t:size=0")
             .unwrap_err()
+            .to_string()
             .contains("no size limit"));
         let subs = [parse_tmpfs("/t").unwrap(), parse_volume("v:/t").unwrap()];
         assert!(check_distinct_targets(&subs)
             .unwrap_err()
+            .to_string()
             .contains("given twice"));
         assert!(check_distinct_targets(&subs[..1]).is_ok());
     }
@@ -571,10 +567,28 @@ mod tests {
     }
 
     #[test]
-    fn volume_names_are_checked() {
-        assert!(check_volume_name("db-1_x.y").is_ok());
+    fn volume_names_follow_the_store_rule() {
+        assert!(parse_volume("db-1_x.y:/data").is_ok());
         for bad in ["", "..", ".hidden", "-x", "a/b", "a b", &"x".repeat(129)] {
-            assert!(check_volume_name(bad).is_err(), "{bad}");
+            let e = parse_volume(&format!("{bad}:/data")).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::Volume(crate::volume::VolumeError::InvalidName { .. })
+                ),
+                "{bad}: {e}"
+            );
         }
+    }
+
+    #[test]
+    fn a_bind_given_as_volume_is_reported_as_volume() {
+        let e = parse_volume("/no/such/host/dir:/data")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--volume \"/no/such/host/dir:/data\": host path"),
+            "{e}"
+        );
     }
 }

@@ -13,6 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, IoContext};
 use crate::ovl::Namespace;
 use crate::sys::{self, ops};
 use crate::tarball::{self, Progress, Whiteouts};
@@ -41,41 +42,48 @@ pub enum LayerCommand {
     },
 }
 
-pub fn run(args: LayerArgs) -> Result<(), String> {
+pub fn run(args: LayerArgs) -> Result<(), Error> {
     match args.command {
         LayerCommand::Unpack { tar, dir, keep_wh } => unpack(&tar, &dir, keep_wh),
     }
 }
 
-fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), String> {
+fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), Error> {
     let input: Box<dyn Read> = if tar.as_os_str() == "-" {
         if std::io::stdin().is_terminal() {
-            return Err("no layer on stdin: pass TAR or pipe a tarball in".into());
+            return Err(Error::usage(
+                "no layer on stdin: pass TAR or pipe a tarball in",
+            ));
         }
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(File::open(tar).map_err(|e| format!("cannot open {}: {e}", tar.display()))?)
+        Box::new(File::open(tar).context(|| format!("cannot open {}", tar.display()))?)
     };
     let input = decompressed(BufReader::with_capacity(1 << 20, input))
-        .map_err(|e| format!("cannot read {}: {e}", tar.display()))?;
+        .context(|| format!("cannot read {}", tar.display()))?;
     let name = dir
         .file_name()
         .filter(|n| !n.as_bytes().starts_with(b"."))
-        .ok_or_else(|| format!("{}: DIR must end in a name (not . or ..)", dir.display()))?;
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "{}: DIR must end in a name (not . or ..)",
+                dir.display()
+            ))
+        })?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if std::fs::symlink_metadata(dir).is_ok() {
-        return Err(format!(
+        return Err(Error::Usage(format!(
             "{} already exists: layer unpack makes a new directory; remove it or pick another name",
             dir.display()
-        ));
+        )));
     }
     sweep_abandoned(&parent, &name.to_string_lossy());
     let temp = TempDir::new(&parent, &name.to_string_lossy())?;
     let root = sys::open_dir_path(temp.path())
-        .map_err(|e| format!("cannot open {}: {e}", temp.path().display()))?;
+        .context(|| format!("cannot open {}", temp.path().display()))?;
     let whiteouts = if keep_wh {
         Whiteouts::AsFiles
     } else if is_root() {
@@ -86,11 +94,11 @@ fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), String> {
     let mut progress = Progress::on_terminal("unpacked");
     let extracted =
         tarball::extract_layer(input, root.as_fd(), whiteouts, &mut progress).map_err(|e| {
-            format!(
-                "unpack of {}: {e}; {} was not created",
-                tar.display(),
-                dir.display()
-            )
+            Error::Unpack {
+                tar: tar.to_path_buf(),
+                dir: dir.to_path_buf(),
+                source: e,
+            }
         })?;
     drop(progress);
     for w in &extracted.warnings {
@@ -99,7 +107,7 @@ fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), String> {
     // Complete on disk before the rename makes it visible under DIR.
     File::open(temp.path())
         .and_then(|f| ops::syncfs(f.as_fd()))
-        .map_err(|e| format!("cannot sync {}: {e}", temp.path().display()))?;
+        .context(|| format!("cannot sync {}", temp.path().display()))?;
     temp.publish(dir)
 }
 
@@ -127,17 +135,17 @@ struct TempDir {
 }
 
 impl TempDir {
-    fn new(parent: &Path, name: &str) -> Result<TempDir, String> {
+    fn new(parent: &Path, name: &str) -> Result<TempDir, Error> {
         let mut random = [0u8; 8];
         File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut random))
-            .map_err(|e| format!("cannot read /dev/urandom: {e}"))?;
+            .context(|| "cannot read /dev/urandom".into())?;
         let tag: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let path = parent.join(format!(".{name}{TEMP_TAG}{tag}"));
-        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        std::fs::create_dir(&path).context(|| format!("cannot create {}", path.display()))?;
         let lock = File::open(&path)
             .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::other))
-            .map_err(|e| format!("cannot lock {}: {e}", path.display()));
+            .context(|| format!("cannot lock {}", path.display()));
         match lock {
             Ok(lock) => Ok(TempDir {
                 path,
@@ -156,13 +164,13 @@ impl TempDir {
     }
 
     /// Renames the finished tree to `dir` (never over an existing one).
-    fn publish(mut self, dir: &Path) -> Result<(), String> {
+    fn publish(mut self, dir: &Path) -> Result<(), Error> {
         let parent = sys::open_dir_path(self.path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| format!("cannot open the parent of {}: {e}", dir.display()))?;
+            .context(|| format!("cannot open the parent of {}", dir.display()))?;
         let from = sys::cstr(self.path.file_name().unwrap_or_default().as_bytes())
-            .map_err(|e| e.to_string())?;
-        let to =
-            sys::cstr(dir.file_name().unwrap_or_default().as_bytes()).map_err(|e| e.to_string())?;
+            .context(|| format!("{}", self.path.display()))?;
+        let to = sys::cstr(dir.file_name().unwrap_or_default().as_bytes())
+            .context(|| format!("{}", dir.display()))?;
         ops::rename_at(
             parent.as_fd(),
             &from,
@@ -170,13 +178,7 @@ impl TempDir {
             &to,
             ops::RENAME_NOREPLACE,
         )
-        .map_err(|e| {
-            format!(
-                "cannot rename {} to {}: {e}",
-                self.path.display(),
-                dir.display()
-            )
-        })?;
+        .context(|| format!("cannot rename {} to {}", self.path.display(), dir.display()))?;
         self.published = true;
         let _ = File::open(self.path.parent().unwrap_or(Path::new("."))).and_then(|f| f.sync_all());
         Ok(())

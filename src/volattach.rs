@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, IoContext};
 use crate::submount::VolumeProvider;
 use crate::volume::{resolve_state_dir, VolumeLease, VolumeStore};
 
@@ -14,7 +15,7 @@ struct StoreProvider {
 }
 
 impl VolumeProvider for StoreProvider {
-    fn attach(&mut self, name: Option<&str>) -> Result<(PathBuf, bool), String> {
+    fn attach(&mut self, name: Option<&str>) -> Result<(PathBuf, bool), Error> {
         let lease = self.store.acquire(name, &self.mountpoint)?;
         log::info!(
             "volume {} ({}) attached to {}",
@@ -33,15 +34,15 @@ impl VolumeProvider for StoreProvider {
 pub fn provider(
     state_dir: Option<&Path>,
     mountpoint: &Path,
-    check_store: &dyn Fn(&Path) -> Result<(), String>,
-) -> Result<Box<dyn VolumeProvider>, String> {
+    check_store: &dyn Fn(&Path) -> Result<(), Error>,
+) -> Result<Box<dyn VolumeProvider>, Error> {
     let store = VolumeStore::open(&resolve_state_dir(state_dir)?)?;
     check_store(&store.volumes_dir())?;
     // Resolved now, before the FUSE mount covers it, so the usage records name the path
     // mountinfo will show even when MOUNTPOINT is given through a symlink.
     let mountpoint = mountpoint
         .canonicalize()
-        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+        .context(|| format!("mountpoint {}", mountpoint.display()))?;
     Ok(Box::new(StoreProvider {
         store,
         mountpoint,

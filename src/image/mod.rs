@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commit;
 pub mod diff;
 pub mod lower;
+pub mod oci;
 pub mod tree;
 pub mod upper_dir;
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::archive::ImportMode;
 use super::cli::warn_all;
+use super::error::{IoContext, Result, VolumeError};
 use super::store::VolumeStore;
 use crate::tarball::Progress;
 
@@ -19,21 +20,21 @@ pub fn export(
     name: &str,
     output: Option<&Path>,
     consistent: bool,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut progress = Progress::on_terminal("exported");
     let Some(path) = output.filter(|p| p.as_os_str() != "-") else {
         let stdout = std::io::stdout();
         if stdout.is_terminal() {
-            return Err(format!(
+            return Err(VolumeError::Invalid(format!(
                 "refusing to write the archive of volume {name} to a terminal: pass -o FILE or pipe the output"
-            ));
+            )));
         }
         // A File on fd 1, not Stdout: Stdout flushes at every newline byte of the archive.
         let file = stdout
             .as_fd()
             .try_clone_to_owned()
             .map(File::from)
-            .map_err(|e| format!("cannot use stdout: {e}"))?;
+            .context(|| "cannot use stdout".into())?;
         let warnings = export_to(store, name, file, consistent, &mut progress, "stdout")?;
         drop(progress);
         warn_all(&warnings);
@@ -48,7 +49,7 @@ pub fn export(
             .create(true)
             .truncate(true)
             .open(path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            .context(|| format!("cannot open {}", path.display()))?;
         let shown = path.display().to_string();
         let warnings = export_to(store, name, file, consistent, &mut progress, &shown)?;
         drop(progress);
@@ -63,24 +64,25 @@ pub fn export(
         .create_new(true)
         .mode(0o600)
         .open(&partial)
-        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let written = (|| -> Result<Vec<String>, String> {
+        .context(|| format!("cannot create {}", partial.display()))?;
+    let written = (|| -> Result<Vec<String>> {
         let shown = partial.display().to_string();
         let warnings = export_to(
             store,
             name,
-            file.try_clone().map_err(|e| e.to_string())?,
+            file.try_clone()
+                .context(|| format!("cannot write {}", partial.display()))?,
             consistent,
             &mut progress,
             &shown,
         )?;
         file.sync_all()
-            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            .context(|| format!("cannot write {}", partial.display()))?;
         // The archive gets the mode a new file of the caller would have.
         let mode = 0o666 & !current_umask();
         std::fs::set_permissions(&partial, std::os::unix::fs::PermissionsExt::from_mode(mode))
             .and_then(|()| std::fs::rename(&partial, path))
-            .map_err(|e| format!("cannot move the archive to {}: {e}", path.display()))?;
+            .context(|| format!("cannot move the archive to {}", path.display()))?;
         Ok(warnings)
     })();
     drop(progress);
@@ -104,11 +106,15 @@ fn export_to(
     consistent: bool,
     progress: &mut Progress,
     shown: &str,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>> {
     let out = BufWriter::with_capacity(IO_BUFFER, file);
     let (out, packed) = store.export(name, out, consistent, progress)?;
-    out.into_inner()
-        .map_err(|e| format!("cannot write the archive to {shown}: {}", e.error()))?;
+    out.into_inner().map_err(|e| {
+        VolumeError::io(
+            format!("cannot write the archive to {shown}"),
+            e.into_error(),
+        )
+    })?;
     Ok(packed.warnings)
 }
 
@@ -126,23 +132,21 @@ pub fn import(
     file: Option<&Path>,
     create: bool,
     replace: bool,
-) -> Result<(), String> {
+) -> Result<()> {
     let input = match file.filter(|p| p.as_os_str() != "-") {
-        Some(path) => {
-            File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?
-        }
+        Some(path) => File::open(path).context(|| format!("cannot open {}", path.display()))?,
         None => {
             let stdin = std::io::stdin();
             if stdin.is_terminal() {
-                return Err(format!(
+                return Err(VolumeError::Invalid(format!(
                     "no archive to import into volume {name}: pass FILE or pipe a tar stream in"
-                ));
+                )));
             }
             stdin
                 .as_fd()
                 .try_clone_to_owned()
                 .map(File::from)
-                .map_err(|e| format!("cannot use stdin: {e}"))?
+                .context(|| "cannot use stdin".into())?
         }
     };
     let mut progress = Progress::on_terminal("imported");
@@ -163,7 +167,7 @@ pub fn clone(
     src: &str,
     dst: &str,
     labels: BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<()> {
     let warnings = store.clone_volume(src, dst, labels)?;
     warn_all(&warnings);
     Ok(())

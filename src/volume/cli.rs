@@ -143,7 +143,7 @@ fn view(v: &VolumeInfo) -> View<'_> {
     }
 }
 
-pub fn run(args: VolumeArgs) -> Result<(), String> {
+pub fn run(args: VolumeArgs) -> Result<(), VolumeError> {
     let state_dir = resolve_state_dir(args.state_dir.as_deref())?;
     let mut out = String::new();
     let only_reads = matches!(
@@ -167,7 +167,7 @@ pub fn run(args: VolumeArgs) -> Result<(), String> {
         .and_then(|()| stdout.flush())
     {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return Err(format!("cannot write the output: {e}"));
+            return Err(VolumeError::io("cannot write the output", e));
         }
     }
     result
@@ -175,7 +175,11 @@ pub fn run(args: VolumeArgs) -> Result<(), String> {
 
 /// Runs one command, appending its standard output to `out`. Warnings go to stderr; of
 /// several errors, all but the last are printed there and the last is returned.
-fn execute(store: &VolumeStore, command: VolumeCommand, out: &mut String) -> Result<(), String> {
+fn execute(
+    store: &VolumeStore,
+    command: VolumeCommand,
+    out: &mut String,
+) -> Result<(), VolumeError> {
     match command {
         VolumeCommand::Create { name, labels } => {
             let labels = parse_labels(&labels)?;
@@ -201,7 +205,7 @@ fn execute(store: &VolumeStore, command: VolumeCommand, out: &mut String) -> Res
             for name in &names {
                 match store.inspect(name) {
                     Ok(v) => found.push(v),
-                    Err(e) => errors.push(e.to_string()),
+                    Err(e) => errors.push(e),
                 }
             }
             let views: Vec<View> = found.iter().map(view).collect();
@@ -215,7 +219,7 @@ fn execute(store: &VolumeStore, command: VolumeCommand, out: &mut String) -> Res
                 match store.remove(name, force) {
                     Ok(Some(_)) => out.push_str(&format!("{name}\n")),
                     Ok(None) => {}
-                    Err(e) => errors.push(e.to_string()),
+                    Err(e) => errors.push(e),
                 }
             }
             last_error(errors)
@@ -261,11 +265,11 @@ fn execute(store: &VolumeStore, command: VolumeCommand, out: &mut String) -> Res
 }
 
 /// The commands on a state dir that does not exist: nothing to list, inspect, remove or prune.
-fn execute_without_store(command: VolumeCommand, out: &mut String) -> Result<(), String> {
+fn execute_without_store(command: VolumeCommand, out: &mut String) -> Result<(), VolumeError> {
     let missing = |names: &[String]| {
         names
             .iter()
-            .map(|n| VolumeError::NotFound(n.clone()).to_string())
+            .map(|n| VolumeError::NotFound(n.clone()))
             .collect::<Vec<_>>()
     };
     match command {
@@ -295,7 +299,9 @@ fn execute_without_store(command: VolumeCommand, out: &mut String) -> Result<(),
             Ok(())
         }
         // Commands that write open (and so create) the store instead.
-        _ => Err("this volume command needs the state dir".into()),
+        _ => Err(VolumeError::Invalid(
+            "this volume command needs the state dir".into(),
+        )),
     }
 }
 
@@ -371,7 +377,7 @@ pub(super) fn warn_all(lines: &[String]) {
     }
 }
 
-fn last_error(mut errors: Vec<String>) -> Result<(), String> {
+fn last_error(mut errors: Vec<VolumeError>) -> Result<(), VolumeError> {
     let Some(last) = errors.pop() else {
         return Ok(());
     };

@@ -65,6 +65,8 @@ mod workdir;
 use std::path::{Path, PathBuf};
 
 pub use error::{Result, VolumeError};
+/// The one volume-name rule, for the store and for `--volume NAME:/path` alike.
+pub use name::check as check_name;
 #[allow(unused_imports)]
 pub use store::{VolumeInfo, VolumeLease, VolumeStore};
 

@@ -3,7 +3,7 @@
 //! A name becomes one directory entry under `volumes/`, so the rule keeps it a plain,
 //! portable file name: no `/`, no `.`/`..`, no leading dot (the store keeps its own
 //! temporary entries under dot names) and no leading dash (it would read as an option).
-//! The length limit (128 bytes) matches the `--volume NAME:/path` check of `stratafs mount`.
+//! `stratafs mount --volume NAME:/path` checks names with this same rule (`check`).
 
 use std::io::Read;
 
