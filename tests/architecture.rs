@@ -49,7 +49,10 @@ fn sources() -> Vec<Source> {
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files.sort();
-    assert!(files.len() > 20, "the source tree was not found under {src:?}");
+    assert!(
+        files.len() > 20,
+        "the source tree was not found under {src:?}"
+    );
     files
         .iter()
         .map(|p| Source {
