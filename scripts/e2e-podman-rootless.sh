@@ -12,55 +12,29 @@
 set -u
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-USER_NAME=${STRATAFS_ROOTLESS_USER:-stratafs-rootless}
+# shellcheck source=scripts/e2e-lib.sh
+. "$REPO/scripts/e2e-lib.sh"
 
-PASSED=0
-FAILED=0
-pass() { echo "PASS $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
-tail_of() { printf '%s' "$1" | tail -n 3 | tr '\n' ' ' | cut -c1-400; }
-check() { if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi; }
-finish() {
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
-    exit $?
-}
-
-[ "$(id -u)" -eq 0 ] || { echo "run as root: it acts as the unprivileged user $USER_NAME" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || { echo "run as root: it acts as the unprivileged user of .ci/rootless-user" >&2; exit 1; }
 for tool in podman buildah runc newuidmap setpriv; do
     command -v "$tool" >/dev/null || { fail tools "$tool is missing (apt-get install podman buildah runc uidmap)"; finish; }
 done
 [ -x /bin/busybox ] || { fail tools "/bin/busybox is missing (apt-get install busybox-static)"; finish; }
-id -u "$USER_NAME" >/dev/null 2>&1 || bash "$REPO/.ci/rootless-user" >/dev/null ||
-    { fail rootless_user "cannot create $USER_NAME (.ci/rootless-user)"; finish; }
-UID_N=$(id -u "$USER_NAME")
-GID_N=$(id -g "$USER_NAME")
+e2e_rootless_user "$REPO" || { fail rootless_user "cannot create the user (.ci/rootless-user)"; finish; }
 
 MOUNT_PROGRAM=$(readlink -f "${MOUNT_PROGRAM:-$REPO/target/release/stratafs}")
 [ -x "$MOUNT_PROGRAM" ] || { fail mount_program "$MOUNT_PROGRAM is not executable (cargo build --release)"; finish; }
 echo "mount program: $MOUNT_PROGRAM; user: $USER_NAME ($UID_N)"
 
 T=$(mktemp -d /var/tmp/stratafs-e2e-rootless.XXXXXX) || { fail temp_dir "mktemp failed"; finish; }
-chmod 755 "$T"
-mkdir -p "$T"/{storage,run,tmp,xdg,logs,host,build,rootfs/{bin,etc,tmp,data,opt/tree/sub,opt/moveme}}
-
-# As the user, with a clean environment pointing podman at the private store.
-as_user() {
-    setpriv --reuid="$UID_N" --regid="$GID_N" --init-groups env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-        HOME="$T/home" XDG_RUNTIME_DIR="$T/xdg" XDG_CONFIG_HOME="$T/home/.config" TMPDIR="$T/tmp" \
-        CONTAINERS_STORAGE_CONF="$T/storage.conf" CONTAINERS_CONF="$T/containers.conf" "$@"
-}
+mkdir -p "$T"/{logs,host,build,rootfs/{data,opt/tree/sub,opt/moveme}}
+e2e_rootless_dirs
 pm() { as_user timeout -k 5 120 podman "$@"; }
 ba() { as_user timeout -k 5 120 buildah "$@"; }
 
 # shellcheck disable=SC2317 # reached through the exit trap
 cleanup() {
-    pm rm -af >/dev/null 2>&1
-    as_user timeout -k 5 60 podman system reset -f >/dev/null 2>&1
-    # The pause process keeps podman's user and mount namespaces (and any leftover mount) alive.
-    local pause
-    pause=$(cat "$T/xdg/libpod/tmp/pause.pid" 2>/dev/null)
-    [ -n "$pause" ] && kill -9 "$pause" 2>/dev/null
+    e2e_rootless_reset
     rm -rf "$T"
 }
 trap cleanup EXIT
@@ -71,33 +45,11 @@ echo "\$(date +%H:%M:%S.%N) uid=\$(id -u) \$*" >>"$T/logs/mount.log"
 exec "$MOUNT_PROGRAM" "\$@"
 EOF
 chmod 755 "$T/mount-program"
-cat >"$T/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$T/storage"
-runroot = "$T/run"
-rootless_storage_path = "$T/storage"
-
-[storage.options.overlay]
-mount_program = "$T/mount-program"
-EOF
-cat >"$T/containers.conf" <<EOF
-[containers]
-netns = "none"
-log_driver = "k8s-file"
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "runc"
-EOF
+e2e_podman_config "$T" "$T/mount-program" rootless
 
 # Base image: busybox, files to change in later layers.
 R=$T/rootfs
-cp /bin/busybox "$R/bin/busybox"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$R/etc/passwd"
-echo 'root:x:0:' >"$R/etc/group"
+e2e_busybox_rootfs "$R"
 echo f >"$R/data/f"
 echo g >"$R/data/g"
 echo h >"$R/data/h"
@@ -114,8 +66,6 @@ RUN rm -rf /opt/tree && mkdir /opt/tree && echo fresh > /opt/tree/new
 RUN mv /opt/moveme /opt/moved && ln /data/f /data/f-link
 EOF
 chown -R "$UID_N:$GID_N" "$T"
-mkdir -p "$T/home" && chown "$UID_N:$GID_N" "$T/home"
-chmod 700 "$T/xdg"
 
 run_check() { # NAME CMD...: passes when CMD exits 0
     local name=$1 out

@@ -51,30 +51,9 @@ if [ "${1:-}" = "--compare" ]; then
 fi
 
 # ---------------------------------------------------------------------------------------------------------
-# Results.
-PASSED=0
-FAILED=0
-pass() { echo "PASS $1"; PASSED=$((PASSED + 1)); }
-fail() { echo "FAIL $1: $2"; FAILED=$((FAILED + 1)); }
-# check NAME EXPECTED ACTUAL
-check() {
-    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected '$2', got '$3'"; fi
-}
-# check_cmd NAME CMD...: passes when CMD exits 0; the detail is the last lines of its output.
-check_cmd() {
-    local name=$1 out rc
-    shift
-    out=$("$@" 2>&1)
-    rc=$?
-    if [ $rc -eq 0 ]; then pass "$name"; else fail "$name" "rc=$rc: $(tail_of "$out")"; fi
-    return $rc
-}
-tail_of() { printf '%s' "$1" | tail -n 3 | tr '\n' ' ' | cut -c1-400; }
-finish() {
-    echo "$PASSED passed, $FAILED failed"
-    [ "$FAILED" -eq 0 ]
-    exit $?
-}
+# Results (PASS/FAIL lines and the totals), podman's configuration, the busybox tree.
+# shellcheck source=scripts/e2e-lib.sh
+. "$REPO/scripts/e2e-lib.sh"
 skip_all() {
     echo "SKIP: podman not available ($1)"
     exit 0
@@ -118,15 +97,8 @@ echo "mount program: $MOUNT_PROGRAM"
 
 # ---------------------------------------------------------------------------------------------------------
 # Private store and configuration.
-# Lower case only: `podman pull oci:DIR` names the image after DIR, and image names must be lower case.
-T=""
-for _ in 1 2 3 4 5; do
-    T=/var/tmp/stratafs-e2e-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
-    mkdir -m 700 "$T" 2>/dev/null && break
-    T=""
-done
-[ -n "$T" ] || { fail temp_dir "cannot create a temp dir under /var/tmp"; finish; }
-mkdir -p "$T"/{storage,run,libpodtmp,tmp,bin,logs,build/tree/sub,rootfs,hostdir,docker}
+e2e_temp_dir /var/tmp/stratafs-e2e || { fail temp_dir "cannot create a temp dir under /var/tmp"; finish; }
+mkdir -p "$T"/{tmp,bin,logs,build/tree/sub,rootfs,hostdir,docker}
 export TMPDIR="$T/tmp"
 
 cat >"$T/bin/mount-program" <<EOF
@@ -137,33 +109,7 @@ exec "$MOUNT_PROGRAM" "\$@"
 EOF
 chmod 755 "$T/bin/mount-program"
 
-cat >"$T/storage.conf" <<EOF
-[storage]
-driver = "overlay"
-graphroot = "$T/storage"
-runroot = "$T/run"
-
-[storage.options]
-
-[storage.options.overlay]
-mount_program = "$T/bin/mount-program"
-mountopt = "nodev"
-EOF
-
-# runc, not crun (crun refuses hybrid cgroup hosts); no network namespace setup; ulimits that fit a root
-# without CAP_SYS_RESOURCE; cgroupfs and a file events log because PID 1 need not be systemd.
-cat >"$T/containers.conf" <<EOF
-[containers]
-netns = "none"
-log_driver = "k8s-file"
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "runc"
-tmp_dir = "$T/libpodtmp"
-EOF
+e2e_podman_config "$T" "$T/bin/mount-program" rootful
 export CONTAINERS_STORAGE_CONF="$T/storage.conf"
 export CONTAINERS_CONF="$T/containers.conf"
 
@@ -171,11 +117,7 @@ export CONTAINERS_CONF="$T/containers.conf"
 pm() { timeout -k 5 120 podman "$@"; }
 ba() { timeout -k 5 120 buildah "$@"; }
 
-# Mount points under $T, deepest first.
-mounts_under_t() {
-    awk -v t="$T" '{ p = $5; gsub(/\\040/, " ", p); if (p == t || index(p, t "/") == 1) print p }' \
-        /proc/self/mountinfo | awk '{ print gsub(/\//, "/"), $0 }' | sort -rn | cut -d' ' -f2-
-}
+mounts_under_t() { e2e_mounts_under "$T"; }
 is_mounted() { grep -qF " $1 " /proc/self/mountinfo; }
 # Pids of processes whose command line mentions $T (mount program daemons, conmon, dockerd, containerd).
 pids_under_t() {
@@ -187,13 +129,7 @@ pids_under_t() {
         case "$cmd" in *"$T/"*) echo "$p" ;; esac
     done
 }
-# shellcheck disable=SC2317 # reached through the exit trap
-unmount_all_under_t() {
-    local m
-    for m in $(mounts_under_t); do
-        fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || true
-    done
-}
+unmount_all_under_t() { e2e_unmount_all_under "$T"; }
 
 # shellcheck disable=SC2317 # reached through the exit trap
 cleanup() {
@@ -222,13 +158,8 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------------------------------------
 # Base image: static busybox, imported from a tar.
 R="$T/rootfs"
-mkdir -p "$R"/{bin,etc,tmp,proc,sys,dev,root,data,host,scratch,opt/basedir}
-cp /bin/busybox "$R/bin/busybox"
-for a in $(/bin/busybox --list); do
-    [ "$a" = busybox ] || ln -sf busybox "$R/bin/$a" # `busybox --list` names busybox itself
-done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$R/etc/passwd"
-echo 'root:x:0:' >"$R/etc/group"
+e2e_busybox_rootfs "$R"
+mkdir -p "$R"/{proc,sys,dev,root,data,host,scratch,opt/basedir}
 echo "base layer file" >"$R/etc/base.txt"
 echo "note" >"$R/etc/layer-note.txt"
 echo "old" >"$R/opt/basedir/old.txt"

@@ -6,6 +6,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::blob::{BlobWriter, Compression, Digests};
+use super::layout_write::{
+    self, creation_time, Base, LayerBlob, Provenance, TargetLayout, TargetRef,
+};
 use super::lower::LowerStack;
 use crate::tarball::Progress;
 
@@ -35,9 +38,26 @@ pub struct DiffArgs {
 pub struct CommitArgs {
     #[command(flatten)]
     pub container: ContainerArgs,
-    /// The layer tarball to write: LAYER.tar, LAYER.tar.gz or LAYER.tar.zst.
-    #[arg(short, long, value_name = "FILE")]
-    pub output: PathBuf,
+    /// The layer tarball to write: LAYER.tar, LAYER.tar.gz or LAYER.tar.zst (the extension
+    /// picks the compression). Optional with --to-layout (then gzip, in the layout only).
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "to_layout"
+    )]
+    pub output: Option<PathBuf>,
+    /// Also add the image FROM + this layer to the OCI layout DIR (made if missing) as TAG;
+    /// the layout's other tags stay as they are.
+    #[arg(long, value_name = "DIR:TAG", requires = "from")]
+    pub to_layout: Option<String>,
+    /// The image the layer goes on: LAYOUT[:TAG] (another OCI layout), or a TAG of the
+    /// --to-layout layout.
+    #[arg(long, value_name = "IMAGE", requires = "to_layout")]
+    pub from: Option<String>,
+    /// The `created_by` of the new image's history entry.
+    #[arg(long, value_name = "TEXT", default_value = "stratafs commit")]
+    pub created_by: String,
 }
 
 pub fn diff(args: DiffArgs) -> Result<(), String> {
@@ -65,13 +85,52 @@ pub fn diff(args: DiffArgs) -> Result<(), String> {
 }
 
 pub fn commit(args: CommitArgs) -> Result<(), String> {
-    let compression = Compression::from_name(&args.output)?;
+    let compression = match &args.output {
+        Some(path) => Compression::from_name(path)?,
+        None => Compression::Gzip,
+    };
+    // Everything about the target and the base is checked before the layer is written.
+    let target = match &args.to_layout {
+        Some(spec) => {
+            let target = TargetRef::parse(spec)?;
+            let from = args.from.as_deref().expect("clap requires --from");
+            let base = Base::resolve(from, &target)?;
+            let layout = TargetLayout::open_or_create(&target.dir)?;
+            Some((target, base, layout))
+        }
+        None => None,
+    };
+    let provenance = Provenance {
+        created: creation_time()?,
+        created_by: args.created_by.clone(),
+    };
     let mut stack = LowerStack::open(&args.container.layers)?;
-    let digests = write_layer(&args.container.upper, &mut stack, &args.output, compression)?;
+    let layer_path = match (&args.output, &target) {
+        (Some(path), _) => path.clone(),
+        (None, Some((_, _, layout))) => layout.temp_path("layer.tar.gz"),
+        (None, None) => unreachable!("clap requires --output or --to-layout"),
+    };
+    let digests = write_layer(&args.container.upper, &mut stack, &layer_path, compression)?;
     println!("diff_id: {}", digests.diff_id);
     println!("digest: {}", digests.digest);
     println!("size: {}", digests.size);
     println!("media_type: {}", compression.media_type());
+    if let Some((target, base, layout)) = target {
+        let layer = LayerBlob {
+            path: &layer_path,
+            digests: &digests,
+            compression,
+        };
+        let added = layout_write::append(&layout, &target.tag, &base, layer, &provenance)
+            .inspect_err(|_| {
+                if args.output.is_none() {
+                    let _ = std::fs::remove_file(&layer_path);
+                }
+            })?;
+        println!("image: {}:{}", target.dir.display(), target.tag);
+        println!("manifest: {}", added.manifest.digest);
+        println!("config: {}", added.config_digest);
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ pub mod blob;
 pub mod cli;
 pub mod commit;
 pub mod diff;
+pub mod layout_write;
 pub mod lower;
 pub mod oci;
 pub mod tree;
