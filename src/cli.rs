@@ -175,7 +175,6 @@ fn run_compat(args: &[OsString]) -> Result<(), Error> {
     for w in m.warnings.iter().chain(&unsupported_options(&m)) {
         eprintln!("stratafs: warning: {w}");
     }
-    crate::idmap::install(m.uid_map.clone(), m.gid_map.clone(), m.squash);
     let spec = MountSpec {
         layers: m.lowers.clone(),
         mountpoint: m.mountpoint.clone(),
@@ -190,6 +189,11 @@ fn run_compat(args: &[OsString]) -> Result<(), Error> {
         nosuid: m.flags.nosuid,
         noexec: m.flags.noexec,
         log_file: m.log_file.clone(),
+        ownership: crate::idmap::Ownership {
+            uids: m.uid_map.clone(),
+            gids: m.gid_map.clone(),
+            squash: m.squash,
+        },
         ..Default::default()
     };
     daemon::mount(&spec, !(m.foreground || m.debug)).map(drop)

@@ -79,6 +79,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
             passthrough: spec.passthrough,
             posix_acl: !spec.noacl,
             format,
+            ownership: spec.ownership.clone(),
         },
     )
     .context(|| "cannot read the top layer".into())?;

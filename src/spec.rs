@@ -39,6 +39,8 @@ pub struct MountSpec {
     pub remove_on_exit: Option<PathBuf>,
     /// Write the rootless (`userxattr`) format even where the privileged one is possible.
     pub userxattr: bool,
+    /// Owners as the mount shows and stores them (uidmapping=, gidmapping=, squash_to_*).
+    pub ownership: crate::idmap::Ownership,
 }
 
 /// A directory of the mount: what it is (for messages), its path as given, its identity.

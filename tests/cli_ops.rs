@@ -549,3 +549,44 @@ fn device_and_setuid_defaults() {
     );
     m.unmount().unwrap();
 }
+
+/// uidmapping=/gidmapping= and squash_to_uid= of the fuse-overlayfs form reach the union:
+/// owners are shown mapped (or squashed), and a chown through the mount stores the ids the
+/// layers use.
+#[test]
+fn ownership_options_map_and_squash_owners() {
+    use std::os::unix::fs::MetadataExt;
+    let (t, layer, mnt) = setup("owners");
+    std::os::unix::fs::chown(layer.join("file"), Some(7), Some(8)).unwrap();
+    let (upper, work) = (t.subdir("upper"), t.subdir("work"));
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (m.uid(), m.gid())
+    };
+
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},uidmapping=0:100000:65536,gidmapping=0:200000:65536",
+        layer.display(),
+        upper.display(),
+        work.display()
+    );
+    let out = stratafs(&["-o".as_ref(), opts.as_ref(), mnt.as_os_str()]);
+    let m = StrataMount::adopt(&mnt);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(owner(&mnt.join("file")), (100007, 200008));
+    std::os::unix::fs::chown(mnt.join("file"), Some(100005), Some(200006)).unwrap();
+    assert_eq!(owner(&mnt.join("file")), (100005, 200006));
+    m.unmount().unwrap();
+    assert_eq!(
+        owner(&upper.join("file")),
+        (5, 6),
+        "stored in the layer's ids"
+    );
+
+    let opts = format!("lowerdir={},squash_to_uid=4242", layer.display());
+    let out = stratafs(&["-o".as_ref(), opts.as_ref(), mnt.as_os_str()]);
+    let m = StrataMount::adopt(&mnt);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(owner(&mnt.join("file")), (4242, 8));
+    m.unmount().unwrap();
+}

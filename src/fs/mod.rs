@@ -23,7 +23,7 @@ use fuser::{
 use crate::attr::Attr;
 use crate::union::{Caller, Change, Entry, NewObject, OpenFile, RenameMode, Union};
 use handles::{BackingCache, HandleTable, OpenDirHandle, OpenFileHandle};
-use reply::{file_attr, file_type, set_time, ToErrno};
+use reply::{file_type, set_time, ToErrno};
 
 /// Lower layers never change while mounted and every change goes through the daemon, so the
 /// kernel may cache entries and attributes for as long as it likes.
@@ -43,6 +43,8 @@ pub struct Options {
     pub posix_acl: bool,
     /// What the writable layer writes: marker namespace, metacopy, directory redirects.
     pub format: crate::rootless::Format,
+    /// Owners as shown and as stored (id maps, squashing).
+    pub ownership: crate::idmap::Ownership,
 }
 
 pub struct StrataFs {
@@ -53,6 +55,8 @@ pub struct StrataFs {
     backing: BackingCache,
     want_passthrough: bool,
     want_posix_acl: bool,
+    /// Owners as shown (the union stores them with the same mapping).
+    ownership: crate::idmap::Ownership,
 }
 
 impl StrataFs {
@@ -63,13 +67,14 @@ impl StrataFs {
         opts: Options,
     ) -> std::io::Result<StrataFs> {
         Ok(StrataFs {
-            union: Union::new(layers, upper, opts.format)?,
+            union: Union::new(layers, upper, opts.format, opts.ownership.clone())?,
             files: HandleTable::default(),
             dirs: HandleTable::default(),
             passthrough: AtomicBool::new(false),
             backing: BackingCache::default(),
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
+            ownership: opts.ownership,
         })
     }
 
@@ -77,10 +82,15 @@ impl StrataFs {
         self.union.deny_writes_handle()
     }
 
+    /// The attributes of node `ino` as FUSE replies them, with owners as the mount shows them.
+    fn file_attr(&self, ino: u64, attr: &Attr) -> fuser::FileAttr {
+        reply::file_attr(ino, attr, &self.ownership)
+    }
+
     fn reply_entry(&self, reply: ReplyEntry, entry: &Entry) {
         reply.entry(
             &TTL,
-            &file_attr(entry.ino, &entry.attr),
+            &self.file_attr(entry.ino, &entry.attr),
             Generation(entry.generation),
         )
     }
@@ -241,7 +251,7 @@ impl Filesystem for StrataFs {
             Err(e) if e == Errno::ENOENT => {
                 // A negative entry the kernel may cache: a later create goes through the daemon
                 // and replaces it.
-                reply.entry(&TTL, &file_attr(0, &Attr::default()), Generation(0))
+                reply.entry(&TTL, &self.file_attr(0, &Attr::default()), Generation(0))
             }
             Err(e) => reply.error(e),
         }
@@ -255,7 +265,7 @@ impl Filesystem for StrataFs {
         let open = self.open_file(fh);
         let file = open.as_ref().map(|h| h.file.as_file());
         match self.union.getattr(ino.0, file).or_errno("getattr") {
-            Ok(attr) => reply.attr(&TTL, &file_attr(ino.0, &attr)),
+            Ok(attr) => reply.attr(&TTL, &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -289,7 +299,7 @@ impl Filesystem for StrataFs {
         let open = self.open_file(fh);
         let file = open.as_ref().map(|h| h.file.as_file());
         match self.union.setattr(ino.0, file, change).or_errno("setattr") {
-            Ok(attr) => reply.attr(&TTL, &file_attr(ino.0, &attr)),
+            Ok(attr) => reply.attr(&TTL, &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -620,7 +630,7 @@ impl Filesystem for StrataFs {
                 off + 1,
                 name,
                 &TTL,
-                &file_attr(attr_ino, &attr),
+                &self.file_attr(attr_ino, &attr),
                 Generation(self.union.generation(attr_ino)),
             ) {
                 return reply.ok();
@@ -640,7 +650,7 @@ impl Filesystem for StrataFs {
                 DOT_ENTRIES + i as u64 + 1,
                 OsStr::from_bytes(name),
                 &TTL,
-                &file_attr(entry.ino, &entry.attr),
+                &self.file_attr(entry.ino, &entry.attr),
                 Generation(entry.generation),
             ) {
                 self.union.forget(entry.ino, 1);
@@ -774,7 +784,7 @@ impl Filesystem for StrataFs {
         };
         let (fh, backing) =
             self.register_open_file(entry.ino, file, false, |f| reply.open_backing(f));
-        let attr = file_attr(entry.ino, &entry.attr);
+        let attr = self.file_attr(entry.ino, &entry.attr);
         let generation = Generation(entry.generation);
         match backing {
             Some(b) => reply.created_passthrough(

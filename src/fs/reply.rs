@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
 use crate::attr::{Attr, Kind};
+use crate::idmap::Ownership;
 use crate::union::SetTime;
 
 /// Turns a union error into the errno to reply with (its OS error code; EIO for an error
@@ -45,9 +46,9 @@ fn to_system_time(ns: i64) -> SystemTime {
     }
 }
 
-/// The attributes of node `ino` as FUSE replies them, with owners as the mount shows them.
-pub fn file_attr(ino: u64, attr: &Attr) -> FileAttr {
-    let (uid, gid) = crate::idmap::shown(attr.uid, attr.gid);
+/// The attributes of node `ino` as FUSE replies them, with owners as `ownership` shows them.
+pub fn file_attr(ino: u64, attr: &Attr, ownership: &Ownership) -> FileAttr {
+    let (uid, gid) = ownership.shown(attr.uid, attr.gid);
     FileAttr {
         ino: INodeNo(ino),
         size: attr.size,

@@ -323,7 +323,7 @@ impl Union {
             }
         };
         let finish = |at: BorrowedFd<'_>, at_name: &CStr| {
-            let (uid, gid) = crate::idmap::stored(caller.uid, gid);
+            let (uid, gid) = self.ownership.stored(caller.uid, gid);
             ops::chown_at(at, at_name, uid, gid)?;
             if let Some(inherited) = &acls {
                 let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;

@@ -94,6 +94,8 @@ pub struct Union {
     /// Merged directories by inode, loaded on first use and kept for the life of the mount.
     dirs: ShardedMap<Arc<RwLock<DirState>>>,
     format: crate::rootless::Format,
+    /// How owners are stored (id maps, squashing) for the owners callers give.
+    ownership: crate::idmap::Ownership,
     /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
@@ -102,11 +104,13 @@ pub struct Union {
 
 impl Union {
     /// `layers` is bottom first; slot i is `layers[i]`. `format`: what the writable layer
-    /// writes (marker namespace, metacopy, directory redirects).
+    /// writes (marker namespace, metacopy, directory redirects); `ownership`: how the owners
+    /// callers give are stored.
     pub fn new(
         layers: Vec<Layer>,
         upper: Option<Upper>,
         format: crate::rootless::Format,
+        ownership: crate::idmap::Ownership,
     ) -> io::Result<Union> {
         let top = layers.last().ok_or_else(|| io::Error::other("no layers"))?;
         let root_stat = match &upper {
@@ -119,6 +123,7 @@ impl Union {
             nodes: NodeTable::default(),
             dirs: ShardedMap::default(),
             format,
+            ownership,
             upper_link_inos: Default::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
             layers,

@@ -74,7 +74,7 @@ impl Union {
         };
         let obj = obj.as_fd();
         if change.uid.is_some() || change.gid.is_some() {
-            let (uid, gid) = crate::idmap::stored(
+            let (uid, gid) = self.ownership.stored(
                 change.uid.unwrap_or(u32::MAX),
                 change.gid.unwrap_or(u32::MAX),
             );
