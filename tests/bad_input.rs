@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::mount::{daemons_serving, run_bounded, stderr_path, wait_until, STRATAFS};
+use common::mount::{layer_args, one_layer_scratch, writable_options};
 use common::mount::{KernelOverlay, StrataMount};
 use common::mountinfo::types_at;
 use common::tmp::TempDir;
@@ -69,27 +70,9 @@ fn expect_refusal(args: &[OsString], mnt: &Path, names: Option<&Path>, fix: &str
     }
 }
 
-fn layer_args(layers: &[&Path]) -> Vec<OsString> {
-    let mut v = Vec::new();
-    for l in layers {
-        v.push("--layer".into());
-        v.push(l.as_os_str().to_owned());
-    }
-    v
-}
-
-/// A scratch dir with one good layer (holding a file) and an empty mountpoint.
-fn setup(label: &str) -> (TempDir, PathBuf, PathBuf) {
-    let t = TempDir::new(label);
-    let good = t.subdir("good");
-    std::fs::write(good.join("file"), b"x\n").unwrap();
-    let mnt = t.subdir("mnt");
-    (t, good, mnt)
-}
-
 #[test]
 fn missing_layer_dir() {
-    let (t, good, mnt) = setup("bad-missing-layer");
+    let (t, good, mnt) = one_layer_scratch("bad-missing-layer");
     let missing = t.path().join("no-such-layer");
     expect_refusal(
         &layer_args(&[&good, &missing]),
@@ -101,7 +84,7 @@ fn missing_layer_dir() {
 
 #[test]
 fn layer_is_a_regular_file() {
-    let (t, good, mnt) = setup("bad-file-layer");
+    let (t, good, mnt) = one_layer_scratch("bad-file-layer");
     let file = t.path().join("a-file");
     std::fs::write(&file, b"not a directory\n").unwrap();
     expect_refusal(&layer_args(&[&file, &good]), &mnt, Some(&file), "director");
@@ -109,7 +92,7 @@ fn layer_is_a_regular_file() {
 
 #[test]
 fn mountpoint_missing() {
-    let (t, good, _) = setup("bad-missing-mnt");
+    let (t, good, _) = one_layer_scratch("bad-missing-mnt");
     let mnt = t.path().join("no-such-mountpoint");
     expect_refusal(&layer_args(&[&good]), &mnt, Some(&mnt), "mkdir");
     assert!(!mnt.exists(), "the missing mountpoint was created");
@@ -117,7 +100,7 @@ fn mountpoint_missing() {
 
 #[test]
 fn mountpoint_is_not_a_directory() {
-    let (t, good, _) = setup("bad-file-mnt");
+    let (t, good, _) = one_layer_scratch("bad-file-mnt");
     let mnt = t.path().join("a-file");
     std::fs::write(&mnt, b"not a directory\n").unwrap();
     expect_refusal(&layer_args(&[&good]), &mnt, Some(&mnt), "director");
@@ -125,13 +108,13 @@ fn mountpoint_is_not_a_directory() {
 
 #[test]
 fn no_layers() {
-    let (_t, _, mnt) = setup("bad-no-layers");
+    let (_t, _, mnt) = one_layer_scratch("bad-no-layers");
     expect_refusal(&[], &mnt, None, "--layer");
 }
 
 #[test]
 fn mountpoint_already_mounted_by_stratafs() {
-    let (_t, good, mnt) = setup("bad-mounted-strata");
+    let (_t, good, mnt) = one_layer_scratch("bad-mounted-strata");
     let first = StrataMount::foreground(std::slice::from_ref(&good), &mnt);
     expect_refusal(&layer_args(&[&good]), &mnt, Some(&mnt), "umount");
     // The first mount is still there and still serves.
@@ -142,7 +125,7 @@ fn mountpoint_already_mounted_by_stratafs() {
 
 #[test]
 fn mountpoint_already_mounted_by_kernel_overlay() {
-    let (t, good, mnt) = setup("bad-mounted-kernel");
+    let (t, good, mnt) = one_layer_scratch("bad-mounted-kernel");
     let _k = KernelOverlay::mount(&[good.clone(), t.subdir("empty")], &mnt);
     expect_refusal(&layer_args(&[&good]), &mnt, Some(&mnt), "umount");
     assert_eq!(types_at(&mnt), ["overlay"]);
@@ -152,7 +135,7 @@ fn mountpoint_already_mounted_by_kernel_overlay() {
 /// exit with status 2; nothing is mounted.
 #[test]
 fn unknown_option_names_the_option_in_clap_layout() {
-    let (_t, good, mnt) = setup("bad-option");
+    let (_t, good, mnt) = one_layer_scratch("bad-option");
     let out = Command::new(STRATAFS)
         .arg("mount")
         .args(layer_args(&[&good]))
@@ -176,7 +159,7 @@ fn unknown_option_names_the_option_in_clap_layout() {
 
 #[test]
 fn every_missing_directory_is_named_in_one_message() {
-    let (t, good, _) = setup("bad-missing-all");
+    let (t, good, _) = one_layer_scratch("bad-missing-all");
     let upper = t.path().join("no-upper");
     let work = t.path().join("no-work");
     let mnt = t.path().join("no-mnt");
@@ -271,6 +254,13 @@ fn mountpoint_inside_a_layer() {
 struct BindMount(PathBuf);
 
 impl BindMount {
+    /// `SRC` seen again at `DIR/alias`; returns that path and the guard.
+    fn alias_in(dir: &TempDir, src: &Path) -> (PathBuf, BindMount) {
+        let alias = dir.path().join("alias");
+        let guard = BindMount::new(src, &alias);
+        (alias, guard)
+    }
+
     fn new(src: &Path, alias: &Path) -> BindMount {
         std::fs::create_dir_all(alias).unwrap();
         let st = Command::new("mount")
@@ -300,12 +290,7 @@ fn writable_args(layers: &[&Path], upper: &Path, work: &Path) -> Vec<OsString> {
 fn kernel_accepts(layer: &Path, upper: &Path, work: &Path, mnt: &Path) -> Result<(), String> {
     let out = Command::new("mount")
         .args(["-t", "overlay", "overlay", "-o"])
-        .arg(format!(
-            "lowerdir={},upperdir={},workdir={}",
-            layer.display(),
-            upper.display(),
-            work.display()
-        ))
+        .arg(writable_options(layer, upper, work))
         .arg(mnt)
         .output()
         .expect("run mount -t overlay");
@@ -318,12 +303,12 @@ fn kernel_accepts(layer: &Path, upper: &Path, work: &Path, mnt: &Path) -> Result
 
 #[test]
 fn upper_is_a_bind_alias_of_a_layer() {
-    let (t, good, mnt) = setup("bad-upper-alias");
+    let (t, good, mnt) = one_layer_scratch("bad-upper-alias");
     // Upper and work must share a mount for the kernel: alias the whole scratch dir.
     let view = t.path().join("view");
     let _alias = BindMount::new(t.path(), &view);
     t.subdir("work");
-    let (upper, work) = (view.join("good"), view.join("work"));
+    let (upper, work) = (view.join(good.file_name().unwrap()), view.join("work"));
     assert!(
         kernel_accepts(&good, &upper, &work, &mnt).is_err(),
         "kernel overlayfs accepts an upper dir that is its lower dir"
@@ -335,12 +320,7 @@ fn upper_is_a_bind_alias_of_a_layer() {
         "outside every image layer",
     );
     // The -o form container engines use goes through the same check.
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        good.display(),
-        upper.display(),
-        work.display()
-    );
+    let opts = writable_options(&good, &upper, &work);
     let err_file = stderr_path(&mnt);
     let status = run_bounded(
         Command::new(STRATAFS).arg("-o").arg(&opts).arg(&mnt),
@@ -362,10 +342,9 @@ fn upper_is_a_bind_alias_of_a_layer() {
 
 #[test]
 fn upper_inside_a_bind_alias_of_a_layer_subdir() {
-    let (t, good, mnt) = setup("bad-upper-sub-alias");
+    let (t, good, mnt) = one_layer_scratch("bad-upper-sub-alias");
     std::fs::create_dir_all(good.join("sub/u")).unwrap();
-    let alias = t.path().join("alias");
-    let _b = BindMount::new(&good.join("sub"), &alias);
+    let (alias, _b) = BindMount::alias_in(&t, &good.join("sub"));
     let work = t.subdir("work");
     let upper = alias.join("u");
     expect_refusal(
@@ -378,10 +357,9 @@ fn upper_inside_a_bind_alias_of_a_layer_subdir() {
 
 #[test]
 fn work_dir_is_a_bind_alias_inside_a_layer() {
-    let (t, good, mnt) = setup("bad-work-alias");
+    let (t, good, mnt) = one_layer_scratch("bad-work-alias");
     std::fs::create_dir_all(good.join("sub/w")).unwrap();
-    let alias = t.path().join("alias");
-    let _b = BindMount::new(&good.join("sub"), &alias);
+    let (alias, _b) = BindMount::alias_in(&t, &good.join("sub"));
     let upper = t.subdir("upper");
     let work = alias.join("w");
     expect_refusal(
@@ -394,11 +372,10 @@ fn work_dir_is_a_bind_alias_inside_a_layer() {
 
 #[test]
 fn layer_inside_the_upper_through_an_alias() {
-    let (t, good, mnt) = setup("bad-layer-in-upper");
+    let (t, good, mnt) = one_layer_scratch("bad-layer-in-upper");
     let upper = t.subdir("upper");
     std::fs::create_dir_all(upper.join("l")).unwrap();
-    let alias = t.path().join("alias");
-    let _b = BindMount::new(&upper, &alias);
+    let (alias, _b) = BindMount::alias_in(&t, &upper);
     let work = t.subdir("work");
     let layer = alias.join("l");
     expect_refusal(
@@ -411,10 +388,9 @@ fn layer_inside_the_upper_through_an_alias() {
 
 #[test]
 fn upper_and_work_are_one_dir_through_an_alias() {
-    let (t, good, mnt) = setup("bad-upper-is-work");
+    let (t, good, mnt) = one_layer_scratch("bad-upper-is-work");
     let upper = t.subdir("upper");
-    let alias = t.path().join("alias");
-    let _b = BindMount::new(&upper, &alias);
+    let (alias, _b) = BindMount::alias_in(&t, &upper);
     expect_refusal(
         &writable_args(&[&good], &upper, &alias),
         &mnt,
@@ -425,10 +401,9 @@ fn upper_and_work_are_one_dir_through_an_alias() {
 
 #[test]
 fn mountpoint_inside_a_layer_through_an_alias() {
-    let (t, good, _) = setup("bad-mnt-layer-alias");
+    let (t, good, _) = one_layer_scratch("bad-mnt-layer-alias");
     std::fs::create_dir_all(good.join("m")).unwrap();
-    let alias = t.path().join("alias");
-    let _b = BindMount::new(&good, &alias);
+    let (alias, _b) = BindMount::alias_in(&t, &good);
     let mnt = alias.join("m");
     expect_refusal(
         &layer_args(&[&good]),
@@ -441,7 +416,7 @@ fn mountpoint_inside_a_layer_through_an_alias() {
 /// The daemon would walk into its own mount when it looks up that directory in the upper.
 #[test]
 fn mountpoint_inside_the_upper() {
-    let (t, good, _) = setup("bad-mnt-in-upper");
+    let (t, good, _) = one_layer_scratch("bad-mnt-in-upper");
     let upper = t.subdir("upper");
     let work = t.subdir("work");
     let mnt = t.subdir("upper/mnt");
@@ -455,10 +430,9 @@ fn mountpoint_inside_the_upper() {
 
 #[test]
 fn writable_bind_of_a_layer_is_refused_read_only_accepted() {
-    let (t, good, mnt) = setup("bad-bind-layer");
+    let (t, good, mnt) = one_layer_scratch("bad-bind-layer");
     std::fs::create_dir_all(good.join("sub")).unwrap();
-    let alias = t.path().join("alias");
-    let _b = BindMount::new(&good, &alias);
+    let (alias, _b) = BindMount::alias_in(&t, &good);
     for source in [good.join("sub"), alias.join("sub"), alias.join("file")] {
         let mut args = layer_args(&[&good]);
         args.extend(["--bind".into(), format!("{}:/sub", source.display()).into()]);
@@ -481,7 +455,7 @@ fn writable_bind_of_a_layer_is_refused_read_only_accepted() {
 
 #[test]
 fn volume_store_inside_the_upper_is_refused() {
-    let (t, good, mnt) = setup("bad-volume-in-upper");
+    let (t, good, mnt) = one_layer_scratch("bad-volume-in-upper");
     let upper = t.subdir("upper");
     let work = t.subdir("work");
     let mut args = writable_args(&[&good], &upper, &work);

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::mount::{daemons_serving, layer_args, wait_until, StrataMount, STRATAFS};
+use common::mount::{one_layer_scratch, writable_options};
 use common::mountinfo::types_at;
 use common::tmp::TempDir;
 
@@ -19,11 +20,15 @@ const WAIT: Duration = Duration::from_secs(20);
 /// A scratch dir with one layer holding `file` and an empty mountpoint.
 fn setup(label: &str) -> (TempDir, PathBuf, PathBuf) {
     common::require_root();
-    let t = TempDir::new(label);
-    let layer = t.subdir("layer");
-    std::fs::write(layer.join("file"), b"x\n").unwrap();
-    let mnt = t.subdir("mnt");
-    (t, layer, mnt)
+    one_layer_scratch(label)
+}
+
+/// Mounts with the fuse-overlayfs form `-o OPTS MNT` (detached) and expects success.
+fn mount_compat(opts: &str, mnt: &Path) -> StrataMount {
+    let out = stratafs(&["-o".as_ref(), opts.as_ref(), mnt.as_os_str()]);
+    let m = StrataMount::adopt(mnt);
+    assert!(out.status.success(), "-o {opts}: {}", text(&out.stderr));
+    m
 }
 
 fn stratafs(args: &[&std::ffi::OsStr]) -> Output {
@@ -243,15 +248,8 @@ fn read_only_unions_are_marked_ro() {
 
     // The fuse-overlayfs form with an upper dir and `ro`.
     let (upper, work) = (t.subdir("upper"), t.subdir("work"));
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={},ro",
-        layer.display(),
-        upper.display(),
-        work.display()
-    );
-    let out = stratafs(&["-o".as_ref(), opts.as_ref(), mnt.as_os_str()]);
-    let m = StrataMount::adopt(&mnt);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let opts = format!("{},ro", writable_options(&layer, &upper, &work));
+    let m = mount_compat(&opts, &mnt);
     assert!(
         mount_options(&mnt).contains(&"ro".to_string()),
         "{:?}",
@@ -533,9 +531,7 @@ fn device_and_setuid_defaults() {
     let (_t, layer, mnt) = setup("nodev");
     for (extra, nodev) in [("", true), (",dev", false)] {
         let opts = format!("lowerdir={}{extra}", layer.display());
-        let out = stratafs(&["-o".as_ref(), opts.as_ref(), mnt.as_os_str()]);
-        let m = StrataMount::adopt(&mnt);
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        let m = mount_compat(&opts, &mnt);
         let o = mount_options(&mnt);
         assert_eq!(o.contains(&"nodev".to_string()), nodev, "-o {opts}: {o:?}");
         assert!(!o.contains(&"nosuid".to_string()), "-o {opts}: {o:?}");
@@ -565,14 +561,10 @@ fn ownership_options_map_and_squash_owners() {
     };
 
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},uidmapping=0:100000:65536,gidmapping=0:200000:65536",
-        layer.display(),
-        upper.display(),
-        work.display()
+        "{},uidmapping=0:100000:65536,gidmapping=0:200000:65536",
+        writable_options(&layer, &upper, &work)
     );
-    let out = stratafs(&["-o".as_ref(), opts.as_ref(), mnt.as_os_str()]);
-    let m = StrataMount::adopt(&mnt);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = mount_compat(&opts, &mnt);
     assert_eq!(owner(&mnt.join("file")), (100007, 200008));
     std::os::unix::fs::chown(mnt.join("file"), Some(100005), Some(200006)).unwrap();
     assert_eq!(owner(&mnt.join("file")), (100005, 200006));
@@ -583,10 +575,10 @@ fn ownership_options_map_and_squash_owners() {
         "stored in the layer's ids"
     );
 
-    let opts = format!("lowerdir={},squash_to_uid=4242", layer.display());
-    let out = stratafs(&["-o".as_ref(), opts.as_ref(), mnt.as_os_str()]);
-    let m = StrataMount::adopt(&mnt);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let m = mount_compat(
+        &format!("lowerdir={},squash_to_uid=4242", layer.display()),
+        &mnt,
+    );
     assert_eq!(owner(&mnt.join("file")), (4242, 8));
     m.unmount().unwrap();
 }

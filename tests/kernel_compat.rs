@@ -29,7 +29,7 @@ use std::process::Command;
 
 use common::rw::{require_root, KernelMount, StrataChild};
 use common::tmp::TempDir;
-use differential::{side, strata_spec, Side, KERNEL_OPTS};
+use differential::{mount_both, side, Side};
 use fixture::Template;
 use sysc::errno_name;
 
@@ -53,10 +53,7 @@ impl Pair {
         };
         let k = side(&scratch, "kernel", &template);
         let s = side(&scratch, "strata", &template);
-        let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (kernel, strata) = mount_both(&scratch, &k, &s).unwrap_or_else(|e| panic!("{e}"));
         Pair {
             kernel: Some(kernel),
             strata: Some(strata),

@@ -13,11 +13,11 @@ mod common;
 mod sysc;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::rw::{require_root, KernelMount, StrataChild, StrataSpec};
 use common::tmp::TempDir;
+use common::workers::{worker_fields, Worker};
 
 /// Tells a started test binary to act as one locking process: "DIR\tID\tMILLIS\tOUTFILE".
 const WORKER_ENV: &str = "STRATAFS_LOCK_WORKER";
@@ -96,11 +96,9 @@ fn lock_cycles(dir: &Path, id: usize, run_for: Duration) -> Result<u64, String> 
 #[test]
 #[ignore = "started by the lock protocol tests as a separate process"]
 fn lock_worker() {
-    let spec = std::env::var(WORKER_ENV)
-        .unwrap_or_else(|_| panic!("lock_worker is started by the lock tests with {WORKER_ENV}"));
-    let parts: Vec<&str> = spec.split('\t').collect();
-    let [dir, id, millis, out] = parts[..] else {
-        panic!("{WORKER_ENV}={spec:?}: expected DIR\\tID\\tMILLIS\\tOUTFILE");
+    let fields = worker_fields(WORKER_ENV, &["DIR", "ID", "MILLIS", "OUTFILE"]);
+    let [dir, id, millis, out] = &fields[..] else {
+        unreachable!("worker_fields checks the count")
     };
     let run_for = Duration::from_millis(millis.parse().expect("milliseconds"));
     let result = lock_cycles(Path::new(dir), id.parse().expect("process id"), run_for);
@@ -113,52 +111,40 @@ fn lock_worker() {
 
 /// Runs the protocol from WORKERS processes at once in `dir`; returns each one's cycles.
 fn run_processes(dir: &Path, logs: &Path) -> Result<Vec<u64>, String> {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let mut children: Vec<(Child, PathBuf, PathBuf)> = Vec::new();
+    let mut workers = Vec::new();
     for id in 0..WORKERS {
         let out = logs.join(format!("result-{id}"));
-        let log = logs.join(format!("worker-{id}.log"));
-        let log_file = std::fs::File::create(&log).expect("create a worker log");
         let spec = format!(
             "{}\t{id}\t{}\t{}",
             dir.display(),
             RUN_FOR.as_millis(),
             out.display()
         );
-        let child = Command::new(&exe)
-            .args(["lock_worker", "--exact", "--ignored", "--nocapture"])
-            .args(["--test-threads=1", "-q"])
-            .env(WORKER_ENV, spec)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup a log fd"))
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| format!("cannot start lock process {id}: {e}"))?;
-        children.push((child, out, log));
+        let log = logs.join(format!("worker-{id}.log"));
+        let who = format!("lock process {id}");
+        workers.push(Worker::start(
+            "lock_worker",
+            WORKER_ENV,
+            &spec,
+            out,
+            log,
+            &who,
+        )?);
     }
     let deadline = Instant::now() + RUN_FOR + HANG_LIMIT;
     let mut counts = Vec::new();
     let mut failures = Vec::new();
-    for (id, (child, out, log)) in children.iter_mut().enumerate() {
-        let status = loop {
-            match child.try_wait().expect("wait for a lock process") {
-                Some(s) => break Some(s),
-                None if Instant::now() >= deadline => break None,
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
+    for (id, worker) in workers.iter_mut().enumerate() {
+        let Some(status) = worker.wait_until(deadline) else {
             failures.push(format!("process {id}: hung inside a call, killed"));
             continue;
         };
-        let result = std::fs::read_to_string(&*out).unwrap_or_default();
+        let result = std::fs::read_to_string(&worker.out).unwrap_or_default();
         match result.strip_prefix("ok ").map(str::parse::<u64>) {
             Some(Ok(n)) if status.success() => counts.push(n),
             _ => failures.push(format!(
                 "process {id} ({status}): {result}\n{}",
-                std::fs::read_to_string(&*log).unwrap_or_default()
+                worker.log_text()
             )),
         }
     }

@@ -22,16 +22,8 @@ use std::collections::BTreeMap;
 
 use common::rw::require_root;
 use common::tmp::TempDir;
+use common::workers::env_u64;
 use stress::{stress_run, stress_template, OPS_PER_WORKER, WORKERS};
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v}: expected a number")),
-    )
-}
 
 /// Several processes at once create, write, truncate, link, rename, unlink, mkfifo and setxattr
 /// in one mounted tree; stratafs must observe what the kernel observes, end with the kernel's

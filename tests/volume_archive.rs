@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tar::EntryType;
@@ -18,52 +18,17 @@ use scratch::{TempDir, TmpfsMount};
 #[path = "support/rawtar.rs"]
 mod rawtar;
 use rawtar::RawTar;
-
-fn stratafs(state: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stratafs"));
-    cmd.arg("volume")
-        .arg("--state-dir")
-        .arg(state)
-        .env_remove("STRATAFS_STATE_DIR")
-        .env_remove("RUST_LOG");
-    cmd
-}
-
-fn run(state: &Path, args: &[&OsStr]) -> Output {
-    stratafs(state)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run stratafs")
-}
+#[path = "support/volume_cmd.rs"]
+mod volume_cmd;
+use volume_cmd::{fails, run, stderr, succeeds, volume_command};
 
 fn os<'a>(args: &[&'a str]) -> Vec<&'a OsStr> {
     args.iter().map(|a| OsStr::new(*a)).collect()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Runs and expects success; returns stderr (warnings).
 fn ok(state: &Path, args: &[&str]) -> String {
-    let o = run(state, &os(args));
-    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-    stderr(&o)
-}
-
-/// Runs and expects a one-line error; returns it.
-fn fails(state: &Path, args: &[&str]) -> String {
-    let o = run(state, &os(args));
-    assert!(!o.status.success(), "{args:?} should fail");
-    let err = stderr(&o);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{args:?}: not one line: {err}"
-    );
-    assert!(err.starts_with("stratafs: "), "{err}");
-    err.trim_end().to_string()
+    stderr(&succeeds(state, args))
 }
 
 fn data_dir(state: &Path, name: &str) -> PathBuf {
@@ -71,9 +36,7 @@ fn data_dir(state: &Path, name: &str) -> PathBuf {
 }
 
 fn volume_names(state: &Path) -> Vec<String> {
-    let o = run(state, &os(&["ls", "-q"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    String::from_utf8_lossy(&o.stdout)
+    volume_cmd::stdout(&succeeds(state, &["ls", "-q"]))
         .lines()
         .map(str::to_string)
         .collect()
@@ -280,12 +243,12 @@ fn round_trips_keep_contents_owners_modes_xattrs_links_and_holes() {
     );
 
     // Through a pipe: export to stdout, import from stdin.
-    let mut export = stratafs(&st)
+    let mut export = volume_command(&st)
         .args(["export", "src"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let import = stratafs(&st)
+    let import = volume_command(&st)
         .args(["import", "--create", "viapipe", "-"])
         .stdin(export.stdout.take().unwrap())
         .output()
@@ -559,7 +522,7 @@ fn hostile_archives_are_refused_and_nothing_is_written_outside() {
 /// Starts `import ARGS -` with `archive[..prefix]` on its stdin (kept open), waits until the
 /// import has written `marker` into its work dir, then kills it with SIGKILL.
 fn kill_import_midway(st: &Path, args: &[&str], archive: &[u8], prefix: usize, marker: &str) {
-    let mut child = stratafs(st)
+    let mut child = volume_command(st)
         .arg("import")
         .args(args)
         .arg("-")
@@ -753,7 +716,7 @@ fn clone_copies_content_owners_holes_and_labels() {
     ok(&st, &["clone", "--label", "tier=2", "src", "copy"]);
     assert_same_tree(&data_dir(&st, "src"), &data_dir(&st, "copy"));
     assert!(allocated(&data_dir(&st, "copy").join("sparse")) < 1 << 20);
-    let o = run(&st, &os(&["inspect", "copy"]));
+    let o = run(&st, &["inspect", "copy"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         v[0]["Labels"],
@@ -800,7 +763,7 @@ fn export_of_a_1gib_volume_runs_in_bounded_memory() {
     }
     drop(f);
     let start = Instant::now();
-    let mut cmd = stratafs(&st);
+    let mut cmd = volume_command(&st);
     cmd.args(["export", "big"]);
     let rss = peak_rss_kib(&mut cmd);
     println!(

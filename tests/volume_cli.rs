@@ -1,53 +1,20 @@
 //! `stratafs volume ...` end to end: the real binary on a private state dir per test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
 #[path = "support/scratch.rs"]
 mod scratch;
 use scratch::{TempDir, TmpfsMount};
-
-fn run(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_stratafs"))
-        .arg("volume")
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .env_remove("STRATAFS_STATE_DIR")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run stratafs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+#[path = "support/volume_cmd.rs"]
+mod volume_cmd;
+use volume_cmd::{fails, run, stderr, stdout, succeeds};
 
 /// Runs and expects success; returns stdout.
 fn ok(state: &Path, args: &[&str]) -> String {
-    let o = run(state, args);
-    assert!(o.status.success(), "{args:?} failed: {}", stderr(&o));
-    stdout(&o)
-}
-
-/// Runs and expects a failure with a one-line error; returns that line.
-fn fails(state: &Path, args: &[&str]) -> String {
-    let o = run(state, args);
-    assert!(!o.status.success(), "{args:?} should fail: {}", stdout(&o));
-    let err = stderr(&o);
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{args:?}: not one line: {err}"
-    );
-    assert!(err.starts_with("stratafs: "), "{err}");
-    err.trim_end().to_string()
+    stdout(&succeeds(state, args))
 }
 
 fn names(state: &Path, extra: &[&str]) -> Vec<String> {

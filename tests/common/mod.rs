@@ -14,6 +14,7 @@ pub mod sys;
 pub mod tmp;
 pub mod userns;
 pub mod walk;
+pub mod workers;
 
 // Each test binary uses its own part of the harness.
 #[allow(unused_imports)]

@@ -9,19 +9,39 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::mountinfo;
+use super::tmp::TempDir;
 
 pub const STRATAFS: &str = env!("CARGO_BIN_EXE_stratafs");
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `--layer L` for each layer, bottom first.
-pub fn layer_args(layers: &[PathBuf]) -> Vec<OsString> {
+pub fn layer_args<P: AsRef<Path>>(layers: &[P]) -> Vec<OsString> {
     let mut args = Vec::new();
     for l in layers {
         args.push("--layer".into());
-        args.push(l.clone().into_os_string());
+        args.push(l.as_ref().as_os_str().to_owned());
     }
     args
+}
+
+/// The `-o` string of a writable mount in the fuse-overlayfs (and kernel overlayfs) form.
+pub fn writable_options(lower: &Path, upper: &Path, work: &Path) -> String {
+    format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    )
+}
+
+/// A scratch dir with one layer (`layer`, holding `file`) and an empty mountpoint (`mnt`).
+pub fn one_layer_scratch(label: &str) -> (TempDir, PathBuf, PathBuf) {
+    let t = TempDir::new(label);
+    let layer = t.subdir("layer");
+    std::fs::write(layer.join("file"), b"x\n").unwrap();
+    let mnt = t.subdir("mnt");
+    (t, layer, mnt)
 }
 
 /// Polls `cond` every 5 ms until it holds or `timeout` passes.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::common::rw::{copy_tree, KernelMount, StrataChild, StrataSpec, Watchdog};
 use crate::common::tmp::TempDir;
+use crate::common::workers::env_u64;
 use crate::common::Ns;
 
 use super::fixture::Template;
@@ -100,28 +101,41 @@ pub fn side(scratch: &TempDir, name: &str, template: &Template) -> Side {
     }
 }
 
-pub fn strata_spec(scratch: &TempDir, s: &Side, upper: &Path, work: &Path) -> StrataSpec {
-    StrataSpec {
-        layers: s.layers.clone(),
-        upper: Some((upper.to_path_buf(), work.to_path_buf())),
-        mountpoint: s.mnt.clone(),
-        log: scratch.path().join("stratafs.log"),
-        extra_args: Vec::new(),
+impl Side {
+    /// Kernel overlayfs with `opts` on this side's layers and writable layer.
+    pub fn mount_kernel(&self, opts: &str) -> Result<KernelMount, String> {
+        KernelMount::mount(
+            &self.layers,
+            Some((&self.upper, &self.work)),
+            &self.mnt,
+            opts,
+        )
+    }
+
+    /// stratafs with `extra_args` on this side's layers and writable layer, logging into
+    /// `scratch`.
+    pub fn mount_strata(
+        &self,
+        scratch: &TempDir,
+        extra_args: &[&str],
+    ) -> Result<StrataChild, String> {
+        StrataChild::start(&StrataSpec {
+            layers: self.layers.clone(),
+            upper: Some((self.upper.clone(), self.work.clone())),
+            mountpoint: self.mnt.clone(),
+            log: scratch.path().join("stratafs.log"),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        })
     }
 }
 
-/// `strata_spec` with the run's extra stratafs options.
-fn strata_spec_for(
+/// The kernel side (KERNEL_OPTS) and the stratafs side (no extra options) mounted.
+pub fn mount_both(
     scratch: &TempDir,
+    k: &Side,
     s: &Side,
-    upper: &Path,
-    work: &Path,
-    opts: &Options<'_>,
-) -> StrataSpec {
-    StrataSpec {
-        extra_args: opts.strata_args.iter().map(|a| a.to_string()).collect(),
-        ..strata_spec(scratch, s, upper, work)
-    }
+) -> Result<(KernelMount, StrataChild), String> {
+    Ok((k.mount_kernel(KERNEL_OPTS)?, s.mount_strata(scratch, &[])?))
 }
 
 /// Collects the differences of every comparison stage of one run.
@@ -193,13 +207,8 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
 
-    let mut kernel = KernelMount::mount(
-        &k.layers,
-        Some((&k.upper, &k.work)),
-        &k.mnt,
-        opts.format.kernel_opts(),
-    )?;
-    let mut strata = StrataChild::start(&strata_spec_for(&scratch, &s, &s.upper, &s.work, opts))?;
+    let mut kernel = k.mount_kernel(opts.format.kernel_opts())?;
+    let mut strata = s.mount_strata(&scratch, opts.strata_args)?;
 
     let mut log = Vec::new();
     let mut outcomes = Vec::new();
@@ -210,13 +219,8 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
             drop(watchdog);
             kernel.unmount()?;
             strata.unmount()?;
-            kernel = KernelMount::mount(
-                &k.layers,
-                Some((&k.upper, &k.work)),
-                &k.mnt,
-                opts.format.kernel_opts(),
-            )?;
-            strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+            kernel = k.mount_kernel(opts.format.kernel_opts())?;
+            strata = s.mount_strata(&scratch, &[])?;
             watchdog = Watchdog::new(strata.pid(), STALL);
             log.push(format!("  #{i} {op:?}"));
             outcomes.push(Ok(String::new()));
@@ -282,12 +286,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     let kernel_merged = match opts.format {
         Format::Privileged => kernel_live,
         Format::Userxattr => {
-            let again = KernelMount::mount(
-                &k.layers,
-                Some((&k.upper, &k.work)),
-                &k.mnt,
-                opts.format.kernel_opts(),
-            )?;
+            let again = k.mount_kernel(opts.format.kernel_opts())?;
             let tree = snap(&k.mnt, View::Merged, "the remounted kernel")?;
             again.unmount()?;
             differences.check(
@@ -311,7 +310,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     );
 
     // Persistence: stratafs remounted on its own upper dir shows the same tree.
-    let strata = StrataChild::start(&strata_spec_for(&scratch, &s, &s.upper, &s.work, opts))?;
+    let strata = s.mount_strata(&scratch, opts.strata_args)?;
     let remounted = snap(&s.mnt, View::Merged, "the remounted stratafs")?;
     strata.unmount()?;
     differences.check(
@@ -323,12 +322,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
 
     // Round trip: the kernel reads the upper dir stratafs wrote (with its work dir: the
     // hard-link index lives there).
-    let kernel_on_s = KernelMount::mount(
-        &s.layers,
-        Some((&s.upper, &s.work)),
-        &s.mnt,
-        opts.format.kernel_opts(),
-    )?;
+    let kernel_on_s = s.mount_kernel(opts.format.kernel_opts())?;
     let k_view = snap(&s.mnt, View::Merged, "the kernel mount of stratafs's upper")?;
     kernel_on_s.unmount()?;
     differences.check(
@@ -339,13 +333,7 @@ pub fn run(template: &Template, ops: &[Op], opts: &Options<'_>) -> Result<Report
     );
 
     // And the other way: stratafs reads the upper dir the kernel wrote.
-    let strata_on_k = StrataChild::start(&StrataSpec {
-        layers: k.layers.clone(),
-        upper: Some((k.upper.clone(), k.work.clone())),
-        mountpoint: k.mnt.clone(),
-        log: scratch.path().join("stratafs.log"),
-        extra_args: opts.strata_args.iter().map(|a| a.to_string()).collect(),
-    })?;
+    let strata_on_k = k.mount_strata(&scratch, opts.strata_args)?;
     let s_view = snap(&k.mnt, View::Merged, "stratafs on the kernel's upper")?;
     strata_on_k.unmount()?;
     differences.check(
@@ -393,15 +381,6 @@ pub fn shrink(template: &Template, ops: &[Op], opts: &Options<'_>) -> (Vec<Op>, 
             return (current, failure);
         }
     }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v}: expected a number")),
-    )
 }
 
 /// Operations per random sequence.

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use crate::common::rw::{require_root, KernelMount, StrataChild};
+use crate::common::rw::require_root;
 use crate::common::tmp::TempDir;
-use crate::differential::{run, side, strata_spec, Options, KERNEL_OPTS};
+use crate::differential::{mount_both, run, side, Options};
 use crate::fixture::{build_template, Extras};
 use crate::ops::{apply, describe, Mode, Op, RenameFlags::*};
 
@@ -113,10 +113,7 @@ fn whiteout_names_are_never_reinterpreted() {
         Op::Rename { from: "n/f", to: "d/.wh.sub", flags: Plain },
         Op::Rename { from: "f", to: ".wh.n", flags: NoReplace },
     ];
-    let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (kernel, strata) = mount_both(&scratch, &k, &s).unwrap_or_else(|e| panic!("{e}"));
     let list = |root: &Path, dir: &'static str| describe(&apply(root, &Op::ListDir { path: dir }));
     let (s_root_before, s_d_before) = (list(&s.mnt, ""), list(&s.mnt, "d"));
     for op in &ops {
@@ -126,10 +123,7 @@ fn whiteout_names_are_never_reinterpreted() {
     kernel.unmount().unwrap_or_else(|e| panic!("{e}"));
     strata.unmount().unwrap_or_else(|e| panic!("{e}"));
 
-    let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (kernel, strata) = mount_both(&scratch, &k, &s).unwrap_or_else(|e| panic!("{e}"));
     let (k_root, k_d) = (list(&k.mnt, ""), list(&k.mnt, "d"));
     let (s_root, s_d) = (list(&s.mnt, ""), list(&s.mnt, "d"));
     kernel.unmount().unwrap_or_else(|e| panic!("{e}"));

@@ -10,14 +10,14 @@
 //! what to do through WORKER_ENV.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::common::rw::{copy_tree, KernelMount, StrataChild};
+use crate::common::rw::copy_tree;
 use crate::common::tmp::TempDir;
+use crate::common::workers::{worker_fields, Worker};
 
-use super::differential::{side, snap, strata_spec, Differences, KERNEL_OPTS};
+use super::differential::{mount_both, side, snap, Differences};
 use super::fixture::{build_template, Extras, Template};
 use super::ops::{apply, describe, generate, Op};
 use super::tree::View;
@@ -68,12 +68,9 @@ pub fn worker_ops(seed: u64, w: usize) -> Vec<Op> {
 /// The body of one worker process: applies its operations under ROOT and writes one outcome
 /// per line (debug-quoted, so a line holds exactly one) to OUTFILE.
 pub fn worker_main() {
-    let spec = std::env::var(WORKER_ENV).unwrap_or_else(|_| {
-        panic!("stress_worker is started by multi_process_stress with {WORKER_ENV} set")
-    });
-    let parts: Vec<&str> = spec.split('\t').collect();
-    let [root, w, seed, out] = parts[..] else {
-        panic!("{WORKER_ENV}={spec:?}: expected ROOT\\tWORKER\\tSEED\\tOUTFILE");
+    let fields = worker_fields(WORKER_ENV, &["ROOT", "WORKER", "SEED", "OUTFILE"]);
+    let [root, w, seed, out] = &fields[..] else {
+        unreachable!("worker_fields checks the count")
     };
     let (w, seed): (usize, u64) = (
         w.parse().expect("worker number"),
@@ -88,54 +85,38 @@ pub fn worker_main() {
 
 /// Starts every worker on `root` at once and waits for all; returns each one's outcomes.
 fn run_workers(root: &Path, seed: u64, logs: &Path) -> Result<Vec<Vec<String>>, String> {
-    let exe = std::env::current_exe().expect("path of the test binary");
-    let mut children: Vec<(Child, PathBuf, PathBuf)> = Vec::new();
+    let mut workers = Vec::new();
     for w in 0..WORKERS {
         let out = logs.join(format!("outcomes-{w}"));
-        let log = logs.join(format!("worker-{w}.log"));
-        let log_file = std::fs::File::create(&log).expect("create a worker log");
         let spec = format!("{}\t{w}\t{seed}\t{}", root.display(), out.display());
-        let child = Command::new(&exe)
-            .args(["stress_worker", "--exact", "--ignored", "--nocapture"])
-            .args(["--test-threads=1", "-q"])
-            .env(WORKER_ENV, spec)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("dup a log fd"))
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| format!("cannot start worker {w}: {e}"))?;
-        children.push((child, out, log));
+        let log = logs.join(format!("worker-{w}.log"));
+        let who = format!("worker {w}");
+        workers.push(Worker::start(
+            "stress_worker",
+            WORKER_ENV,
+            &spec,
+            out,
+            log,
+            &who,
+        )?);
     }
     let deadline = Instant::now() + WORKERS_TIMEOUT;
     let mut failures = Vec::new();
-    for (w, (child, _, log)) in children.iter_mut().enumerate() {
-        let status = loop {
-            match child.try_wait().expect("wait for a worker") {
-                Some(s) => break Some(s),
-                None if Instant::now() >= deadline => break None,
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
+    for (w, worker) in workers.iter_mut().enumerate() {
+        let why = match worker.wait_until(deadline) {
+            Some(s) if s.success() => continue,
+            Some(s) => format!("exited with {s}"),
+            None => format!("still running after {WORKERS_TIMEOUT:?} (hung?), killed"),
         };
-        match status {
-            Some(s) if s.success() => {}
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let why = other.map_or(
-                    format!("still running after {WORKERS_TIMEOUT:?} (hung?), killed"),
-                    |s| format!("exited with {s}"),
-                );
-                let output = std::fs::read_to_string(log).unwrap_or_default();
-                failures.push(format!("worker {w} on {}: {why}\n{output}", root.display()));
-            }
-        }
+        let output = worker.log_text();
+        failures.push(format!("worker {w} on {}: {why}\n{output}", root.display()));
     }
     if !failures.is_empty() {
         return Err(failures.join("\n"));
     }
-    children
+    workers
         .iter()
-        .map(|(_, out, _)| {
+        .map(|Worker { out, .. }| {
             std::fs::read_to_string(out)
                 .map(|s| s.split('\n').map(str::to_string).collect())
                 .map_err(|e| format!("outcomes {}: {e}", out.display()))
@@ -160,8 +141,7 @@ pub fn stress_run(template: &Template, seed: u64) -> Result<StressReport, String
     let scratch = TempDir::new("stress");
     let k = side(&scratch, "kernel", template);
     let s = side(&scratch, "strata", template);
-    let kernel = KernelMount::mount(&k.layers, Some((&k.upper, &k.work)), &k.mnt, KERNEL_OPTS)?;
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let (kernel, strata) = mount_both(&scratch, &k, &s)?;
 
     let kernel_out = run_workers(&k.mnt, seed, &scratch.subdir("kernel-logs"))?;
     let strata_out = run_workers(&s.mnt, seed, &scratch.subdir("strata-logs"))
@@ -207,7 +187,7 @@ pub fn stress_run(template: &Template, seed: u64) -> Result<StressReport, String
     kernel.unmount()?;
     strata.unmount()?;
 
-    let strata = StrataChild::start(&strata_spec(&scratch, &s, &s.upper, &s.work))?;
+    let strata = s.mount_strata(&scratch, &[])?;
     let remounted = snap(&s.mnt, View::Merged, "the remounted stratafs")?;
     strata.unmount()?;
     differences.check(
