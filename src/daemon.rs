@@ -8,6 +8,7 @@
 //! unmount first.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -84,6 +85,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
     )
     .context(|| "cannot read the top layer".into())?;
     let deny_writes = fs.deny_writes_handle();
+    let splice_device = fs.splice_device_handle();
 
     let mut config = Config::default();
     config.acl = SessionACL::All;
@@ -92,7 +94,12 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         .unwrap_or(2);
     // Handlers block in I/O (a large copy-up, fsync): keep threads free for other requests.
     config.n_threads = Some(spec.threads.unwrap_or((cores * 2).max(4)));
-    config.clone_fd = true;
+    // Without passthrough (not asked for, or refused to a daemon without CAP_SYS_ADMIN in the
+    // initial user namespace) the daemon serves reads itself and splices them to the device;
+    // that needs one /dev/fuse fd shared by all threads, so the reply goes where the request
+    // came from. Otherwise each thread reads its own clone of the fd.
+    let splice_reads = !spec.passthrough || !crate::rootless::sys_admin_in_initial_userns();
+    config.clone_fd = !splice_reads;
 
     let flags = fusemount::Flags {
         read_only,
@@ -107,6 +114,10 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
             e,
         )
     };
+    // Blocked before the mount exists: a SIGTERM the moment it appears must unmount it, not
+    // kill the process and leave a dead mount behind. The signal thread waits for them.
+    let signals =
+        process::block_termination_signals().context(|| "cannot set up signals".into())?;
     let (session, own) = match fusemount::mount(&spec.mountpoint, &fsname, flags) {
         Ok((fd, own)) => {
             let session = Session::from_fd(fs, fd, config.acl, config).map_err(|e| {
@@ -135,6 +146,14 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         }
         Err(e) => return Err(mount_failed(e)),
     };
+    if splice_reads {
+        match session.as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                let _ = splice_device.set(fd);
+            }
+            Err(e) => log::info!("reads are copied, not spliced: cannot dup /dev/fuse: {e}"),
+        }
+    }
 
     // With detach, the parent waits on this socket for the child's verdict.
     let mut verdict: Option<UnixStream> = None;
@@ -146,6 +165,8 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
                 // The child owns the session now; this process must not unmount on exit.
                 std::mem::forget(session);
                 drop(child_end);
+                // The launcher stays interruptible while it waits; the daemon is on its own.
+                process::unblock_signals(&signals).context(|| "cannot set up signals".into())?;
                 return wait_for_child(parent_end).map(|()| Role::Launcher);
             }
             process::Forked::Child => {
@@ -159,8 +180,6 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         }
     }
 
-    let signals =
-        process::block_termination_signals().context(|| "cannot set up signals".into())?;
     let background = session.spawn().context(|| "cannot start serving".into())?;
 
     let attached =

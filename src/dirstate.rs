@@ -165,7 +165,6 @@ mod tests {
                         ..Attr::default()
                     },
                     dir_layers: vec![],
-                    moved: vec![],
                 })
                 .collect(),
         ))

@@ -49,16 +49,11 @@ impl IndexEntry {
     }
 }
 
-/// Paths of one directory in some layers: (layer slot, path).
-type LayerPaths = Box<[(u16, Vec<u8>)]>;
-
 #[derive(Default)]
 pub struct DirIndex {
     names: Box<[u8]>,
     entries: Box<[IndexEntry]>,
     dir_layers: Box<[u16]>,
-    /// Directories whose copies in some layers lie at other paths (lower redirects), by name.
-    moved: std::collections::HashMap<Box<[u8]>, LayerPaths>,
 }
 
 /// One entry as produced by the merge, before packing.
@@ -66,10 +61,9 @@ pub struct PendingEntry {
     pub name: Vec<u8>,
     pub layer: u16,
     pub attr: Attr,
-    /// Lower layers merged under this directory name, top first (empty for non-dirs).
+    /// Lower layers holding a directory of this name, top first (empty for non-dirs); a
+    /// redirect on one of them, read when the directory is reached, may change the list.
     pub dir_layers: Vec<u16>,
-    /// Layers (of `dir_layers`) where the directory lies at another path, reached by redirect.
-    pub moved: Vec<(u16, Vec<u8>)>,
 }
 
 impl DirIndex {
@@ -79,11 +73,7 @@ impl DirIndex {
         let mut names = Vec::with_capacity(name_bytes);
         let mut dir_layers = Vec::new();
         let mut entries = Vec::with_capacity(pending.len());
-        let mut moved = std::collections::HashMap::new();
         for p in pending {
-            if !p.moved.is_empty() {
-                moved.insert(p.name.clone().into(), p.moved.into());
-            }
             // Names longer than 255 bytes cannot exist on Linux filesystems.
             let name_len = p.name.len().min(255);
             let a = p.attr;
@@ -112,7 +102,6 @@ impl DirIndex {
             names: names.into(),
             entries: entries.into(),
             dir_layers: dir_layers.into(),
-            moved,
         }
     }
 
@@ -131,11 +120,6 @@ impl DirIndex {
 
     pub fn dir_layers(&self, e: &IndexEntry) -> &[u16] {
         &self.dir_layers[e.layers_off as usize..e.layers_off as usize + e.layers_len as usize]
-    }
-
-    /// The paths of directory `e` in the layers where it is not at its parent's path + name.
-    pub fn moved(&self, e: &IndexEntry) -> &[(u16, Vec<u8>)] {
-        self.moved.get(self.name(e)).map_or(&[], |m| &m[..])
     }
 
     pub fn find(&self, name: &[u8]) -> Option<&IndexEntry> {
@@ -165,7 +149,6 @@ mod tests {
             layer,
             attr: Attr::default(),
             dir_layers: vec![layer, 0],
-            moved: Vec::new(),
         }
     }
 

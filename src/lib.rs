@@ -5,8 +5,8 @@
 //!
 //! 1. command line: `cli`, `compat` (the podman/fuse-overlayfs option syntax);
 //! 2. mount spec: `spec`, `overlap`, `idmap`;
-//! 3. daemon: `daemon` (mounts and runs the FUSE session), `fusemount`, `submount`,
-//!    `logging`;
+//! 3. daemon: `daemon` (mounts and runs the FUSE session), `fusemount`, `fusesplice` (read
+//!    replies spliced to /dev/fuse), `submount`, `logging`;
 //! 4. FUSE adapter: `fs`, which turns requests into union calls and results into replies
 //!    (handles, TTLs, passthrough, errnos), and makes no system call of its own;
 //! 5. union core: `union` (lookup, attributes, open, copy-up, create/link/remove/rename,
@@ -32,6 +32,7 @@ mod dirstate;
 pub mod error;
 mod fs;
 mod fusemount;
+mod fusesplice;
 mod idmap;
 pub mod image;
 mod index;

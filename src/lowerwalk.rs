@@ -57,6 +57,55 @@ pub fn redirected_dir(
     walk(layers, parent, from_slot, target, Want::Dir)
 }
 
+/// The lower reference of entry `name` of merged directory `parent`, won by layer `slot`.
+/// For a directory, `dir_layers` are the layers holding a directory of that name, top
+/// first, as the parent's merge found them; a copy carrying a redirect ends that list, and
+/// the layers below are where the redirect points (read here, when the directory is reached,
+/// as the kernel reads it at lookup, rather than for every directory of every merged parent).
+pub fn child(
+    layers: &[Layer],
+    parent: &LowerRef,
+    name: &[u8],
+    slot: u16,
+    mut dir_layers: Vec<u16>,
+) -> LowerRef {
+    let mut moved = Vec::new();
+    // Nothing lies below the bottom layer: its redirects lead nowhere.
+    let first_redirect = dir_layers
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s > 0)
+        .find_map(|(i, s)| dir_redirect(&layers[*s as usize], parent, name).map(|t| (i, *s, t)));
+    if let Some((i, from, target)) = first_redirect {
+        // The copies below are where the redirect points, not at this name.
+        dir_layers.truncate(i + 1);
+        let below = redirected_dir(layers, parent, from, target);
+        dir_layers.extend(below.iter().map(|(s, _)| *s));
+        moved = below;
+    }
+    parent.child(name, slot, dir_layers, &moved)
+}
+
+/// The valid redirect on the copy of directory `name` of `parent` in `layer`, if it has one.
+fn dir_redirect(layer: &Layer, parent: &LowerRef, name: &[u8]) -> Option<Target> {
+    let path = relpath::join(parent.path_in(layer.slot), name);
+    // Opened for reading, not O_PATH: the xattr reads then take the fd itself.
+    let dir = relpath::to_cstring(&path)
+        .and_then(|p| layer.open(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW))
+        .ok()?;
+    let value = ovl::get(dir.as_fd(), Marker::Redirect)?;
+    let target = Target::parse(&value);
+    if target.is_none() {
+        log::warn!(
+            "layer {}: ignoring an invalid redirect {:?} on {:?}",
+            layer.path.display(),
+            String::from_utf8_lossy(&value),
+            String::from_utf8_lossy(&path)
+        );
+    }
+    target
+}
+
 /// Where the data of the metacopy file `name` of `parent`, won by layer `from_slot`, lies:
 /// the first regular file below that is not itself a metacopy, found by the file's redirect
 /// if it has one, else by its name.
@@ -77,8 +126,13 @@ pub fn metacopy_data(
 /// Where the data of lower regular file `file` lies: in the winning object, or (when that is
 /// a metacopy) in the first full copy below it.
 pub fn lower_data(layers: &[Layer], file: &LowerRef) -> LowerData {
-    let obj = relpath::to_cstring(file.path())
-        .and_then(|p| layers[file.slot as usize].open(&p, libc::O_PATH | libc::O_NOFOLLOW));
+    // Opened for reading where the daemon may (a regular file: no side effect), so the xattr
+    // reads take the fd itself rather than a walk through /proc; O_PATH otherwise.
+    let open = |flags| {
+        relpath::to_cstring(file.path()).and_then(|p| layers[file.slot as usize].open(&p, flags))
+    };
+    let readable = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY;
+    let obj = open(readable).or_else(|_| open(libc::O_PATH | libc::O_NOFOLLOW));
     let Ok(obj) = obj else {
         return LowerData::Own;
     };
@@ -329,6 +383,50 @@ mod tests {
         };
         let got = redirected_dir(&layers, &parent, 1, Target::Relative(b"a".to_vec()));
         assert_eq!(got, vec![(0, b"q/a".to_vec())]);
+    }
+
+    /// The parent's merge lists every layer holding a directory of the name; reaching the
+    /// directory reads its redirect, which replaces the copies below it by the redirect's.
+    #[test]
+    fn reaching_a_redirected_dir_replaces_the_copies_below_it() {
+        let tmp = crate::volume::testutil::TempDir::new("lowerwalk-child");
+        let layers = layer_stack(tmp.path(), 3);
+        let l = |i: usize, p: &str| tmp.path().join(format!("L{i}")).join(p);
+        std::fs::create_dir_all(l(2, "new")).unwrap();
+        set(&l(2, "new"), Marker::Redirect, b"/old");
+        std::fs::create_dir_all(l(1, "new")).unwrap();
+        std::fs::create_dir_all(l(1, "old")).unwrap();
+        std::fs::create_dir_all(l(0, "old")).unwrap();
+        let root = root(3);
+        let listing = crate::merge::merge_lower_dir(&layers, &root).unwrap();
+        let e = listing.find(b"new").unwrap();
+        assert_eq!(
+            listing.dir_layers(e),
+            &[2, 1],
+            "the merge reads no redirect"
+        );
+        let dir = child(
+            &layers,
+            &root,
+            b"new",
+            e.layer,
+            listing.dir_layers(e).to_vec(),
+        );
+        assert_eq!(dir.dir_layers, vec![2, 1, 0]);
+        assert_eq!(dir.path_in(2), b"new");
+        assert_eq!(dir.path_in(1), b"old", "L1's own \"new\" is not merged");
+        assert_eq!(dir.path_in(0), b"old");
+        // Without a redirect the directory keeps the merge's layers and paths.
+        let e = listing.find(b"old").unwrap();
+        let dir = child(
+            &layers,
+            &root,
+            b"old",
+            e.layer,
+            listing.dir_layers(e).to_vec(),
+        );
+        assert_eq!(dir.dir_layers, vec![1, 0]);
+        assert_eq!(dir.path_in(0), b"old");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //!   where the name is a non-directory or whited out, or the directory is opaque there;
 //! - an opaque directory (xattr or `.wh..wh..opq`) hides every layer below it;
 //! - a directory carrying a redirect (renamed in a layer that was once an upper dir) continues
-//!   where the redirect points instead of at its own name (lowerwalk.rs).
+//!   where the redirect points instead of at its own name (lowerwalk.rs, read when the
+//!   directory is reached).
 
 use std::collections::HashMap;
 use std::io;
@@ -17,8 +18,6 @@ use crate::attr::Attr;
 use crate::index::{DirIndex, PendingEntry};
 use crate::inode::LowerRef;
 use crate::layer::{relpath, Layer};
-use crate::lowerwalk::{self, Target};
-use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::whiteout::{self, NameKind, Opacity};
 
@@ -33,19 +32,16 @@ enum Decision {
 
 /// Merges the lower copies of directory `lower` (its `dir_layers`, top first). `layers` is
 /// indexed by slot. A layer whose copy of the directory cannot be read is logged and skipped:
-/// the merged view shows what can be read rather than failing the whole directory.
+/// the merged view shows what can be read rather than failing the whole directory. Redirects
+/// on the subdirectories are not read here but when one is reached (`lowerwalk::child`).
 pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirIndex> {
     let rel = &lower.rel[..];
     let sources = &lower.dir_layers[..];
     let mut pending: Vec<PendingEntry> = Vec::new();
     let mut decided: HashMap<Vec<u8>, Decision> = HashMap::new();
-    // Directory entries whose copy in a layer carries a redirect: (pending index, layer, target).
-    let mut redirected: Vec<(usize, u16, Target)> = Vec::new();
 
     for &slot in sources {
         let layer = &layers[slot as usize];
-        // Nothing lies below the last layer: its redirects lead nowhere.
-        let follow_redirects = slot > 0;
         let rel_c = relpath::to_cstring(lower.path_in(slot))?;
         let dir = match layer.open(&rel_c, libc::O_RDONLY | libc::O_DIRECTORY) {
             Ok(fd) => fd,
@@ -83,18 +79,7 @@ pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirInde
                 NameKind::Whiteout(target) => whiteouts.push(target.to_vec()),
                 NameKind::Plain => {
                     let st = stats.remove(raw.name.as_slice());
-                    let merged_dir =
-                        merge_entry(&mut pending, &mut decided, &dir, slot, opacity, raw, st);
-                    if let (true, Some(idx)) = (follow_redirects, merged_dir) {
-                        if let Some(target) = redirect_of(&dir, &raw.name) {
-                            // The copies below are where the redirect points, not at this name.
-                            if let Some(Decision::Present { open, .. }) = decided.get_mut(&raw.name)
-                            {
-                                *open = false;
-                            }
-                            redirected.push((idx, slot, target));
-                        }
-                    }
+                    merge_entry(&mut pending, &mut decided, &dir, slot, opacity, raw, st);
                 }
             }
         }
@@ -112,30 +97,7 @@ pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirInde
             break;
         }
     }
-    for (idx, slot, target) in redirected {
-        let below = lowerwalk::redirected_dir(layers, lower, slot, target);
-        let entry = &mut pending[idx];
-        entry.dir_layers.extend(below.iter().map(|(s, _)| *s));
-        entry.moved.extend(below);
-    }
     Ok(DirIndex::build(pending))
-}
-
-/// The redirect on directory `name` in `dir`, if it carries a valid one.
-fn redirect_of(dir: &std::os::fd::OwnedFd, name: &[u8]) -> Option<Target> {
-    let obj = sys::cstr(name)
-        .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
-        .ok()?;
-    let value = ovl::get(obj.as_fd(), Marker::Redirect)?;
-    let target = Target::parse(&value);
-    if target.is_none() {
-        log::warn!(
-            "ignoring an invalid redirect {:?} on {:?}",
-            String::from_utf8_lossy(&value),
-            String::from_utf8_lossy(name)
-        );
-    }
-    target
 }
 
 fn merge_entry(
@@ -146,12 +108,12 @@ fn merge_entry(
     opacity: Opacity,
     raw: &sys::dir::RawEntry,
     prefetched: Option<io::Result<libc::stat>>,
-) -> Option<usize> {
+) {
     match decided.get_mut(&raw.name) {
-        Some(Decision::Hidden) => None,
+        Some(Decision::Hidden) => {}
         Some(Decision::Present { idx, open }) => {
             if !*open {
-                return None;
+                return;
             }
             // The name is a directory from a higher layer: merge this layer's directory into
             // it, or end the merge at the first non-directory.
@@ -164,10 +126,8 @@ fn merge_entry(
             };
             if is_dir {
                 pending[*idx].dir_layers.push(slot);
-                Some(*idx)
             } else {
                 *open = false;
-                None
             }
         }
         None => {
@@ -175,14 +135,14 @@ fn merge_entry(
                 Ok(st) => st,
                 Err(e) => {
                     log::warn!("cannot stat {:?}: {e}", String::from_utf8_lossy(&raw.name));
-                    return None;
+                    return;
                 }
             };
             if whiteout::is_device_whiteout(&st)
                 || (opacity == Opacity::HasXattrWhiteouts && is_xattr_whiteout(dir, &raw.name, &st))
             {
                 decided.insert(raw.name.clone(), Decision::Hidden);
-                return None;
+                return;
             }
             let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
             pending.push(PendingEntry {
@@ -190,7 +150,6 @@ fn merge_entry(
                 layer: slot,
                 attr: Attr::from_stat(&st),
                 dir_layers: if is_dir { vec![slot] } else { Vec::new() },
-                moved: Vec::new(),
             });
             decided.insert(
                 raw.name.clone(),
@@ -199,7 +158,6 @@ fn merge_entry(
                     open: is_dir,
                 },
             );
-            is_dir.then_some(pending.len() - 1)
         }
     }
 }

@@ -6,10 +6,12 @@
 //! known by its (st_dev, st_ino) and those of its ancestors, and by its path inside its own
 //! filesystem, which is the same whatever mount shows it.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use crate::mountinfo::MountEntry;
 use crate::sys;
 
 /// How one directory stands to another.
@@ -46,31 +48,68 @@ pub struct Place {
 /// Bounds the walk up the tree (the root is reached long before on any real system).
 const MAX_DEPTH: usize = 4096;
 
-impl Place {
+/// Finds the identities of many directories at once: the mount table is read once, and the
+/// chain of ancestors is walked only up to the first directory already met (the layers of a
+/// mount usually share every ancestor but their own directory; there may be hundreds).
+pub struct Places {
+    mounts: Vec<MountEntry>,
+    /// By (st_dev, st_ino, mount id) of a directory met: its chain, itself first.
+    chains: HashMap<(u64, u64, u64), Vec<(u64, u64)>>,
+}
+
+impl Default for Places {
+    fn default() -> Self {
+        Places {
+            mounts: crate::mountinfo::mounts(),
+            chains: HashMap::new(),
+        }
+    }
+}
+
+impl Places {
     /// The identity of directory `path` (symlinks in it are followed, as in any argument).
-    pub fn of(path: &Path) -> io::Result<Place> {
+    pub fn of(&mut self, path: &Path) -> io::Result<Place> {
         let fd = sys::open_dir_path(path)?;
         let seen_as = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok();
-        let in_fs = seen_as.as_deref().and_then(|p| place_in_fs(&fd, p));
-        let mut chain = Vec::new();
-        let mut cur = fd;
-        let mut id = identity(&cur)?;
-        for _ in 0..MAX_DEPTH {
-            chain.push(id);
-            let parent = sys::open_parent(cur.as_fd())?;
-            let parent_id = identity(&parent)?;
-            if parent_id == id {
-                break;
-            }
-            (cur, id) = (parent, parent_id);
-        }
+        let in_fs = seen_as
+            .as_deref()
+            .and_then(|p| place_in_fs(&fd, p, &self.mounts));
         Ok(Place {
-            chain,
+            chain: self.chain(fd)?,
             in_fs,
             seen_as,
         })
     }
 
+    /// (st_dev, st_ino) of the directory behind `fd` and of each ancestor up to the root,
+    /// following `..` as path lookup does.
+    fn chain(&mut self, fd: OwnedFd) -> io::Result<Vec<(u64, u64)>> {
+        let mut met = Vec::new();
+        let mut chain = Vec::new();
+        let mut cur = fd;
+        let mut id = sys::mount_identity(cur.as_fd())?;
+        for _ in 0..MAX_DEPTH {
+            if let Some(known) = self.chains.get(&id) {
+                chain.extend_from_slice(known);
+                break;
+            }
+            met.push(id);
+            chain.push((id.0, id.1));
+            let parent = sys::open_parent(cur.as_fd())?;
+            let parent_id = sys::mount_identity(parent.as_fd())?;
+            if (parent_id.0, parent_id.1) == (id.0, id.1) {
+                break;
+            }
+            (cur, id) = (parent, parent_id);
+        }
+        for (i, id) in met.into_iter().enumerate() {
+            self.chains.insert(id, chain[i..].to_vec());
+        }
+        Ok(chain)
+    }
+}
+
+impl Place {
     /// How `self` stands to `other`, if they overlap at all.
     pub fn relation(&self, other: &Place) -> Option<Relation> {
         if self.chain[0] == other.chain[0] {
@@ -106,15 +145,10 @@ impl Place {
     }
 }
 
-fn identity(fd: &OwnedFd) -> io::Result<(u64, u64)> {
-    let st = sys::fstat(fd.as_fd())?;
-    Ok((st.st_dev, st.st_ino))
-}
-
 /// The filesystem and path inside it of the directory behind `fd`, seen at `seen_as`: from
 /// the mount the fd is on (its id in fdinfo), whose root field says which directory of the
 /// filesystem it shows.
-fn place_in_fs(fd: &OwnedFd, seen_as: &Path) -> Option<(String, PathBuf)> {
+fn place_in_fs(fd: &OwnedFd, seen_as: &Path, mounts: &[MountEntry]) -> Option<(String, PathBuf)> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
     let mnt_id: u64 = info
         .lines()
@@ -122,11 +156,9 @@ fn place_in_fs(fd: &OwnedFd, seen_as: &Path) -> Option<(String, PathBuf)> {
         .trim()
         .parse()
         .ok()?;
-    let mount = crate::mountinfo::mounts()
-        .into_iter()
-        .find(|m| m.id == mnt_id)?;
+    let mount = mounts.iter().find(|m| m.id == mnt_id)?;
     let below = seen_as.strip_prefix(&mount.mount_point).ok()?;
-    Some((mount.device, mount.root.join(below)))
+    Some((mount.device.clone(), mount.root.join(below)))
 }
 
 #[cfg(test)]
@@ -144,7 +176,8 @@ mod tests {
     #[test]
     fn relations_by_identity() {
         let t = scratch("rel");
-        let place = |rel: &str| Place::of(&t.join(rel)).unwrap();
+        let mut places = Places::default();
+        let mut place = |rel: &str| places.of(&t.join(rel)).unwrap();
         let (a, b, c, d) = (place("a"), place("a/b"), place("a/b/c"), place("d"));
         assert_eq!(a.relation(&place("a/b/..")), Some(Relation::Same));
         assert_eq!(c.relation(&a), Some(Relation::Inside));

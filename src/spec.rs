@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext};
 use crate::layer::Layer;
 use crate::mountinfo;
-use crate::overlap::{Place, Relation};
+use crate::overlap::{Place, Places, Relation};
 use crate::submount::Kind;
 use crate::upper::Upper;
 
@@ -216,8 +216,9 @@ impl MountSpec {
     /// identity, so a bind-mount alias counts (see `overlap`). Directories that do not exist
     /// are left to the checks that say so.
     pub fn check_layout(&self) -> Result<(), Error> {
-        let named =
-            |what: &'static str, p: &PathBuf| Place::of(p).ok().map(|pl| (what, p.clone(), pl));
+        let mut places = Places::default();
+        let mut named =
+            |what: &'static str, p: &PathBuf| places.of(p).ok().map(|pl| (what, p.clone(), pl));
         let layers: Vec<Named> = self
             .layers
             .iter()
@@ -303,13 +304,14 @@ impl MountSpec {
     /// of the union: writes to a volume would otherwise change a layer or the upper dir
     /// behind the union's back.
     fn check_volume_store(&self, volumes: &Path) -> Result<(), Error> {
-        let Ok(place) = Place::of(volumes) else {
+        let mut places = Places::default();
+        let Ok(place) = places.of(volumes) else {
             return Ok(());
         };
         let store: Named = ("volume store", volumes.to_path_buf(), place);
         let dirs = self.union_dirs();
         for (what, p) in dirs {
-            if let Ok(pl) = Place::of(p) {
+            if let Ok(pl) = places.of(p) {
                 refuse_overlap(
                     &store,
                     &(what, p.clone(), pl),

@@ -582,3 +582,55 @@ fn ownership_options_map_and_squash_owners() {
     assert_eq!(owner(&mnt.join("file")), (4242, 8));
     m.unmount().unwrap();
 }
+
+/// A termination signal that arrives the moment the mount appears (the window between the
+/// mount and the daemon's signal handling) still ends the daemon cleanly: exit 0, nothing
+/// printed, nothing left mounted.
+#[test]
+fn signals_right_after_the_mount_appears_exit_cleanly() {
+    let (_t, layer, mnt) = setup("early-signal");
+    for round in 0..20 {
+        let sig = if round % 2 == 0 {
+            libc::SIGTERM
+        } else {
+            libc::SIGINT
+        };
+        let mut args: Vec<OsString> = vec!["mount".into()];
+        args.extend(layer_args(std::slice::from_ref(&layer)));
+        args.push(mnt.clone().into());
+        let err_file = common::mount::stderr_path(&mnt);
+        let mut child = Command::new(STRATAFS)
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&err_file).unwrap())
+            .spawn()
+            .unwrap();
+        // Poll without sleeping, so the signal follows the mount as closely as possible.
+        let deadline = std::time::Instant::now() + WAIT;
+        while !is_stratafs_mount(&mnt) && std::time::Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+        }
+        common::sys::send_signal(child.id(), sig).unwrap();
+        let mut status = None;
+        wait_until(WAIT, || {
+            status = child.try_wait().unwrap();
+            status.is_some()
+        });
+        let stderr = std::fs::read_to_string(&err_file).unwrap_or_default();
+        if !types_at(&mnt).is_empty() {
+            drop(StrataMount::adopt(&mnt));
+        }
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("round {round}: still running after the signal: {stderr}");
+        };
+        assert!(status.success(), "round {round}: exit {status}: {stderr}");
+        assert_eq!(stderr, "", "round {round}: a clean exit printed something");
+        assert!(types_at(&mnt).is_empty(), "round {round}: left mounted");
+    }
+}

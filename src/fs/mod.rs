@@ -7,6 +7,7 @@ mod handles;
 mod reply;
 
 use std::ffi::OsStr;
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use fuser::{
 };
 
 use crate::attr::Attr;
+use crate::fusesplice::{self, Spliced};
 use crate::union::{Caller, Change, Entry, NewObject, OpenFile, RenameMode, Union};
 use handles::{BackingCache, HandleTable, OpenDirHandle, OpenFileHandle};
 use reply::{file_type, set_time, ToErrno};
@@ -57,6 +59,10 @@ pub struct StrataFs {
     want_posix_acl: bool,
     /// Owners as shown (the union stores them with the same mapping).
     ownership: crate::idmap::Ownership,
+    /// The session's /dev/fuse fd, when reads served by the daemon are spliced to it (only
+    /// on a session whose threads share that fd: a reply must go to the fd its request came
+    /// from).
+    splice_device: Arc<std::sync::OnceLock<std::os::fd::OwnedFd>>,
 }
 
 impl StrataFs {
@@ -75,11 +81,46 @@ impl StrataFs {
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
             ownership: opts.ownership,
+            splice_device: Arc::default(),
         })
     }
 
     pub fn deny_writes_handle(&self) -> Arc<AtomicBool> {
         self.union.deny_writes_handle()
+    }
+
+    /// Where to put the session's /dev/fuse fd to have reads spliced to it.
+    pub fn splice_device_handle(&self) -> Arc<std::sync::OnceLock<std::os::fd::OwnedFd>> {
+        self.splice_device.clone()
+    }
+
+    /// Replies to a read by splicing the file's pages to the device, where the session
+    /// allows it (see `crate::fusesplice`); hands the reply back when it must be sent the
+    /// usual way.
+    fn splice_read(
+        &self,
+        unique: u64,
+        file: &OpenFile,
+        offset: u64,
+        size: usize,
+        reply: ReplyData,
+    ) -> Option<ReplyData> {
+        let Some(device) = self.splice_device.get() else {
+            return Some(reply);
+        };
+        match fusesplice::reply_read(device.as_fd(), unique, file.as_file(), offset, size) {
+            Spliced::NotSent => Some(reply),
+            Spliced::Sent => {
+                // The reply went to the device directly; the ReplyData, unused, must not send
+                // a second one (its drop would answer EIO to a request already answered).
+                std::mem::forget(reply);
+                None
+            }
+            Spliced::DeviceFailed(e) => {
+                reply.error(Errno::from(e));
+                None
+            }
+        }
     }
 
     /// The attributes of node `ino` as FUSE replies them, with owners as the mount shows them.
@@ -445,7 +486,7 @@ impl Filesystem for StrataFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -457,6 +498,11 @@ impl Filesystem for StrataFs {
         let handle = match self.files.get(fh.0) {
             Ok(h) => h,
             Err(e) => return reply.error(e),
+        };
+        let Some(reply) =
+            self.splice_read(req.unique().0, &handle.file, offset, size as usize, reply)
+        else {
+            return;
         };
         READ_BUF.with_borrow_mut(|buf| {
             // One buffer per session thread, grown once: a read costs no allocation.

@@ -90,11 +90,12 @@ impl LowerStack {
         let listing = self.list(dir)?;
         Ok(listing.find(name).map(|e| Found {
             entry: *e,
-            obj: dir.child(
+            obj: lowerwalk::child(
+                &self.layers,
+                dir,
                 name,
                 e.layer,
                 listing.dir_layers(e).to_vec(),
-                listing.moved(e),
             ),
         }))
     }
@@ -106,11 +107,12 @@ impl LowerStack {
             .map(|i| {
                 let e = listing.entry(i);
                 let name = listing.name(e);
-                let obj = dir.child(
+                let obj = lowerwalk::child(
+                    &self.layers,
+                    dir,
                     name,
                     e.layer,
                     listing.dir_layers(e).to_vec(),
-                    listing.moved(e),
                 );
                 (name.to_vec(), Found { entry: *e, obj })
             })

@@ -5,6 +5,7 @@
 
 pub mod dir;
 pub mod ops;
+pub mod splice;
 pub mod xattr;
 
 use std::ffi::{CStr, CString};
@@ -129,6 +130,29 @@ pub fn open_parent(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The (st_dev, st_ino) of the object behind `fd` and the id of the mount it is reached
+/// through (mountinfo's first field): together they fix where `..` of a directory leads.
+pub fn mount_identity(fd: BorrowedFd<'_>) -> io::Result<(u64, u64, u64)> {
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `stx` is a valid out-buffer for struct statx; the path is an empty C string.
+    check(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_INO | libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: statx succeeded and filled the struct.
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    let dev = libc::makedev(stx.stx_dev_major, stx.stx_dev_minor);
+    Ok((dev, stx.stx_ino, stx.stx_mnt_id))
+}
+
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`; an empty name stats `dir` itself.
 pub fn stat_at(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
@@ -234,6 +258,16 @@ pub mod process {
             }
             Ok(set)
         }
+    }
+
+    /// Unblocks the signals in `set` for this thread (any pending one is delivered now).
+    pub fn unblock_signals(set: &libc::sigset_t) -> io::Result<()> {
+        // SAFETY: `set` is a valid sigset; the old mask is not asked for.
+        let ret = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, set, std::ptr::null_mut()) };
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        Ok(())
     }
 
     /// Waits for one of the signals in `set` (which the caller has blocked).

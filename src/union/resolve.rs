@@ -215,7 +215,7 @@ impl Union {
             if e.attr().kind() != Kind::Dir {
                 return None;
             }
-            dir = dir.child(part, e.layer, idx.dir_layers(e).to_vec(), idx.moved(e));
+            dir = self.lower_child(&dir, part, &idx, e);
             found = Some(RedirectTarget {
                 slot: e.layer,
                 host_ino: e.attr().host_ino,
@@ -482,7 +482,7 @@ impl Union {
         idx: &DirIndex,
         e: &crate::index::IndexEntry,
     ) -> LowerRef {
-        dir.child(name, e.layer, idx.dir_layers(e).to_vec(), idx.moved(e))
+        crate::lowerwalk::child(&self.layers, dir, name, e.layer, idx.dir_layers(e).to_vec())
     }
 
     /// The path of `node`'s upper object relative to the upper root ("." for the root),

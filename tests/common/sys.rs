@@ -143,3 +143,13 @@ pub fn truncate(path: &Path, len: i64) -> io::Result<()> {
     let ret = unsafe { libc::truncate(p.as_ptr(), len) };
     check(ret as libc::ssize_t).map(|_| ())
 }
+
+/// Sends signal `sig` to process `pid`.
+pub fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
+    // SAFETY: kill has no memory-safety preconditions.
+    if unsafe { libc::kill(pid as i32, sig) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
