@@ -4,7 +4,7 @@
 //! using only the ones below it:
 //!
 //! 1. command line: `cli`, `compat` (the podman/fuse-overlayfs option syntax);
-//! 2. mount spec: `spec`, `overlap`, `idmap`;
+//! 2. mount spec: `spec`, `overlap`, `idmap` (owner mapping);
 //! 3. daemon: `daemon` (mounts and runs the FUSE session), `fusemount`, `fusesplice` (read
 //!    replies spliced to /dev/fuse), `submount`, `logging`;
 //! 4. FUSE adapter: `fs`, which turns requests into union calls and results into replies
@@ -19,7 +19,8 @@
 //! `tests/architecture.rs` checks the boundaries of the adapter. Beside the mount path:
 //! `volume` (the volume store, backups), `tarball` (tar streams in and out, safe against
 //! hostile archives), `unpack` (OCI layer tarballs into layer dirs) and `image` (diff and
-//! commit of a writable layer).
+//! commit of a writable layer). `error` is what the command line and the mount path report,
+//! one type with a clear message per case.
 
 mod acl;
 mod attr;
