@@ -86,6 +86,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
     .context(|| "cannot read the top layer".into())?;
     let deny_writes = fs.deny_writes_handle();
     let splice_device = fs.splice_device_handle();
+    let notifier = fs.notifier_handle();
 
     let mut config = Config::default();
     config.acl = SessionACL::All;
@@ -146,6 +147,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         }
         Err(e) => return Err(mount_failed(e)),
     };
+    let _ = notifier.set(session.notifier());
     if splice_reads {
         match session.as_fd().try_clone_to_owned() {
             Ok(fd) => {

@@ -18,6 +18,8 @@ mod fixture;
 mod identity;
 #[path = "write_union/markers.rs"]
 mod markers;
+#[path = "write_union/mmap_times.rs"]
+mod mmap_times;
 #[path = "write_union/ops.rs"]
 mod ops;
 #[path = "write_union/script.rs"]

@@ -91,6 +91,15 @@ impl BackingCache {
             .is_some_and(|b| b.lower && b.id.strong_count() > 0)
     }
 
+    /// The kernel reads and writes inode `ino`'s upper file through a backing id right now:
+    /// a shared mapping of it changes the file without a request reaching the daemon.
+    pub fn live_upper(&self, ino: u64) -> bool {
+        self.by_ino
+            .lock()
+            .get(&ino)
+            .is_some_and(|b| !b.lower && b.id.strong_count() > 0)
+    }
+
     /// The backing id of inode `ino`: the live one, or a new one from `register`. EBUSY when
     /// the live one is of the other kind (lower vs upper).
     pub fn get_or_register(

@@ -63,6 +63,8 @@ pub struct StrataFs {
     /// on a session whose threads share that fd: a reply must go to the fd its request came
     /// from).
     splice_device: Arc<std::sync::OnceLock<std::os::fd::OwnedFd>>,
+    /// The session's notifier, to drop attributes the kernel caches (set once serving).
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl StrataFs {
@@ -82,6 +84,7 @@ impl StrataFs {
             want_posix_acl: opts.posix_acl,
             ownership: opts.ownership,
             splice_device: Arc::default(),
+            notifier: Arc::default(),
         })
     }
 
@@ -92,6 +95,34 @@ impl StrataFs {
     /// Where to put the session's /dev/fuse fd to have reads spliced to it.
     pub fn splice_device_handle(&self) -> Arc<std::sync::OnceLock<std::os::fd::OwnedFd>> {
         self.splice_device.clone()
+    }
+
+    /// Where to put the session's notifier.
+    pub fn notifier_handle(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// How long the kernel may keep the attributes of `ino`. Not at all while a passthrough
+    /// file of its upper object is open: a write through a shared mapping changes the upper
+    /// file's times and size with no request to the daemon (kernel overlayfs stats the real
+    /// file every time), so each stat must ask.
+    fn attr_ttl(&self, ino: u64) -> Duration {
+        if self.backing.live_upper(ino) {
+            Duration::ZERO
+        } else {
+            TTL
+        }
+    }
+
+    /// After a passthrough open of `ino`'s upper file for writing: the attributes the kernel
+    /// cached before (with the long TTL) must not answer the next stat.
+    fn forget_cached_attr(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            // Offset -1: attributes only, the page cache stays.
+            if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                log::debug!("inode {ino}: cannot drop the kernel's cached attributes: {e}");
+            }
+        }
     }
 
     /// Replies to a read by splicing the file's pages to the device, where the session
@@ -130,7 +161,7 @@ impl StrataFs {
 
     fn reply_entry(&self, reply: ReplyEntry, entry: &Entry) {
         reply.entry(
-            &TTL,
+            &self.attr_ttl(entry.ino),
             &self.file_attr(entry.ino, &entry.attr),
             Generation(entry.generation),
         )
@@ -306,7 +337,7 @@ impl Filesystem for StrataFs {
         let open = self.open_file(fh);
         let file = open.as_ref().map(|h| h.file.as_file());
         match self.union.getattr(ino.0, file).or_errno("getattr") {
-            Ok(attr) => reply.attr(&TTL, &self.file_attr(ino.0, &attr)),
+            Ok(attr) => reply.attr(&self.attr_ttl(ino.0), &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -340,7 +371,7 @@ impl Filesystem for StrataFs {
         let open = self.open_file(fh);
         let file = open.as_ref().map(|h| h.file.as_file());
         match self.union.setattr(ino.0, file, change).or_errno("setattr") {
-            Ok(attr) => reply.attr(&TTL, &self.file_attr(ino.0, &attr)),
+            Ok(attr) => reply.attr(&self.attr_ttl(ino.0), &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
         }
     }
@@ -476,6 +507,9 @@ impl Filesystem for StrataFs {
         let lower = opened.lower;
         let (fh, backing) =
             self.register_open_file(ino.0, opened.file, lower, |f| reply.open_backing(f));
+        if backing.is_some() && !lower && flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+            self.forget_cached_attr(ino.0);
+        }
         match backing {
             Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
             // Lower content never changes: keep the page cache across opens of lower files.
@@ -695,7 +729,7 @@ impl Filesystem for StrataFs {
                 INodeNo(entry.ino),
                 DOT_ENTRIES + i as u64 + 1,
                 OsStr::from_bytes(name),
-                &TTL,
+                &self.attr_ttl(entry.ino),
                 &self.file_attr(entry.ino, &entry.attr),
                 Generation(entry.generation),
             ) {
@@ -834,7 +868,7 @@ impl Filesystem for StrataFs {
         let generation = Generation(entry.generation);
         match backing {
             Some(b) => reply.created_passthrough(
-                &TTL,
+                &self.attr_ttl(entry.ino),
                 &attr,
                 generation,
                 FileHandle(fh),
