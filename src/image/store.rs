@@ -37,7 +37,7 @@ use super::oci::{digest_hex, Image, ImageLayer, Layout};
 use crate::ovl::Namespace;
 use crate::sys::{self, ops};
 use crate::tarball::{self, Progress, Whiteouts};
-use crate::unpack::{decompressed, is_root, sweep_abandoned, TempDir};
+use crate::unpack::{decompressed, sweep_abandoned, writes_trusted_xattrs, TempDir};
 
 const LAYERS_DIR: &str = "layers/sha256";
 const IMAGES_DIR: &str = "images";
@@ -446,7 +446,7 @@ fn unpack_verified(
 ) -> Result<u64, String> {
     let root =
         sys::open_dir_path(dest).map_err(|e| format!("cannot open {}: {e}", dest.display()))?;
-    let whiteouts = Whiteouts::Overlay(if is_root() {
+    let whiteouts = Whiteouts::Overlay(if writes_trusted_xattrs() {
         Namespace::Trusted
     } else {
         Namespace::User
