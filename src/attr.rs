@@ -1,8 +1,4 @@
-//! The compact stat kept in the index for every lower entry, and its conversion to FUSE attrs.
-
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use fuser::{FileAttr, FileType, INodeNo};
+//! The compact stat kept in the index for every lower entry, and the file kinds of the union.
 
 /// What getattr needs, packed: 68 bytes instead of 144 for `struct stat`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,14 +21,6 @@ fn nanos(sec: i64, nsec: i64) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
-fn to_system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
-}
-
 impl Attr {
     pub fn from_stat(st: &libc::stat) -> Attr {
         Attr {
@@ -50,41 +38,31 @@ impl Attr {
         }
     }
 
-    pub fn kind(&self) -> FileType {
+    pub fn kind(&self) -> Kind {
         kind_of_mode(self.mode)
-    }
-
-    /// The attrs shown for inode `ino`, with owners as `ownership` shows them.
-    pub fn to_file_attr(self, ino: u64, ownership: &crate::idmap::Ownership) -> FileAttr {
-        let (uid, gid) = ownership.shown(self.uid, self.gid);
-        FileAttr {
-            ino: INodeNo(ino),
-            size: self.size,
-            blocks: self.blocks,
-            atime: to_system_time(self.atime),
-            mtime: to_system_time(self.mtime),
-            ctime: to_system_time(self.ctime),
-            crtime: to_system_time(self.ctime),
-            kind: self.kind(),
-            perm: (self.mode & 0o7777) as u16,
-            nlink: self.nlink,
-            uid,
-            gid,
-            rdev: self.rdev,
-            blksize: 4096,
-            flags: 0,
-        }
     }
 }
 
-pub fn kind_of_mode(mode: u32) -> FileType {
+/// The kind of an object, as the file type bits of its mode tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    CharDevice,
+    BlockDevice,
+    Fifo,
+    Socket,
+}
+
+pub fn kind_of_mode(mode: u32) -> Kind {
     match mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Directory,
-        libc::S_IFLNK => FileType::Symlink,
-        libc::S_IFCHR => FileType::CharDevice,
-        libc::S_IFBLK => FileType::BlockDevice,
-        libc::S_IFIFO => FileType::NamedPipe,
-        libc::S_IFSOCK => FileType::Socket,
-        _ => FileType::RegularFile,
+        libc::S_IFDIR => Kind::Dir,
+        libc::S_IFLNK => Kind::Symlink,
+        libc::S_IFCHR => Kind::CharDevice,
+        libc::S_IFBLK => Kind::BlockDevice,
+        libc::S_IFIFO => Kind::Fifo,
+        libc::S_IFSOCK => Kind::Socket,
+        _ => Kind::File,
     }
 }

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use fuser::FileType;
+use crate::attr::Kind;
 
 use crate::index::{DirIndex, IndexEntry};
 use crate::inode::{lower_ino, LowerRef};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpperEntry {
-    Present { ino: u64, kind: FileType },
+    Present { ino: u64, kind: Kind },
     Whiteout,
 }
 
@@ -31,7 +31,7 @@ pub struct DirState {
 
 #[derive(Clone, Copy, Debug)]
 pub enum Resolved<'a> {
-    Upper { ino: u64, kind: FileType },
+    Upper { ino: u64, kind: Kind },
     Lower(&'a IndexEntry),
 }
 
@@ -43,7 +43,7 @@ impl Resolved<'_> {
         }
     }
 
-    pub fn kind(&self) -> FileType {
+    pub fn kind(&self) -> Kind {
         match self {
             Resolved::Upper { kind, .. } => *kind,
             Resolved::Lower(e) => e.attr().kind(),
@@ -59,7 +59,7 @@ pub enum ListEntry {
     Upper {
         name: Vec<u8>,
         ino: u64,
-        kind: FileType,
+        kind: Kind,
     },
 }
 
@@ -105,7 +105,7 @@ impl DirState {
         }
     }
 
-    pub fn set_present(&mut self, name: &[u8], ino: u64, kind: FileType) {
+    pub fn set_present(&mut self, name: &[u8], ino: u64, kind: Kind) {
         self.upper
             .insert(name.to_vec(), UpperEntry::Present { ino, kind });
     }
@@ -176,9 +176,9 @@ mod tests {
             lower: lower(&["a", "b", "c"]),
             ..Default::default()
         };
-        st.set_present(b"b", 77, FileType::RegularFile);
+        st.set_present(b"b", 77, Kind::File);
         st.remove_name(b"c");
-        st.set_present(b"d", 78, FileType::Directory);
+        st.set_present(b"d", 78, Kind::Dir);
         assert!(matches!(st.resolve(b"a"), Some(Resolved::Lower(_))));
         assert_eq!(st.resolve(b"b").unwrap().ino(), 77);
         assert!(st.resolve(b"c").is_none());
@@ -206,7 +206,7 @@ mod tests {
         assert!(!st.is_empty());
         st.remove_name(b"a");
         assert!(st.is_empty());
-        st.set_present(b"n", 5, FileType::RegularFile);
+        st.set_present(b"n", 5, Kind::File);
         st.remove_name(b"n");
         assert!(st.is_empty());
         assert!(!st.upper.contains_key(b"n".as_slice()));

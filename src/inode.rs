@@ -16,13 +16,16 @@
 //! objects only.
 
 use std::collections::HashMap;
+use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use fuser::FileType;
 use parking_lot::{Mutex, RwLock};
 
-use crate::attr::Attr;
+use crate::attr::{Attr, Kind};
+use crate::layer::{relpath, Layer};
+use crate::sharded::ShardedMap;
 
 pub const ROOT_INO: u64 = 1;
 pub const UPPER_TAG: u64 = 0xFFFF;
@@ -116,6 +119,34 @@ impl LowerRef {
         self.path_in(self.slot)
     }
 
+    /// Opens the winning object in its layer (`layers` bottom first, as the mount has them).
+    pub fn open(&self, layers: &[Layer], flags: i32) -> io::Result<OwnedFd> {
+        open_in(layers, self.slot, self.path(), flags)
+    }
+
+    /// Opens where the file's data lies: the object itself, or for a metacopy the file
+    /// further down (see `data_source`).
+    pub fn open_data(&self, layers: &[Layer], flags: i32) -> io::Result<OwnedFd> {
+        let (slot, path) = self.data_source()?;
+        open_in(layers, slot, path, flags)
+    }
+
+    /// Opens entry `name` of this directory as layer `slot` holds it.
+    pub fn open_child(
+        &self,
+        layers: &[Layer],
+        slot: u16,
+        name: &[u8],
+        flags: i32,
+    ) -> io::Result<OwnedFd> {
+        open_in(
+            layers,
+            slot,
+            &relpath::join(self.path_in(slot), name),
+            flags,
+        )
+    }
+
     /// Where the file's data lies: (layer, path); EIO for a metacopy whose data is gone.
     pub fn data_source(&self) -> std::io::Result<(u16, &[u8])> {
         match &self.data {
@@ -151,7 +182,7 @@ impl LowerRef {
         dir_layers: Vec<u16>,
         moved_here: &[(u16, Vec<u8>)],
     ) -> LowerRef {
-        let join = crate::layer::relpath::join;
+        let join = relpath::join;
         let mut moved: Vec<(u16, Vec<u8>)> = self
             .moved
             .iter()
@@ -173,6 +204,10 @@ impl LowerRef {
             data: None,
         }
     }
+}
+
+fn open_in(layers: &[Layer], slot: u16, path: &[u8], flags: i32) -> io::Result<OwnedFd> {
+    layers[slot as usize].open(&relpath::to_cstring(path)?, flags)
 }
 
 /// One name of a node: the directory that holds it and the name in that directory.
@@ -250,7 +285,7 @@ impl NodeInner {
 
 pub struct Node {
     pub ino: u64,
-    pub kind: FileType,
+    pub kind: Kind,
     /// Told to the kernel with the node id: a new node under the number of a stale one gets
     /// the next generation, and the kernel then drops the inode it held for the old one.
     pub generation: u64,
@@ -263,7 +298,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(ino: u64, kind: FileType, inner: NodeInner) -> Node {
+    pub fn new(ino: u64, kind: Kind, inner: NodeInner) -> Node {
         Node {
             ino,
             kind,
@@ -281,38 +316,21 @@ impl Node {
     }
 }
 
-const SHARDS: usize = 64;
-
 /// Inodes by number, sharded so that lookups in different directories rarely contend.
+#[derive(Default)]
 pub struct NodeTable {
-    shards: Vec<RwLock<HashMap<u64, Arc<Node>>>>,
-}
-
-impl Default for NodeTable {
-    fn default() -> Self {
-        NodeTable {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-        }
-    }
+    map: ShardedMap<Arc<Node>>,
 }
 
 impl NodeTable {
-    fn shard(&self, ino: u64) -> &RwLock<HashMap<u64, Arc<Node>>> {
-        // Mix the tag bits in so that every layer spreads over all shards.
-        let h = ino ^ (ino >> HOST_BITS) ^ (ino >> 17);
-        &self.shards[(h as usize) % SHARDS]
-    }
-
     pub fn get(&self, ino: u64) -> Option<Arc<Node>> {
-        self.shard(ino).read().get(&ino).cloned()
+        self.map.get(ino)
     }
 
     /// Inserts a pinned node that is never forgotten (the root).
     pub fn insert_pinned(&self, node: Node) {
         node.lookups.store(1 << 62, Ordering::Relaxed);
-        self.shard(node.ino)
-            .write()
-            .insert(node.ino, Arc::new(node));
+        self.map.insert(node.ino, Arc::new(node));
     }
 
     /// Returns the node for `ino`, creating it with `make` if absent, and counts one kernel
@@ -323,8 +341,7 @@ impl NodeTable {
     /// it pins it). Such a stale node is replaced by a new one of the next generation, which
     /// keeps the old one's kernel references (the kernel forgets both under the same id).
     pub fn lookup_or_insert(&self, ino: u64, make: impl FnOnce() -> Node) -> Arc<Node> {
-        let mut shard = self.shard(ino).write();
-        let node = match shard.get(&ino) {
+        let node = self.map.update(ino, |shard| match shard.get(&ino) {
             Some(old) if old.removed.load(Ordering::Relaxed) => {
                 let mut fresh = make();
                 fresh.generation = old.generation + 1;
@@ -341,7 +358,7 @@ impl NodeTable {
                 shard.insert(ino, node.clone());
                 node
             }
-        };
+        });
         node.lookups.fetch_add(1, Ordering::Relaxed);
         node
     }
@@ -356,20 +373,21 @@ impl NodeTable {
         if ino == ROOT_INO {
             return;
         }
-        let mut shard = self.shard(ino).write();
-        if let Some(node) = shard.get(&ino) {
-            let prev = node.lookups.fetch_sub(
-                n.min(node.lookups.load(Ordering::Relaxed)),
-                Ordering::Relaxed,
-            );
-            if prev <= n {
-                shard.remove(&ino);
+        self.map.update(ino, |shard| {
+            if let Some(node) = shard.get(&ino) {
+                let prev = node.lookups.fetch_sub(
+                    n.min(node.lookups.load(Ordering::Relaxed)),
+                    Ordering::Relaxed,
+                );
+                if prev <= n {
+                    shard.remove(&ino);
+                }
             }
-        }
+        })
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.map.len()
     }
 }
 

@@ -41,6 +41,16 @@ impl<V: Clone> ShardedMap<V> {
         self.shard(key).write().remove(&key)
     }
 
+    /// Runs `f` on the shard holding `key`, under its write lock: for a read-and-change that
+    /// must not race with other changes of that key.
+    pub fn update<R>(&self, key: u64, f: impl FnOnce(&mut HashMap<u64, V>) -> R) -> R {
+        f(&mut self.shard(key).write())
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
     pub fn values(&self) -> Vec<V> {
         self.shards
             .iter()

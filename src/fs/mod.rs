@@ -1,49 +1,43 @@
-//! The FUSE filesystem: request handlers over the layer index and the upper layer.
-//!
-//! Handlers take `&self` and run on several session threads at once; shared state is in sharded
-//! maps, per-directory locks and per-node locks, never behind one global lock. Every change is
-//! applied to disk first, then to the in-memory state, then replied.
+//! The FUSE adapter: turns fuser's requests into calls of the union core (`crate::union`)
+//! and its results into replies. Only this layer knows FUSE: entry and attribute TTLs, file
+//! and directory handles, passthrough backing files, readdir offsets, and the errno of a
+//! failed call (`reply`). It makes no system call of its own.
 
-mod copy;
-mod dir;
-mod file;
-mod lookup;
-mod lowerdata;
-mod setattr;
-mod write;
-mod xattr;
+mod handles;
+mod reply;
 
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, INodeNo,
-    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem,
+    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use parking_lot::RwLock;
 
 use crate::attr::Attr;
-use crate::dirstate::DirState;
-use crate::inode::{LowerRef, Node, NodeInner, NodeTable, ROOT_INO};
-use crate::layer::Layer;
-use crate::sharded::ShardedMap;
-use crate::sys;
-use crate::upper::Upper;
-
-pub use file::Handle;
+use crate::fusesplice::{self, Spliced};
+use crate::union::{Caller, Change, Entry, NewObject, OpenFile, RenameMode, Union};
+use handles::{BackingCache, HandleTable, OpenDirHandle, OpenFileHandle};
+use reply::{file_type, set_time, ToErrno};
 
 /// Lower layers never change while mounted and every change goes through the daemon, so the
 /// kernel may cache entries and attributes for as long as it likes.
 const TTL: Duration = Duration::from_secs(1_000_000);
 
-/// The longest name any layer's filesystem can hold (Linux NAME_MAX).
-const NAME_MAX: usize = 255;
+/// Offsets: 1 = after ".", 2 = after "..", 2 + i + 1 = after listing entry i.
+const DOT_ENTRIES: u64 = 2;
+
+thread_local! {
+    /// The read buffer of a session thread (reads without passthrough).
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 pub struct Options {
     pub passthrough: bool,
@@ -56,121 +50,43 @@ pub struct Options {
 }
 
 pub struct StrataFs {
-    layers: Vec<Layer>,
-    upper: Option<Upper>,
-    nodes: NodeTable,
-    /// Merged directories by inode, loaded on first use and kept for the life of the mount.
-    dirs: ShardedMap<Arc<RwLock<DirState>>>,
-    handles: ShardedMap<Arc<Handle>>,
-    next_fh: AtomicU64,
+    union: Union,
+    files: HandleTable<OpenFileHandle>,
+    dirs: HandleTable<OpenDirHandle>,
     passthrough: AtomicBool,
-    backing: file::BackingCache,
+    backing: BackingCache,
     want_passthrough: bool,
     want_posix_acl: bool,
-    format: crate::rootless::Format,
+    /// Owners as shown (the union stores them with the same mapping).
     ownership: crate::idmap::Ownership,
-    /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
-    upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
-    /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
-    deny_writes: Arc<AtomicBool>,
     /// The session's /dev/fuse fd, when reads served by the daemon are spliced to it (only
     /// on a session whose threads share that fd: a reply must go to the fd its request came
     /// from).
     splice_device: Arc<std::sync::OnceLock<std::os::fd::OwnedFd>>,
 }
 
-/// The one place a failed operation is logged: debug level, with its errno (`-d` shows them,
-/// next to fuser's debug line for each request).
-trait LogFailure {
-    fn logged(self, op: &str) -> Self;
-}
-
-impl<T> LogFailure for Result<T, Errno> {
-    fn logged(self, op: &str) -> Self {
-        if let Err(e) = &self {
-            log::debug!("{op} failed: errno {}", e.code());
-        }
-        self
-    }
-}
-
-fn errno(e: &std::io::Error) -> Errno {
-    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
 impl StrataFs {
     /// `layers` is bottom first; slot i is `layers[i]`.
     pub fn new(
-        layers: Vec<Layer>,
-        upper: Option<Upper>,
+        layers: Vec<crate::layer::Layer>,
+        upper: Option<crate::upper::Upper>,
         opts: Options,
     ) -> std::io::Result<StrataFs> {
-        let top = layers
-            .last()
-            .ok_or_else(|| std::io::Error::other("no layers"))?;
-        let root_stat = match &upper {
-            Some(u) => sys::fstat(u.root())?,
-            None => sys::fstat(top.root())?,
-        };
-        let top_slot = top.slot;
-        let all_layers: Vec<u16> = (0..layers.len() as u16).rev().collect();
-        let fs = StrataFs {
-            nodes: NodeTable::default(),
-            dirs: ShardedMap::default(),
-            handles: ShardedMap::default(),
-            next_fh: AtomicU64::new(1),
+        Ok(StrataFs {
+            union: Union::new(layers, upper, opts.format, opts.ownership.clone())?,
+            files: HandleTable::default(),
+            dirs: HandleTable::default(),
             passthrough: AtomicBool::new(false),
-            backing: file::BackingCache::default(),
+            backing: BackingCache::default(),
             want_passthrough: opts.passthrough,
             want_posix_acl: opts.posix_acl,
-            format: opts.format,
             ownership: opts.ownership,
-            upper_link_inos: Default::default(),
-            deny_writes: Arc::new(AtomicBool::new(false)),
             splice_device: Arc::default(),
-            layers,
-            upper,
-        };
-        let has_upper = fs.upper.is_some();
-        fs.nodes.insert_pinned(Node::new(
-            ROOT_INO,
-            fuser::FileType::Directory,
-            NodeInner {
-                links: Vec::new(),
-                lower: Some(LowerRef {
-                    slot: top_slot,
-                    rel: b".".to_vec(),
-                    dir_layers: all_layers,
-                    ..LowerRef::default()
-                }),
-                upper: has_upper,
-                object: None,
-                metacopy: false,
-                index: None,
-                attr: Attr::from_stat(&root_stat),
-            },
-        ));
-        Ok(fs)
-    }
-
-    fn node(&self, ino: INodeNo) -> Result<Arc<Node>, Errno> {
-        self.nodes.get(ino.0).ok_or(Errno::ENOENT)
-    }
-
-    fn upper(&self) -> Result<&Upper, Errno> {
-        self.upper.as_ref().ok_or(Errno::EROFS)
-    }
-
-    /// The upper layer for a change: EROFS on a read-only mount.
-    fn writable_upper(&self) -> Result<&Upper, Errno> {
-        if self.deny_writes.load(Ordering::Relaxed) {
-            return Err(Errno::EROFS);
-        }
-        self.upper()
+        })
     }
 
     pub fn deny_writes_handle(&self) -> Arc<AtomicBool> {
-        self.deny_writes.clone()
+        self.union.deny_writes_handle()
     }
 
     /// Where to put the session's /dev/fuse fd to have reads spliced to it.
@@ -178,54 +94,145 @@ impl StrataFs {
         self.splice_device.clone()
     }
 
-    fn alloc_fh(&self) -> u64 {
-        self.next_fh.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Stack depth for passthrough: 1 keeps this mount usable as an overlayfs lower; layers that
-    /// themselves sit on a stacking filesystem (overlayfs, FUSE) need 2.
-    fn passthrough_stack_depth(&self) -> u32 {
-        const OVERLAYFS_MAGIC: i64 = 0x794c7630;
-        const FUSE_MAGIC: i64 = 0x65735546;
-        let stacked = |fd: std::os::fd::BorrowedFd<'_>| matches!(sys::fstatfs_type(fd), Ok(t) if t == OVERLAYFS_MAGIC || t == FUSE_MAGIC);
-        let upper_stacked = self.upper.as_ref().is_some_and(|u| stacked(u.root()));
-        if upper_stacked || self.layers.iter().any(|l| stacked(l.root().as_fd())) {
-            2
-        } else {
-            1
+    /// Replies to a read by splicing the file's pages to the device, where the session
+    /// allows it (see `crate::fusesplice`); hands the reply back when it must be sent the
+    /// usual way.
+    fn splice_read(
+        &self,
+        unique: u64,
+        file: &OpenFile,
+        offset: u64,
+        size: usize,
+        reply: ReplyData,
+    ) -> Option<ReplyData> {
+        let Some(device) = self.splice_device.get() else {
+            return Some(reply);
+        };
+        match fusesplice::reply_read(device.as_fd(), unique, file.as_file(), offset, size) {
+            Spliced::NotSent => Some(reply),
+            Spliced::Sent => {
+                // The reply went to the device directly; the ReplyData, unused, must not send
+                // a second one (its drop would answer EIO to a request already answered).
+                std::mem::forget(reply);
+                None
+            }
+            Spliced::DeviceFailed(e) => {
+                reply.error(Errno::from(e));
+                None
+            }
         }
     }
 
-    /// The generation of an entry's node, to reply with (see `NodeTable::lookup_or_insert`).
-    fn generation(&self, attr: &fuser::FileAttr) -> fuser::Generation {
-        fuser::Generation(self.nodes.generation(attr.ino.0))
+    /// The attributes of node `ino` as FUSE replies them, with owners as the mount shows them.
+    fn file_attr(&self, ino: u64, attr: &Attr) -> fuser::FileAttr {
+        reply::file_attr(ino, attr, &self.ownership)
     }
 
-    /// Design figure: entries and heap bytes of the lower index over all loaded directories.
-    pub fn index_stats(&self) -> (usize, usize) {
-        self.dirs.values().iter().fold((0, 0), |(n, b), d| {
-            let d = d.read();
-            (n + d.lower.len(), b + d.lower.heap_bytes())
-        })
+    fn reply_entry(&self, reply: ReplyEntry, entry: &Entry) {
+        reply.entry(
+            &TTL,
+            &self.file_attr(entry.ino, &entry.attr),
+            Generation(entry.generation),
+        )
     }
-}
 
-fn time_or_now(t: Option<TimeOrNow>) -> (i64, i64) {
-    match t {
-        None => (0, sys::ops::UTIME_OMIT),
-        Some(TimeOrNow::Now) => (0, sys::ops::UTIME_NOW),
-        Some(TimeOrNow::SpecificTime(st)) => match st.duration_since(SystemTime::UNIX_EPOCH) {
-            Ok(d) => (d.as_secs() as i64, d.subsec_nanos() as i64),
-            Err(e) => {
-                let d = e.duration();
-                let (s, n) = (d.as_secs() as i64, d.subsec_nanos() as i64);
-                if n == 0 {
-                    (-s, 0)
-                } else {
-                    (-s - 1, 1_000_000_000 - n)
+    /// Stores an open file under a new handle, with a passthrough backing id when the kernel
+    /// offers passthrough; returns the handle and the backing id to reply with.
+    fn register_open_file(
+        &self,
+        ino: u64,
+        file: OpenFile,
+        lower: bool,
+        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> (u64, Option<Arc<BackingId>>) {
+        let backing = if self.passthrough.load(Ordering::Relaxed) {
+            match self
+                .backing
+                .get_or_register(ino, lower, || register(file.as_file()))
+            {
+                Ok(b) => Some(b),
+                // The kernel wants CAP_SYS_ADMIN in the initial user namespace for a backing
+                // file: without it (a user namespace, a plain user) every open would fail the
+                // same way, so the mount stops asking.
+                Err(e) if Errno::from_i32(e.raw_os_error().unwrap_or(0)) == Errno::EPERM => {
+                    if self.passthrough.swap(false, Ordering::Relaxed) {
+                        log::info!(
+                            "passthrough unavailable: the kernel refused a backing file ({e}; it \
+                             needs CAP_SYS_ADMIN in the initial user namespace): reads and \
+                             writes go through the daemon"
+                        );
+                    }
+                    None
+                }
+                Err(e) => {
+                    log::debug!("passthrough unavailable for inode {ino}: {e}");
+                    None
                 }
             }
-        },
+        } else {
+            None
+        };
+        if backing.is_none() {
+            if let Err(e) = file.for_daemon_io() {
+                log::warn!("inode {ino}: cannot turn O_DIRECT off for daemon I/O: {e}");
+            }
+        }
+        let fh = self.files.insert(OpenFileHandle {
+            file,
+            _backing: backing.clone(),
+        });
+        (fh, backing)
+    }
+
+    /// The open file of handle `fh`, for calls that may come with one (getattr, setattr).
+    fn open_file(&self, fh: Option<FileHandle>) -> Option<Arc<OpenFileHandle>> {
+        fh.and_then(|fh| self.files.get(fh.0).ok())
+    }
+
+    /// The snapshot a read at `offset` lists from. A read from the start after the first one
+    /// is a rewinddir: it must show names created or removed since opendir (the kernel only
+    /// asks again once a change dropped its cached listing), so it takes a new snapshot.
+    fn dir_handle(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+    ) -> Result<Arc<OpenDirHandle>, Errno> {
+        let handle = self.dirs.get(fh.0)?;
+        if !handle.served.swap(true, Ordering::Relaxed) || offset != 0 {
+            return Ok(handle);
+        }
+        let snapshot = self.union.list_dir(ino.0).or_errno("readdir")?;
+        Ok(self.dirs.replace(
+            fh.0,
+            OpenDirHandle {
+                snapshot,
+                served: AtomicBool::new(true),
+            },
+        ))
+    }
+
+    fn create_reply(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        spec: NewObject<'_>,
+        op: &str,
+        reply: ReplyEntry,
+    ) {
+        let caller = Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        match self
+            .union
+            .create(parent.0, name.as_bytes(), spec, caller)
+            .or_errno(op)
+        {
+            Ok((entry, _)) => self.reply_entry(reply, &entry),
+            Err(e) => reply.error(e),
+        }
     }
 }
 
@@ -251,7 +258,7 @@ impl Filesystem for StrataFs {
             let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         }
         if self.want_passthrough && offered.contains(InitFlags::FUSE_PASSTHROUGH) {
-            let depth = self.passthrough_stack_depth();
+            let depth = self.union.passthrough_stack_depth();
             if config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
                 && config.set_max_stack_depth(depth).is_ok()
             {
@@ -268,40 +275,45 @@ impl Filesystem for StrataFs {
     }
 
     fn destroy(&mut self) {
-        let (entries, bytes) = self.index_stats();
+        let (entries, bytes) = self.union.index_stats();
         log::info!(
             "index: {entries} entries, {bytes} bytes, {} inodes",
-            self.nodes.len()
+            self.union.node_count()
         );
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.do_lookup(parent, name).logged("lookup") {
-            Ok((attr, _)) => reply.entry(&TTL, &attr, self.generation(&attr)),
+        match self
+            .union
+            .lookup(parent.0, name.as_bytes())
+            .or_errno("lookup")
+        {
+            Ok(entry) => self.reply_entry(reply, &entry),
             Err(e) if e == Errno::ENOENT => {
                 // A negative entry the kernel may cache: a later create goes through the daemon
                 // and replaces it.
-                let attr = Attr::default().to_file_attr(0, &self.ownership);
-                reply.entry(&TTL, &attr, fuser::Generation(0))
+                reply.entry(&TTL, &self.file_attr(0, &Attr::default()), Generation(0))
             }
             Err(e) => reply.error(e),
         }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.nodes.forget(ino.0, nlookup);
+        self.union.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.do_getattr(ino, fh).logged("getattr") {
-            Ok(attr) => reply.attr(&TTL, &attr),
+        let open = self.open_file(fh);
+        let file = open.as_ref().map(|h| h.file.as_file());
+        match self.union.getattr(ino.0, file).or_errno("getattr") {
+            Ok(attr) => reply.attr(&TTL, &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
         }
     }
 
     fn setattr(
         &self,
-        req: &Request,
+        _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -317,22 +329,24 @@ impl Filesystem for StrataFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let change = setattr::Change {
+        let change = Change {
             mode,
             uid,
             gid,
             size,
-            atime: time_or_now(atime),
-            mtime: time_or_now(mtime),
+            atime: set_time(atime),
+            mtime: set_time(mtime),
         };
-        match self.do_setattr(req, ino, fh, change).logged("setattr") {
-            Ok(attr) => reply.attr(&TTL, &attr),
+        let open = self.open_file(fh);
+        let file = open.as_ref().map(|h| h.file.as_file());
+        match self.union.setattr(ino.0, file, change).or_errno("setattr") {
+            Ok(attr) => reply.attr(&TTL, &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.do_readlink(ino).logged("readlink") {
+        match self.union.readlink(ino.0).or_errno("readlink") {
             Ok(target) => reply.data(&target),
             Err(e) => reply.error(e),
         }
@@ -348,20 +362,8 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        // A char device 0:0 is a whiteout in the upper dir: it would hide its name after a
-        // remount. Kernel overlayfs refuses to create one the same way.
-        if mode & libc::S_IFMT == libc::S_IFCHR && rdev == 0 {
-            reply.error(Errno::EPERM);
-            return;
-        }
-        let spec = write::NewObject::Node { mode, umask, rdev };
-        match self
-            .do_create_object(req, parent, name, spec)
-            .logged("mknod")
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+        let spec = NewObject::Node { mode, umask, rdev };
+        self.create_reply(req, parent, name, spec, "mknod", reply)
     }
 
     fn mkdir(
@@ -373,25 +375,27 @@ impl Filesystem for StrataFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let spec = write::NewObject::Dir { mode, umask };
-        match self
-            .do_create_object(req, parent, name, spec)
-            .logged("mkdir")
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+        let spec = NewObject::Dir { mode, umask };
+        self.create_reply(req, parent, name, spec, "mkdir", reply)
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_remove(parent, name, false).logged("unlink") {
+        match self
+            .union
+            .remove(parent.0, name.as_bytes(), false)
+            .or_errno("unlink")
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_remove(parent, name, true).logged("rmdir") {
+        match self
+            .union
+            .remove(parent.0, name.as_bytes(), true)
+            .or_errno("rmdir")
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -405,16 +409,10 @@ impl Filesystem for StrataFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let spec = write::NewObject::Symlink {
-            target: target.as_os_str(),
+        let spec = NewObject::Symlink {
+            target: target.as_os_str().as_bytes(),
         };
-        match self
-            .do_create_object(req, parent, link_name, spec)
-            .logged("symlink")
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
-            Err(e) => reply.error(e),
-        }
+        self.create_reply(req, parent, link_name, spec, "symlink", reply)
     }
 
     fn rename(
@@ -427,9 +425,21 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let mode = RenameMode {
+            exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+            noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+            whiteout: flags.contains(RenameFlags::RENAME_WHITEOUT),
+        };
         match self
-            .do_rename(parent, name, newparent, newname, flags)
-            .logged("rename")
+            .union
+            .rename(
+                parent.0,
+                name.as_bytes(),
+                newparent.0,
+                newname.as_bytes(),
+                mode,
+            )
+            .or_errno("rename")
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -444,14 +454,34 @@ impl Filesystem for StrataFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.do_link(ino, newparent, newname).logged("link") {
-            Ok(attr) => reply.entry(&TTL, &attr, self.generation(&attr)),
+        match self
+            .union
+            .link(ino.0, newparent.0, newname.as_bytes())
+            .or_errno("link")
+        {
+            Ok(entry) => self.reply_entry(reply, &entry),
             Err(e) => reply.error(e),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        self.do_open(ino, flags, reply)
+        let opened = self
+            .union
+            .open(ino.0, flags.0, |ino| self.backing.live_lower(ino))
+            .or_errno("open");
+        let opened = match opened {
+            Ok(o) => o,
+            Err(e) => return reply.error(e),
+        };
+        let lower = opened.lower;
+        let (fh, backing) =
+            self.register_open_file(ino.0, opened.file, lower, |f| reply.open_backing(f));
+        match backing {
+            Some(b) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b),
+            // Lower content never changes: keep the page cache across opens of lower files.
+            None if lower => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            None => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        }
     }
 
     fn read(
@@ -465,7 +495,26 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.do_read(req.unique().0, fh, offset, size, reply)
+        let handle = match self.files.get(fh.0) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let Some(reply) =
+            self.splice_read(req.unique().0, &handle.file, offset, size as usize, reply)
+        else {
+            return;
+        };
+        READ_BUF.with_borrow_mut(|buf| {
+            // One buffer per session thread, grown once: a read costs no allocation.
+            if buf.len() < size as usize {
+                buf.resize(size as usize, 0);
+            }
+            let buf = &mut buf[..size as usize];
+            match handle.file.read_at(buf, offset).or_errno("read") {
+                Ok(n) => reply.data(&buf[..n]),
+                Err(e) => reply.error(e),
+            }
+        })
     }
 
     fn write(
@@ -480,7 +529,11 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(fh, offset, data).logged("write") {
+        let written = self
+            .files
+            .get(fh.0)
+            .and_then(|h| h.file.write_at(data, offset).or_errno("write"));
+        match written {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
@@ -510,7 +563,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        self.files.remove(fh.0);
         reply.ok()
     }
 
@@ -522,14 +575,32 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.do_fsync(fh, datasync).logged("fsync") {
+        let synced = self
+            .files
+            .get(fh.0)
+            .and_then(|h| self.union.fsync(&h.file, datasync).or_errno("fsync"));
+        match synced {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        self.do_opendir(ino, reply)
+        match self.union.list_dir(ino.0).or_errno("opendir") {
+            Ok(snapshot) => {
+                let fh = self.dirs.insert(OpenDirHandle {
+                    snapshot,
+                    served: AtomicBool::new(false),
+                });
+                // Every change to a directory goes through the daemon, which keeps the
+                // kernel's cached listing valid (the kernel drops it on create/unlink/rename).
+                reply.opened(
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
+                )
+            }
+            Err(e) => reply.error(e),
+        }
     }
 
     fn readdir(
@@ -538,9 +609,37 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        reply: ReplyDirectory,
+        mut reply: ReplyDirectory,
     ) {
-        self.do_readdir(ino, fh, offset, reply)
+        let handle = match self.dir_handle(ino, fh, offset) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let snap = &handle.snapshot;
+        let mut off = offset;
+        while off < DOT_ENTRIES {
+            let (name, target) = if off == 0 {
+                (".", ino.0)
+            } else {
+                ("..", self.union.parent_ino(ino.0))
+            };
+            if reply.add(INodeNo(target), off + 1, fuser::FileType::Directory, name) {
+                return reply.ok();
+            }
+            off += 1;
+        }
+        for i in (off - DOT_ENTRIES) as usize..snap.len() {
+            let (name, d_ino, kind) = snap.get(i);
+            if reply.add(
+                INodeNo(d_ino),
+                DOT_ENTRIES + i as u64 + 1,
+                file_type(kind),
+                OsStr::from_bytes(name),
+            ) {
+                break;
+            }
+        }
+        reply.ok()
     }
 
     fn readdirplus(
@@ -549,9 +648,65 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        reply: ReplyDirectoryPlus,
+        mut reply: ReplyDirectoryPlus,
     ) {
-        self.do_readdirplus(ino, fh, offset, reply)
+        let handle = match self.dir_handle(ino, fh, offset) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        let snap = &handle.snapshot;
+        let mut off = offset;
+        while off < DOT_ENTRIES {
+            // "." and ".." carry attributes but are not lookups (the kernel takes no reference).
+            let target = if off == 0 {
+                ino.0
+            } else {
+                self.union.parent_ino(ino.0)
+            };
+            let attr = self
+                .union
+                .getattr(target, None)
+                .map(|a| (target, a))
+                .or_else(|_| self.union.getattr(ino.0, None).map(|a| (ino.0, a)))
+                .or_errno("readdirplus");
+            let (attr_ino, attr) = match attr {
+                Ok(a) => a,
+                Err(e) => return reply.error(e),
+            };
+            let name = if off == 0 { "." } else { ".." };
+            if reply.add(
+                INodeNo(target),
+                off + 1,
+                name,
+                &TTL,
+                &self.file_attr(attr_ino, &attr),
+                Generation(self.union.generation(attr_ino)),
+            ) {
+                return reply.ok();
+            }
+            off += 1;
+        }
+        for i in (off - DOT_ENTRIES) as usize..snap.len() {
+            let (name, _, _) = snap.get(i);
+            // The snapshot may be older than the directory: names that are gone are skipped.
+            // The entry counts as a lookup once it is sent; the reference taken here is given
+            // back if it does not fit.
+            let Some(entry) = self.union.lookup_listed(ino.0, name) else {
+                continue;
+            };
+            if reply.add(
+                INodeNo(entry.ino),
+                DOT_ENTRIES + i as u64 + 1,
+                OsStr::from_bytes(name),
+                &TTL,
+                &self.file_attr(entry.ino, &entry.attr),
+                Generation(entry.generation),
+            ) {
+                self.union.forget(entry.ino, 1);
+                break;
+            }
+        }
+        reply.ok()
     }
 
     fn releasedir(
@@ -562,7 +717,7 @@ impl Filesystem for StrataFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles.remove(fh.0);
+        self.dirs.remove(fh.0);
         reply.ok()
     }
 
@@ -574,29 +729,25 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.do_fsyncdir(ino, datasync).logged("fsyncdir") {
+        match self.union.fsyncdir(ino.0, datasync).or_errno("fsyncdir") {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let fd = match &self.upper {
-            Some(u) => u.root(),
-            None => self.layers.last().expect("at least one layer").root(),
-        };
-        match sys::fstatvfs(fd) {
+        match self.union.statfs().or_errno("statfs") {
             Ok(s) => reply.statfs(
-                s.f_blocks,
-                s.f_bfree,
-                s.f_bavail,
-                s.f_files,
-                s.f_ffree,
-                s.f_bsize as u32,
-                s.f_namemax as u32,
-                s.f_frsize as u32,
+                s.blocks,
+                s.blocks_free,
+                s.blocks_available,
+                s.files,
+                s.files_free,
+                s.block_size,
+                s.name_max,
+                s.fragment_size,
             ),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -611,8 +762,9 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         match self
-            .do_setxattr(ino, name, Some((value, flags)))
-            .logged("setxattr")
+            .union
+            .setxattr(ino.0, name.as_bytes(), Some((value, flags)))
+            .or_errno("setxattr")
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -620,26 +772,38 @@ impl Filesystem for StrataFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        self.do_getxattr(ino, name, size, reply)
+        match self
+            .union
+            .getxattr(ino.0, name.as_bytes())
+            .or_errno("getxattr")
+        {
+            Ok(value) => reply_sized(&value, size, reply),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        self.do_listxattr(ino, size, reply)
+        match self.union.listxattr(ino.0).or_errno("listxattr") {
+            Ok(names) => reply_sized(&names, size, reply),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_setxattr(ino, name, None).logged("removexattr") {
+        match self
+            .union
+            .setxattr(ino.0, name.as_bytes(), None)
+            .or_errno("removexattr")
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.node(ino) {
-            Ok(_) if mask.contains(AccessFlags::W_OK) && self.writable_upper().is_err() => {
-                reply.error(Errno::EROFS)
-            }
-            Ok(_) => reply.ok(),
+        let write = mask.contains(AccessFlags::W_OK);
+        match self.union.access(ino.0, write).or_errno("access") {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -654,7 +818,34 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        self.do_create(req, parent, name, (mode, umask), flags, reply)
+        let spec = NewObject::File { mode, umask, flags };
+        let caller = Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+        };
+        let created = self
+            .union
+            .create(parent.0, name.as_bytes(), spec, caller)
+            .or_errno("create");
+        let (entry, file) = match created {
+            Ok((entry, file)) => (entry, file.expect("a file was created")),
+            Err(e) => return reply.error(e),
+        };
+        let (fh, backing) =
+            self.register_open_file(entry.ino, file, false, |f| reply.open_backing(f));
+        let attr = self.file_attr(entry.ino, &entry.attr);
+        let generation = Generation(entry.generation);
+        match backing {
+            Some(b) => reply.created_passthrough(
+                &TTL,
+                &attr,
+                generation,
+                FileHandle(fh),
+                FopenFlags::empty(),
+                &b,
+            ),
+            None => reply.created(&TTL, &attr, generation, FileHandle(fh), FopenFlags::empty()),
+        }
     }
 
     fn fallocate(
@@ -667,10 +858,11 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self
-            .do_fallocate(fh, offset, length, mode)
-            .logged("fallocate")
-        {
+        let done = self
+            .files
+            .get(fh.0)
+            .and_then(|h| h.file.fallocate(offset, length, mode).or_errno("fallocate"));
+        match done {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -685,7 +877,11 @@ impl Filesystem for StrataFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        match self.do_lseek(fh, offset, whence).logged("lseek") {
+        let sought = self
+            .files
+            .get(fh.0)
+            .and_then(|h| h.file.lseek(offset, whence).or_errno("lseek"));
+        match sought {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(e),
         }
@@ -704,12 +900,26 @@ impl Filesystem for StrataFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self
-            .do_copy_file_range(fh_in, offset_in, fh_out, offset_out, len)
-            .logged("copy_file_range")
-        {
+        let copied = self.files.get(fh_in.0).and_then(|fin| {
+            let fout = self.files.get(fh_out.0)?;
+            fin.file
+                .copy_range_to(offset_in, &fout.file, offset_out, len)
+                .or_errno("copy_file_range")
+        });
+        match copied {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
         }
+    }
+}
+
+/// An xattr reply: the size asked for with `size` 0, ERANGE when the value does not fit.
+fn reply_sized(data: &[u8], size: u32, reply: ReplyXattr) {
+    if size == 0 {
+        reply.size(data.len() as u32)
+    } else if data.len() > size as usize {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(data)
     }
 }

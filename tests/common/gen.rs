@@ -174,6 +174,16 @@ impl Gen {
         Some(candidates[self.rng.below(candidates.len())].clone())
     }
 
+    /// A path of the view (a directory, a non-directory, or either) that this layer has not
+    /// touched yet, its parents made in the layer; None when the draw gives none.
+    fn untouched_path(&mut self, st: &mut LayerState, want_dir: Option<bool>) -> Option<PathBuf> {
+        let p = self.random_path(want_dir)?;
+        if st.touched.contains_key(&p) || !self.ensure_parents(st, &p) {
+            return None;
+        }
+        Some(p)
+    }
+
     /// Makes every ancestor of `rel` a directory copy in this layer (merging with the view's
     /// directory below). False if that clashes with what this layer already holds there.
     fn ensure_parents(&mut self, st: &mut LayerState, rel: &Path) -> bool {
@@ -322,12 +332,9 @@ impl Gen {
 
     /// Replaces a non-directory of the view with new content or another kind of object.
     fn overwrite(&mut self, st: &mut LayerState) {
-        let Some(p) = self.random_path(Some(false)) else {
+        let Some(p) = self.untouched_path(st, Some(false)) else {
             return;
         };
-        if st.touched.contains_key(&p) || !self.ensure_parents(st, &p) {
-            return;
-        }
         if self.rng.chance(70) {
             let data = self.content();
             st.layer.file(&p, &data);
@@ -351,12 +358,9 @@ impl Gen {
     }
 
     fn whiteout(&mut self, st: &mut LayerState) {
-        let Some(p) = self.random_path(None) else {
+        let Some(p) = self.untouched_path(st, None) else {
             return;
         };
-        if st.touched.contains_key(&p) || !self.ensure_parents(st, &p) {
-            return;
-        }
         let parent = p.parent().unwrap_or(Path::new("")).to_path_buf();
         let parent_state = st.touched.get(&parent).copied();
         // `.wh.` + a 255-byte name would be too long: such names get a device whiteout.
@@ -469,12 +473,9 @@ impl Gen {
 
     /// A file becomes a directory, or a directory a file.
     fn replace(&mut self, st: &mut LayerState) {
-        let Some(p) = self.random_path(None) else {
+        let Some(p) = self.untouched_path(st, None) else {
             return;
         };
-        if st.touched.contains_key(&p) || !self.ensure_parents(st, &p) {
-            return;
-        }
         if self.view[&p] {
             let data = self.content();
             st.layer.file(&p, &data);
@@ -503,12 +504,9 @@ impl Gen {
 
     /// A directory of the view gets a new top copy with other attributes.
     fn redeclare_dir(&mut self, st: &mut LayerState) {
-        let Some(d) = self.random_path(Some(true)) else {
+        let Some(d) = self.untouched_path(st, Some(true)) else {
             return;
         };
-        if st.touched.contains_key(&d) || !self.ensure_parents(st, &d) {
-            return;
-        }
         st.layer.dir(&d);
         self.decorate(st, &d, true);
         st.touched.insert(

@@ -3,15 +3,14 @@
 //! leaves either the lower object or the complete upper copy visible, never a partial one.
 //! Only the node's own copy-up lock is held while data is copied: other requests go on.
 
+use std::io;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use fuser::{Errno, FileType};
-
-use super::{errno, StrataFs};
+use super::{errno, Union};
+use crate::attr::Kind;
 use crate::copyup::{self, CopyOptions};
 use crate::inode::{Link, Node};
-use crate::layer::relpath;
 use crate::sys;
 use crate::sys::ops;
 
@@ -25,9 +24,9 @@ pub enum Data {
     Meta,
 }
 
-impl StrataFs {
+impl Union {
     /// Makes sure `node` exists in the upper layer, copying it (and missing parents) up.
-    pub(super) fn ensure_upper(&self, node: &Arc<Node>, data: Data) -> Result<(), Errno> {
+    pub(super) fn ensure_upper(&self, node: &Arc<Node>, data: Data) -> io::Result<()> {
         self.ensure_upper_as(node, data, None)
     }
 
@@ -39,7 +38,7 @@ impl StrataFs {
         node: &Arc<Node>,
         data: Data,
         at: Option<Link>,
-    ) -> Result<(), Errno> {
+    ) -> io::Result<()> {
         if node.inner.read().upper {
             return self.complete_metacopy(node, data);
         }
@@ -47,7 +46,12 @@ impl StrataFs {
         // The copy goes where a live name of the node is.
         let link = match at {
             Some(l) => l,
-            None => node.inner.read().any_link().cloned().ok_or(Errno::ENOENT)?,
+            None => node
+                .inner
+                .read()
+                .any_link()
+                .cloned()
+                .ok_or(errno(libc::ENOENT))?,
         };
         let parent = link.parent;
         self.ensure_upper(&parent, Data::All)?;
@@ -57,20 +61,16 @@ impl StrataFs {
             drop(guard);
             return self.complete_metacopy(node, data);
         }
-        let lower = node.inner.read().lower.clone().ok_or(Errno::EIO)?;
-        let layer = &self.layers[lower.slot as usize];
-        let src_rel = relpath::to_cstring(lower.path()).map_err(|e| errno(&e))?;
-        let src = layer
-            .open(&src_rel, libc::O_PATH | libc::O_NOFOLLOW)
-            .map_err(|e| errno(&e))?;
+        let lower = node.inner.read().lower.clone().ok_or(errno(libc::EIO))?;
+        let src = lower.open(&self.layers, libc::O_PATH | libc::O_NOFOLLOW)?;
         let parent_rel = self.upper_rel(&parent)?;
-        let dest_dir = upper.open_dir(&parent_rel).map_err(|e| errno(&e))?;
+        let dest_dir = upper.open_dir(&parent_rel)?;
         let name = link.name;
-        let name_c = sys::cstr(&name).map_err(|e| errno(&e))?;
+        let name_c = sys::cstr(&name)?;
         // Like the kernel, a copy-up leaves the parent's times as they were: only the
         // user's own change may move them.
         let parent_times = sys::fstat(dest_dir.as_fd()).ok();
-        let hard_linked = node.kind == FileType::RegularFile && node.inner.read().attr.nlink > 1;
+        let hard_linked = node.kind == Kind::File && node.inner.read().attr.nlink > 1;
         let index_entry = if hard_linked {
             crate::ovl::origin_value(src.as_fd())
                 .ok()
@@ -79,30 +79,23 @@ impl StrataFs {
             None
         };
         // Hard-linked files are copied whole: their copy is shared through the index.
-        let as_metacopy = data == Data::Meta
-            && node.kind == FileType::RegularFile
-            && !hard_linked
-            && self.format.metacopy;
+        let as_metacopy =
+            data == Data::Meta && node.kind == Kind::File && !hard_linked && self.format.metacopy;
         let indexed_copy = index_entry
             .as_ref()
             .filter(|idx| sys::stat_at(upper.index(), idx).is_ok());
         if let Some(idx) = indexed_copy {
             // Another name of this hard-linked file was copied up: this name joins that copy.
-            ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c).map_err(|e| errno(&e))?;
+            ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c)?;
             // The index link stood for this lower name; now the name has its own link.
             crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, -1);
         } else {
             // A lower metacopy file: its metadata is copied from it, its data from below.
             let data_src = match (node.kind, data) {
-                (FileType::RegularFile, Data::All) => {
-                    let (slot, path) = self.lower_data_source(node)?;
-                    let rel = relpath::to_cstring(&path).map_err(|e| errno(&e))?;
-                    Some(
-                        self.layers[slot as usize]
-                            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
-                            .map_err(|e| errno(&e))?,
-                    )
-                }
+                (Kind::File, Data::All) => Some(
+                    self.lower_with_data(node)?
+                        .open_data(&self.layers, libc::O_PATH | libc::O_NOFOLLOW)?,
+                ),
                 _ => None,
             };
             let opts = CopyOptions {
@@ -118,7 +111,7 @@ impl StrataFs {
                         "copy-up of {:?} failed: {e}",
                         String::from_utf8_lossy(&lower.rel)
                     );
-                    errno(&e)
+                    e
                 },
             )?;
             if let Some(idx) = &index_entry {
@@ -148,8 +141,7 @@ impl StrataFs {
                 &name_c,
                 libc::O_PATH | libc::O_NOFOLLOW,
                 0,
-            )
-            .map_err(|e| errno(&e))?;
+            )?;
             Some(Arc::new(obj))
         } else {
             None
@@ -164,9 +156,7 @@ impl StrataFs {
         if let Ok(state) = self.dir_state(&parent) {
             state.write().set_present(&name, node.ino, node.kind);
         }
-        if node.kind == FileType::Directory {
-            // The (empty) upper copy adds nothing to a loaded state: it stays valid.
-        }
+        // A directory's (empty) upper copy adds nothing to a loaded state: it stays valid.
         Ok(())
     }
 
@@ -186,7 +176,7 @@ impl StrataFs {
     /// Brings the data of a metacopy file up, in place (its metadata is already the upper
     /// inode's). The metacopy mark goes last, so a crash leaves a file that still reads the
     /// lower data, never a partial one.
-    fn complete_metacopy(&self, node: &Arc<Node>, data: Data) -> Result<(), Errno> {
+    fn complete_metacopy(&self, node: &Arc<Node>, data: Data) -> io::Result<()> {
         if data == Data::Meta || !node.inner.read().metacopy {
             return Ok(());
         }
@@ -196,20 +186,18 @@ impl StrataFs {
         }
         let upper = self.writable_upper()?;
         let obj = self.upper_object(node)?;
-        let target = ops::reopen(obj.as_fd(), libc::O_WRONLY).map_err(|e| errno(&e))?;
+        let target = ops::reopen(obj.as_fd(), libc::O_WRONLY)?;
         if data == Data::All {
-            let (slot, path) = self.lower_data_source(node)?;
-            let src_rel = relpath::to_cstring(&path).map_err(|e| errno(&e))?;
-            let src = self.layers[slot as usize]
-                .open(&src_rel, libc::O_RDONLY | libc::O_NOFOLLOW)
-                .map_err(|e| errno(&e))?;
-            let size = sys::fstat(target.as_fd()).map_err(|e| errno(&e))?.st_size as u64;
-            copyup::copy_data(src.as_fd(), target.as_fd(), size).map_err(|e| errno(&e))?;
+            let src = self
+                .lower_with_data(node)?
+                .open_data(&self.layers, libc::O_RDONLY | libc::O_NOFOLLOW)?;
+            let size = sys::fstat(target.as_fd())?.st_size as u64;
+            copyup::copy_data(src.as_fd(), target.as_fd(), size)?;
             if upper.fsync {
-                ops::fsync(target.as_fd(), false).map_err(|e| errno(&e))?;
+                ops::fsync(target.as_fd(), false)?;
             }
         }
-        crate::ovl::remove(obj.as_fd(), crate::ovl::Marker::Metacopy).map_err(|e| errno(&e))?;
+        crate::ovl::remove(obj.as_fd(), crate::ovl::Marker::Metacopy)?;
         node.inner.write().metacopy = false;
         Ok(())
     }

@@ -1,15 +1,16 @@
-//! Name resolution through the merged directory state, paths, and attributes.
+//! Name resolution through the merged directory state (whiteouts, opaque directories,
+//! redirects, the index of copied-up hard links), inode numbers, paths, and attributes.
 
-use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
-use fuser::{Errno, FileAttr, FileHandle, FileType, INodeNo};
 use parking_lot::RwLock;
 
-use super::{errno, file::Handle, StrataFs};
-use crate::attr::{kind_of_mode, Attr};
+use super::real::Real;
+use super::{errno, Entry, Union};
+use crate::attr::{kind_of_mode, Attr, Kind};
 use crate::dirstate::{DirState, Resolved, UpperEntry};
 use crate::index::DirIndex;
 use crate::inode::{lower_ino, upper_ino, LowerRef, Node, NodeInner, ROOT_INO};
@@ -18,14 +19,14 @@ use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::whiteout::{self, NameKind, Opacity};
 
-impl StrataFs {
+impl Union {
     /// The merged state of directory `dir`, loaded on first use.
-    pub(super) fn dir_state(&self, dir: &Node) -> Result<Arc<RwLock<DirState>>, Errno> {
+    pub(super) fn dir_state(&self, dir: &Node) -> io::Result<Arc<RwLock<DirState>>> {
         if let Some(st) = self.dirs.get(dir.ino) {
             return Ok(st);
         }
-        if dir.kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
+        if dir.kind != Kind::Dir {
+            return Err(errno(libc::ENOTDIR));
         }
         let state = self.load_dir_state(dir)?;
         // Two threads may race to load it; both results are equal, keep the first.
@@ -34,7 +35,7 @@ impl StrataFs {
             .get_or_insert(dir.ino, Arc::new(RwLock::new(state))))
     }
 
-    fn load_dir_state(&self, dir: &Node) -> Result<DirState, Errno> {
+    fn load_dir_state(&self, dir: &Node) -> io::Result<DirState> {
         let (lower, has_upper) = {
             let inner = dir.inner.read();
             (inner.lower.clone(), inner.upper)
@@ -44,12 +45,10 @@ impl StrataFs {
         if has_upper {
             let rel = self.upper_rel(dir)?;
             let upper = self.upper()?;
-            let fd = upper.open_dir(&rel).map_err(|e| errno(&e))?;
+            let fd = upper.open_dir(&rel)?;
             let opacity = whiteout::dir_opacity(fd.as_fd());
             state.opaque = opacity == Opacity::Opaque;
-            for raw in
-                sys::dir::read_all(fd.try_clone().map_err(|e| errno(&e))?).map_err(|e| errno(&e))?
-            {
+            for raw in sys::dir::read_all(fd.try_clone()?)? {
                 match whiteout::classify_name(&raw.name) {
                     NameKind::OpaqueMarker => state.opaque = true,
                     NameKind::Hidden => {}
@@ -79,16 +78,13 @@ impl StrataFs {
                             name,
                             UpperEntry::Present {
                                 ino,
-                                kind: FileType::Directory,
+                                kind: Kind::Dir,
                             },
                         );
                         continue;
                     }
                 }
-                let lower_here = state.lower.find(&name).map(|e| {
-                    let rel = lower.as_ref().map(|l| relpath::join(&l.rel, &name));
-                    (e, rel)
-                });
+                let lower_here = state.lower.find(&name).map(|e| (e, lower.as_ref()));
                 let ino = self.upper_entry_ino(&fd, &name, &st, lower_here);
                 state.upper.entry(name).or_insert(UpperEntry::Present {
                     ino,
@@ -111,19 +107,18 @@ impl StrataFs {
     ) -> Option<std::ffi::CString> {
         let upper = self.upper.as_ref().filter(|u| u.index_in_use())?;
         let e = state.lower_entry(name)?;
-        if e.attr().nlink < 2 || e.attr().kind() != FileType::RegularFile {
+        if e.attr().nlink < 2 || e.attr().kind() != Kind::File {
             return None;
         }
-        let rel = relpath::to_cstring(&relpath::join(
-            dir.inner.read().lower.as_ref()?.path_in(e.layer),
-            name,
-        ))
-        .ok()?;
-        let obj = self.layers[e.layer as usize]
-            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
+        let obj = dir
+            .inner
+            .read()
+            .lower
+            .as_ref()?
+            .open_child(&self.layers, e.layer, name, libc::O_PATH | libc::O_NOFOLLOW)
             .ok()?;
-        let origin = crate::ovl::origin_value(obj.as_fd()).ok()?;
-        let idx = sys::cstr(crate::ovl::index_name(&origin).as_bytes()).ok()?;
+        let origin = ovl::origin_value(obj.as_fd()).ok()?;
+        let idx = sys::cstr(ovl::index_name(&origin).as_bytes()).ok()?;
         sys::stat_at(upper.index(), &idx).ok().map(|_| idx)
     }
 
@@ -139,23 +134,19 @@ impl StrataFs {
         for i in 0..state.lower.len() {
             let e = state.lower.entry(i);
             let name = state.lower.name(e);
-            if e.attr().nlink < 2
-                || e.attr().kind() != FileType::RegularFile
-                || state.upper.contains_key(name)
+            if e.attr().nlink < 2 || e.attr().kind() != Kind::File || state.upper.contains_key(name)
             {
                 continue;
             }
-            let layer = &self.layers[e.layer as usize];
-            let Ok(rel) = relpath::to_cstring(&relpath::join(lower.path_in(e.layer), name)) else {
+            let Ok(obj) =
+                lower.open_child(&self.layers, e.layer, name, libc::O_PATH | libc::O_NOFOLLOW)
+            else {
                 continue;
             };
-            let Ok(obj) = layer.open(&rel, libc::O_PATH | libc::O_NOFOLLOW) else {
+            let Ok(origin) = ovl::origin_value(obj.as_fd()) else {
                 continue;
             };
-            let Ok(origin) = crate::ovl::origin_value(obj.as_fd()) else {
-                continue;
-            };
-            let Ok(idx) = sys::cstr(crate::ovl::index_name(&origin).as_bytes()) else {
+            let Ok(idx) = sys::cstr(ovl::index_name(&origin).as_bytes()) else {
                 continue;
             };
             if let Ok(st) = sys::stat_at(upper.index(), &idx) {
@@ -170,11 +161,11 @@ impl StrataFs {
         }
     }
 
-    fn lower_index(&self, lower: Option<&LowerRef>) -> Result<Arc<DirIndex>, Errno> {
+    fn lower_index(&self, lower: Option<&LowerRef>) -> io::Result<Arc<DirIndex>> {
         match lower {
-            Some(l) if !l.dir_layers.is_empty() => crate::merge::merge_lower_dir(&self.layers, l)
-                .map(Arc::new)
-                .map_err(|e| errno(&e)),
+            Some(l) if !l.dir_layers.is_empty() => {
+                crate::merge::merge_lower_dir(&self.layers, l).map(Arc::new)
+            }
             _ => Ok(Arc::default()),
         }
     }
@@ -221,7 +212,7 @@ impl StrataFs {
             }
             let idx = crate::merge::merge_lower_dir(&self.layers, &dir).ok()?;
             let e = idx.find(part)?;
-            if e.attr().kind() != FileType::Directory {
+            if e.attr().kind() != Kind::Dir {
                 return None;
             }
             dir = self.lower_child(&dir, part, &idx, e);
@@ -242,7 +233,7 @@ impl StrataFs {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<(&crate::index::IndexEntry, Option<Vec<u8>>)>,
+        lower: Option<(&crate::index::IndexEntry, Option<&LowerRef>)>,
     ) -> u64 {
         // Names of one hard-linked upper file must share one number, whichever is met first.
         if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -260,13 +251,13 @@ impl StrataFs {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<(&crate::index::IndexEntry, Option<Vec<u8>>)>,
+        lower: Option<(&crate::index::IndexEntry, Option<&LowerRef>)>,
     ) -> u64 {
         let own = upper_ino(st.st_ino);
-        let Some((lower, lower_rel)) = lower else {
+        let Some((lower, parent_lower)) = lower else {
             return own;
         };
-        let lower_is_dir = lower.attr().kind() == FileType::Directory;
+        let lower_is_dir = lower.attr().kind() == Kind::Dir;
         let upper_is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
         let Ok(obj) = sys::cstr(name)
             .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
@@ -282,7 +273,7 @@ impl StrataFs {
                 && match ovl::get(obj.as_fd(), Marker::Origin) {
                     None => false,
                     Some(stored) => self
-                        .lower_origin(lower.layer, lower_rel.as_deref())
+                        .lower_origin(parent_lower, lower.layer, name)
                         .is_none_or(|value| same_origin(&stored, &value)),
                 }
         };
@@ -293,35 +284,64 @@ impl StrataFs {
         }
     }
 
-    /// The origin value of the lower object at `rel` in layer `slot` (None when the layer's
-    /// filesystem gives no file handles: nothing to compare with then).
-    fn lower_origin(&self, slot: u16, rel: Option<&[u8]>) -> Option<Vec<u8>> {
-        let rel = relpath::to_cstring(rel?).ok()?;
-        let obj = self.layers[slot as usize]
-            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
+    /// The origin value of entry `name` of lower directory `dir` in layer `slot` (None when
+    /// the layer's filesystem gives no file handles: nothing to compare with then).
+    fn lower_origin(&self, dir: Option<&LowerRef>, slot: u16, name: &[u8]) -> Option<Vec<u8>> {
+        let obj = dir?
+            .open_child(&self.layers, slot, name, libc::O_PATH | libc::O_NOFOLLOW)
             .ok()?;
         ovl::origin_value(obj.as_fd()).ok()
     }
 
-    /// Resolves `name` in `parent` and counts a kernel reference on the result.
-    pub(super) fn do_lookup(
-        &self,
-        parent: INodeNo,
-        name: &OsStr,
-    ) -> Result<(FileAttr, Arc<Node>), Errno> {
-        let name = name.as_bytes();
+    /// Resolves `name` in `parent` and counts a reference on the result.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> io::Result<Entry> {
         // Like the kernel's ovl_lookup: such a name is refused, not merely absent, so every
         // call on it (chmod, unlink, rename, ...) fails with ENAMETOOLONG.
         if name.len() > super::NAME_MAX {
-            return Err(Errno::ENAMETOOLONG);
+            return Err(errno(libc::ENAMETOOLONG));
         }
         let parent_node = self.node(parent)?;
         let state = self.dir_state(&parent_node)?;
         let state = state.read();
-        let resolved = state.resolve(name).ok_or(Errno::ENOENT)?;
+        let resolved = state.resolve(name).ok_or(errno(libc::ENOENT))?;
         let node = self.node_for(&parent_node, &state, name, resolved)?;
-        let attr = self.node_attr(&node)?;
-        Ok((attr, node))
+        self.entry(&node)
+    }
+
+    /// A node as an entry to return: its number, generation and attributes.
+    pub(super) fn entry(&self, node: &Node) -> io::Result<Entry> {
+        Ok(Entry {
+            ino: node.ino,
+            generation: node.generation,
+            attr: self.node_attr(node)?,
+        })
+    }
+
+    /// An entry of a directory listing with its attributes, as a lookup (readdirplus): None
+    /// when the name is gone since the listing was taken. The caller holds one reference.
+    pub fn lookup_listed(&self, dir: u64, name: &[u8]) -> Option<Entry> {
+        let dir = self.node(dir).ok()?;
+        let state = self.dir_state(&dir).ok()?;
+        let node = {
+            let state = state.read();
+            let resolved = state.resolve(name)?;
+            self.node_for(&dir, &state, name, resolved).ok()?
+        };
+        match self.entry(&node) {
+            Ok(e) => Some(e),
+            Err(_) => {
+                self.nodes.forget(node.ino, 1);
+                None
+            }
+        }
+    }
+
+    /// The number of the directory holding `ino` (`ino` itself for the root).
+    pub fn parent_ino(&self, ino: u64) -> u64 {
+        self.nodes
+            .get(ino)
+            .and_then(|n| n.inner.read().parent().map(|p| p.ino))
+            .unwrap_or(ino)
     }
 
     /// The node for a resolved name (created if the kernel did not know it), with one more
@@ -332,7 +352,7 @@ impl StrataFs {
         state: &DirState,
         name: &[u8],
         resolved: Resolved<'_>,
-    ) -> Result<Arc<Node>, Errno> {
+    ) -> io::Result<Arc<Node>> {
         let ino = resolved.ino();
         let parent_lower = parent.inner.read().lower.clone();
         let lower_entry = state
@@ -352,7 +372,7 @@ impl StrataFs {
         // A copied-up file may hold metadata only: its data is then the lower file's.
         let mut lower = lower;
         let mut metacopy = false;
-        if is_upper && resolved.kind() == FileType::RegularFile && self.nodes.get(ino).is_none() {
+        if is_upper && resolved.kind() == Kind::File && self.nodes.get(ino).is_none() {
             if let Some(redirected) = self.metacopy_data(parent, name) {
                 metacopy = true;
                 // A metacopy file renamed by kernel overlayfs names its data by redirect.
@@ -424,7 +444,7 @@ impl StrataFs {
             .ok()?
             .open_path(&relpath::join(&rel, name))
             .ok()?;
-        if !crate::ovl::is_metacopy(fd.as_fd()) {
+        if !ovl::is_metacopy(fd.as_fd()) {
             return None;
         }
         let redirect = ovl::get(fd.as_fd(), Marker::Redirect);
@@ -469,21 +489,21 @@ impl StrataFs {
     /// through one of its live names. Only for objects one name identifies (directories, and
     /// files without other links); hard-linked and unlinked files are reached through
     /// `upper_object`.
-    pub(super) fn upper_rel(&self, node: &Node) -> Result<Vec<u8>, Errno> {
+    pub(super) fn upper_rel(&self, node: &Node) -> io::Result<Vec<u8>> {
         if node.ino == ROOT_INO {
             return Ok(b".".to_vec());
         }
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut cur = {
             let inner = node.inner.read();
-            let link = inner.any_link().ok_or(Errno::ENOENT)?;
+            let link = inner.any_link().ok_or(errno(libc::ENOENT))?;
             parts.push(link.name.clone());
             link.parent.clone()
         };
         while cur.ino != ROOT_INO {
             let next = {
                 let inner = cur.inner.read();
-                let link = inner.any_link().ok_or(Errno::ENOENT)?;
+                let link = inner.any_link().ok_or(errno(libc::ENOENT))?;
                 parts.push(link.name.clone());
                 link.parent.clone()
             };
@@ -495,19 +515,19 @@ impl StrataFs {
 
     /// An O_PATH fd of the node's upper object: the one held for hard-linked and unlinked
     /// files, else opened through the node's name.
-    pub(super) fn upper_object(&self, node: &Node) -> Result<Arc<OwnedFd>, Errno> {
+    pub(super) fn upper_object(&self, node: &Node) -> io::Result<Arc<OwnedFd>> {
         if let Some(obj) = node.inner.read().object.clone() {
             return Ok(obj);
         }
         let rel = self.upper_rel(node)?;
-        let fd = self.upper()?.open_path(&rel).map_err(|e| errno(&e))?;
+        let fd = self.upper()?.open_path(&rel)?;
         Ok(Arc::new(fd))
     }
 
     /// Keeps the upper object of a hard-linked file open, so that it stays reachable whichever
     /// of its names goes. `fd` is an O_PATH fd of the object just reached through a live name.
     pub(super) fn hold_if_linked(&self, node: &Node, fd: &Arc<OwnedFd>, nlink: u64) {
-        if node.kind == FileType::Directory || nlink < 2 {
+        if node.kind == Kind::Dir || nlink < 2 {
             return;
         }
         let mut inner = node.inner.write();
@@ -519,31 +539,27 @@ impl StrataFs {
     /// Attributes of a node: the upper object is stat'ed (its size and times move with
     /// writes, and other names change its link count and ctime); a lower object's come from
     /// the index.
-    pub(super) fn node_attr(&self, node: &Node) -> Result<FileAttr, Errno> {
-        let (held, is_upper, cached, lower_dirs, index) = {
+    pub(super) fn node_attr(&self, node: &Node) -> io::Result<Attr> {
+        let (is_upper, cached, lower_dirs) = {
             let inner = node.inner.read();
             (
-                inner.object.clone(),
                 inner.upper,
                 inner.attr,
                 inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
-                inner.index.clone(),
             )
         };
-        let unlinked = node.is_unlinked();
-        let mut attr = if let Some(obj) = held.filter(|_| is_upper || unlinked) {
-            self.object_attr(&obj, cached.nlink)?
-        } else if is_upper && !unlinked {
-            let obj = self.upper_object(node)?;
-            let attr = self.object_attr(&obj, cached.nlink)?;
-            self.hold_if_linked(node, &obj, attr.nlink as u64);
-            attr
-        } else if let Some(idx) = index {
-            Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx).map_err(|e| errno(&e))?)
-        } else {
-            cached
+        let mut attr = match self.path_real(node) {
+            Real::Held(obj) => self.object_attr(&obj, cached.nlink)?,
+            Real::Upper => {
+                let obj = self.upper_object(node)?;
+                let attr = self.object_attr(&obj, cached.nlink)?;
+                self.hold_if_linked(node, &obj, attr.nlink as u64);
+                attr
+            }
+            Real::Index(idx) => Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx)?),
+            Real::Lower(_) | Real::Gone => cached,
         };
-        if node.kind == FileType::Directory {
+        if node.kind == Kind::Dir {
             // Like the kernel: a directory merged from several layers reports one link, since
             // counting its subdirectories would mean reading every layer.
             let opaque = self.dirs.get(node.ino).is_some_and(|s| s.read().opaque);
@@ -552,13 +568,13 @@ impl StrataFs {
                 attr.nlink = 1;
             }
         }
-        Ok(attr.to_file_attr(node.ino, &self.ownership))
+        Ok(attr)
     }
 
     /// Attributes of an upper object, with the link count the kernel's nlink xattr records
     /// for hard-linked copies of lower files.
-    fn object_attr(&self, obj: &OwnedFd, lower_nlink: u32) -> Result<Attr, Errno> {
-        let mut attr = Attr::from_stat(&sys::fstat(obj.as_fd()).map_err(|e| errno(&e))?);
+    fn object_attr(&self, obj: &OwnedFd, lower_nlink: u32) -> io::Result<Attr> {
+        let mut attr = Attr::from_stat(&sys::fstat(obj.as_fd())?);
         let is_file = attr.mode & libc::S_IFMT == libc::S_IFREG;
         if is_file && attr.nlink > 1 {
             attr.nlink = self.merged_nlink(obj, attr.nlink, lower_nlink);
@@ -566,56 +582,26 @@ impl StrataFs {
         Ok(attr)
     }
 
-    pub(super) fn do_getattr(
-        &self,
-        ino: INodeNo,
-        fh: Option<FileHandle>,
-    ) -> Result<FileAttr, Errno> {
+    /// Attributes of `ino`; `open` is the file of the handle the call came with, if any.
+    pub fn getattr(&self, ino: u64, open: Option<&File>) -> io::Result<Attr> {
         let node = self.node(ino)?;
         // An unlinked file that is still open: stat it through its handle.
-        if node.is_unlinked() {
-            if let Some(Handle::File { file, .. }) =
-                fh.and_then(|fh| self.handles.get(fh.0)).as_deref()
-            {
-                let st = sys::fstat(file.as_fd()).map_err(|e| errno(&e))?;
-                return Ok(Attr::from_stat(&st).to_file_attr(node.ino, &self.ownership));
-            }
+        if let Some(file) = open.filter(|_| node.is_unlinked()) {
+            return Ok(Attr::from_stat(&sys::fstat(file.as_fd())?));
         }
         self.node_attr(&node)
     }
 
-    pub(super) fn do_readlink(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
+    pub fn readlink(&self, ino: u64) -> io::Result<Vec<u8>> {
         let node = self.node(ino)?;
         let fd = self.open_node_path(&node)?;
-        sys::readlink_at(fd.as_fd(), c"").map_err(|e| errno(&e))
+        sys::readlink_at(fd.as_fd(), c"")
     }
 
     /// An O_PATH fd of the node's current object (upper copy if any, else lower), never
     /// following a symlink.
-    pub(super) fn open_node_path(&self, node: &Node) -> Result<OwnedFd, Errno> {
-        let (is_upper, lower) = {
-            let inner = node.inner.read();
-            (inner.upper, inner.lower.clone())
-        };
-        if is_upper {
-            let obj = self.upper_object(node)?;
-            return obj.try_clone().map_err(|e| errno(&e));
-        }
-        if let Some(idx) = node.inner.read().index.clone() {
-            return sys::open_beneath(
-                self.upper()?.index(),
-                &idx,
-                libc::O_PATH | libc::O_NOFOLLOW,
-                0,
-            )
-            .map_err(|e| errno(&e));
-        }
-        let lower = lower.ok_or(Errno::ENOENT)?;
-        let layer = &self.layers[lower.slot as usize];
-        let rel = relpath::to_cstring(lower.path()).map_err(|e| errno(&e))?;
-        layer
-            .open(&rel, libc::O_PATH | libc::O_NOFOLLOW)
-            .map_err(|e| errno(&e))
+    pub(super) fn open_node_path(&self, node: &Node) -> io::Result<OwnedFd> {
+        self.open_real(node, libc::O_PATH)
     }
 }
 

@@ -1,0 +1,63 @@
+//! Read replies spliced from a file straight into /dev/fuse (see `sys::splice`), for reads
+//! the daemon serves itself: each session thread keeps its own pair of pipes. The FUSE
+//! adapter decides when to use it and what to do with the reply it did not send.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use crate::sys::splice::{SpliceError, SplicePipes};
+
+thread_local! {
+    /// The splice pipes of a session thread (reads without passthrough, when splicing).
+    static SPLICE_PIPES: std::cell::RefCell<Option<SplicePipes>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// What became of a spliced read reply.
+pub enum Spliced {
+    /// The reply reached the device.
+    Sent,
+    /// Nothing reached the device (no pipes, a read too large for them, a splice failure):
+    /// the reply is still to be sent the usual way.
+    NotSent,
+    /// The write to the device failed: the request may or may not have its reply.
+    DeviceFailed(io::Error),
+}
+
+/// Replies to request `unique` with up to `size` bytes of `file` at `offset`, spliced to
+/// `device`.
+pub fn reply_read(
+    device: BorrowedFd<'_>,
+    unique: u64,
+    file: &File,
+    offset: u64,
+    size: usize,
+) -> Spliced {
+    let sent = SPLICE_PIPES.with_borrow_mut(|slot| {
+        if slot.is_none() {
+            *slot = SplicePipes::new()
+                .map_err(|e| log::debug!("no splice pipes: {e}"))
+                .ok();
+        }
+        let pipes = slot.as_mut().filter(|p| p.fits(size))?;
+        let sent = pipes.reply_read(device, unique, file.as_fd(), offset, size);
+        if sent.is_err() {
+            // The pipes may hold part of the reply: start afresh next time.
+            *slot = None;
+        }
+        Some(sent)
+    });
+    match sent {
+        None => Spliced::NotSent,
+        Some(Err(SpliceError::NotSent(e))) => {
+            log::debug!("read not spliced, copied: {e}");
+            Spliced::NotSent
+        }
+        Some(Ok(_)) => Spliced::Sent,
+        Some(Err(SpliceError::Device(e))) => {
+            log::debug!("spliced read reply failed: {e}");
+            Spliced::DeviceFailed(e)
+        }
+    }
+}

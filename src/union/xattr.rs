@@ -1,0 +1,71 @@
+//! getxattr / listxattr / setxattr / removexattr. The overlay's own markers are metadata of
+//! the union, not of the file: hidden, and user attributes that would look like them are
+//! escaped (the rule and the escaping: ovl.rs).
+
+use std::io;
+use std::os::fd::AsFd;
+
+use super::copy_up::Data;
+use super::{errno, Union};
+use crate::ovl;
+use crate::sys;
+
+/// The stored name for a user-visible one, as a C string; EPERM for a name reserved to the
+/// union's format.
+fn stored_cname(visible: &[u8]) -> io::Result<std::ffi::CString> {
+    match ovl::stored_name(visible) {
+        ovl::StoredName::At(name) => sys::cstr(&name),
+        ovl::StoredName::Reserved => Err(errno(libc::EPERM)),
+    }
+}
+
+impl Union {
+    /// setxattr (`Some((value, flags))`) or removexattr (`None`), on the upper copy.
+    pub fn setxattr(&self, ino: u64, name: &[u8], set: Option<(&[u8], i32)>) -> io::Result<()> {
+        self.writable_upper()?;
+        let node = self.node(ino)?;
+        let cname = stored_cname(name)?;
+        // A request that must fail fails before any copy-up, as in the kernel.
+        let exists = sys::xattr::get(self.open_node_path(&node)?.as_fd(), &cname)?.is_some();
+        match set {
+            None if !exists => return Err(errno(libc::ENODATA)),
+            Some((_, flags)) if flags & libc::XATTR_REPLACE != 0 && !exists => {
+                return Err(errno(libc::ENODATA))
+            }
+            Some((_, flags)) if flags & libc::XATTR_CREATE != 0 && exists => {
+                return Err(errno(libc::EEXIST))
+            }
+            _ => {}
+        }
+        self.ensure_upper(&node, Data::Meta)?;
+        let fd = self.open_node_path(&node)?;
+        match set {
+            Some((value, flags)) => sys::xattr::set(fd.as_fd(), &cname, value, flags),
+            None => sys::xattr::remove(fd.as_fd(), &cname),
+        }
+    }
+
+    /// The value of the file's xattr `name`; ENODATA when it has none.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> io::Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let fd = self.open_node_path(&node)?;
+        // A name reserved to the union is never the file's: it has no value to show.
+        let cname = stored_cname(name).map_err(|_| errno(libc::ENODATA))?;
+        sys::xattr::get(fd.as_fd(), &cname)?.ok_or(errno(libc::ENODATA))
+    }
+
+    /// The names of the file's own xattrs, each followed by a NUL (as listxattr(2) gives them).
+    pub fn listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
+        let node = self.node(ino)?;
+        let fd = self.open_node_path(&node)?;
+        let mut out = Vec::new();
+        for n in sys::xattr::list(fd.as_fd())?
+            .iter()
+            .filter_map(|n| ovl::visible_name(n))
+        {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+}
