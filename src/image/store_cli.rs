@@ -125,9 +125,17 @@ fn fetch_layers(
 ) -> Result<Vec<PathBuf>, String> {
     let count = image.layers.len();
     let mut paths = Vec::with_capacity(count);
+    let mut batch = store.batch();
     for (i, layer) in image.layers.iter().enumerate() {
         let what = format!("layer {}/{count} ({})", i + 1, layer.descriptor.digest);
-        let (path, fetched) = store.fetch(layout, layer, &what)?;
+        let (path, fetched) = match batch.fetch(layout, layer, &what) {
+            Ok(got) => got,
+            Err(e) => {
+                // The layers unpacked before this one are whole: keep them for next time.
+                let _ = batch.publish();
+                return Err(e);
+            }
+        };
         match fetched {
             Fetched::Reused => eprintln!("{what}: in the store"),
             Fetched::Unpacked { blob_bytes, took } => eprintln!(
@@ -138,6 +146,7 @@ fn fetch_layers(
         }
         paths.push(path);
     }
+    batch.publish()?;
     Ok(paths)
 }
 
