@@ -27,6 +27,8 @@ mod attr;
 pub mod cli;
 mod compat;
 mod copyup;
+#[cfg(test)]
+mod core_tests;
 mod daemon;
 mod demo;
 mod dirstate;
