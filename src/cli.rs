@@ -45,6 +45,8 @@ pub enum Command {
     Commit(crate::image::cli::CommitArgs),
     /// Layer tarballs: unpack one into a layer directory.
     Layer(crate::unpack::LayerArgs),
+    /// OCI images: mount one from an image layout; list, remove and prune stored layers.
+    Image(crate::image::store_cli::ImageArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -52,6 +54,14 @@ pub struct MountArgs {
     /// Read-only image layer; repeat, bottom layer first (Dockerfile order).
     #[arg(long = "layer", value_name = "DIR")]
     pub layers: Vec<PathBuf>,
+    #[command(flatten)]
+    pub options: MountOptions,
+    pub mountpoint: PathBuf,
+}
+
+/// Everything of a mount but its layers and mountpoint (shared with `image mount`).
+#[derive(clap::Args, Debug)]
+pub struct MountOptions {
     /// Writable upper directory (kernel overlayfs format).
     #[arg(long, value_name = "DIR", requires = "work")]
     pub upper: Option<PathBuf>,
@@ -84,7 +94,8 @@ pub struct MountArgs {
     /// Refuse every write to the union (volumes, binds and tmpfs stay as asked).
     #[arg(long)]
     pub read_only: bool,
-    /// Where volumes live (default: /var/lib/stratafs as root, else $XDG_DATA_HOME/stratafs).
+    /// Where volumes and stored image layers live (default: /var/lib/stratafs as root, else
+    /// $XDG_DATA_HOME/stratafs).
     #[arg(long, value_name = "DIR", env = "STRATAFS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Skip every fsync of the writable layer (faster; a crash may lose recent changes).
@@ -101,7 +112,43 @@ pub struct MountArgs {
     /// Number of request threads (default: twice the CPUs, at least 4).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
-    pub mountpoint: PathBuf,
+}
+
+impl MountOptions {
+    /// The mount of `layers` (bottom first) at `mountpoint` with these options.
+    pub fn spec(self, layers: Vec<PathBuf>, mountpoint: PathBuf) -> Result<MountSpec, Error> {
+        let mut submounts = Vec::new();
+        for v in &self.volumes {
+            submounts.push(submount::parse_volume(v)?);
+        }
+        for b in &self.binds {
+            submounts.push(submount::parse_bind(b)?);
+        }
+        for t in &self.tmpfs {
+            submounts.push(submount::parse_tmpfs(t)?);
+        }
+        Ok(MountSpec {
+            submounts,
+            read_only_union: self.read_only,
+            state_dir: self.state_dir,
+            layers,
+            mountpoint,
+            upper: self.upper,
+            work: self.work,
+            volatile: self.volatile,
+            passthrough: !self.no_passthrough,
+            userxattr: self.userxattr,
+            threads: self.threads.map(usize::from),
+            log_file: self.log_file,
+            fsname: None,
+            ..Default::default()
+        })
+    }
+
+    /// Whether the mount is served from a background process.
+    pub fn detach(&self) -> bool {
+        self.daemon && !self.debug
+    }
 }
 
 pub fn run(args: Vec<OsString>) -> Result<(), Error> {
@@ -111,40 +158,16 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
     // Usage errors, --help and --version: clap prints them in its own layout and exits
     // (status 2 for a usage error, 0 for help).
     let cli = Cli::try_parse_from(args).unwrap_or_else(|e| e.exit());
-    if let Command::Mount(args) = &cli.command {
-        crate::logging::init(args.debug, Some(&args.mountpoint));
-    } else {
-        crate::logging::init(false, None);
+    match &cli.command {
+        Command::Mount(args) => crate::logging::init(args.options.debug, Some(&args.mountpoint)),
+        Command::Image(args) => crate::image::store_cli::init_logging(args),
+        _ => crate::logging::init(false, None),
     }
     match cli.command {
         Command::Mount(args) => {
-            let mut submounts = Vec::new();
-            for v in &args.volumes {
-                submounts.push(submount::parse_volume(v)?);
-            }
-            for b in &args.binds {
-                submounts.push(submount::parse_bind(b)?);
-            }
-            for t in &args.tmpfs {
-                submounts.push(submount::parse_tmpfs(t)?);
-            }
-            let spec = MountSpec {
-                submounts,
-                read_only_union: args.read_only,
-                state_dir: args.state_dir,
-                layers: args.layers,
-                mountpoint: args.mountpoint,
-                upper: args.upper,
-                work: args.work,
-                volatile: args.volatile,
-                passthrough: !args.no_passthrough,
-                userxattr: args.userxattr,
-                threads: args.threads.map(usize::from),
-                log_file: args.log_file,
-                fsname: None,
-                ..Default::default()
-            };
-            daemon::mount(&spec, args.daemon && !args.debug).map(drop)
+            let detach = args.options.detach();
+            let spec = args.options.spec(args.layers, args.mountpoint)?;
+            daemon::mount(&spec, detach).map(drop)
         }
         Command::Umount { force, mountpoint } => daemon::umount(&mountpoint, force),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
@@ -152,6 +175,7 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         Command::Diff(args) => crate::image::cli::diff(args).map_err(Error::Image),
         Command::Commit(args) => crate::image::cli::commit(args).map_err(Error::Image),
         Command::Layer(args) => crate::unpack::run(args),
+        Command::Image(args) => crate::image::store_cli::run(args),
     }
 }
 

@@ -91,7 +91,7 @@ pub enum Error {
         source: ArchiveError,
     },
     Volume(VolumeError),
-    /// `diff` and `commit` failures, worded by the image module.
+    /// `diff`, `commit` and `image` failures, worded by the image module.
     Image(String),
     /// A system call or file operation failed: `context` says on what and doing what, `fix`
     /// (if any) what to do about it.

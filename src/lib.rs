@@ -18,9 +18,10 @@
 //!
 //! `tests/architecture.rs` checks the boundaries of the adapter. Beside the mount path:
 //! `volume` (the volume store, backups), `tarball` (tar streams in and out, safe against
-//! hostile archives), `unpack` (OCI layer tarballs into layer dirs) and `image` (diff and
-//! commit of a writable layer). `error` is what the command line and the mount path report,
-//! one type with a clear message per case.
+//! hostile archives), `unpack` (OCI layer tarballs into layer dirs) and `image` (OCI image
+//! layouts mounted through a store of unpacked layers; diff and commit of a writable layer).
+//! `error` is what the command line and the mount path report, one type with a clear
+//! message per case.
 
 mod acl;
 mod attr;

@@ -112,7 +112,9 @@ fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), Error> {
 }
 
 /// `input`, decompressed according to its first bytes.
-fn decompressed<R: BufRead + 'static>(mut input: R) -> std::io::Result<Box<dyn Read>> {
+pub(crate) fn decompressed<'a, R: BufRead + 'a>(
+    mut input: R,
+) -> std::io::Result<Box<dyn Read + 'a>> {
     let head = input.fill_buf()?;
     Ok(if head.starts_with(GZIP_MAGIC) {
         Box::new(flate2::bufread::MultiGzDecoder::new(input))
@@ -123,19 +125,19 @@ fn decompressed<R: BufRead + 'static>(mut input: R) -> std::io::Result<Box<dyn R
     })
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
 }
 
 /// `PARENT/.NAME.unpack-<random>`, flock-held while this process lives.
-struct TempDir {
+pub(crate) struct TempDir {
     path: PathBuf,
     _lock: File,
     published: bool,
 }
 
 impl TempDir {
-    fn new(parent: &Path, name: &str) -> Result<TempDir, Error> {
+    pub(crate) fn new(parent: &Path, name: &str) -> Result<TempDir, Error> {
         let mut random = [0u8; 8];
         File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut random))
@@ -159,12 +161,12 @@ impl TempDir {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Renames the finished tree to `dir` (never over an existing one).
-    fn publish(mut self, dir: &Path) -> Result<(), Error> {
+    pub(crate) fn publish(mut self, dir: &Path) -> Result<(), Error> {
         let parent = sys::open_dir_path(self.path.parent().unwrap_or(Path::new(".")))
             .context(|| format!("cannot open the parent of {}", dir.display()))?;
         let from = sys::cstr(self.path.file_name().unwrap_or_default().as_bytes())
@@ -194,7 +196,7 @@ impl Drop for TempDir {
 }
 
 /// Removes `PARENT/.NAME.unpack-*` dirs that no live unpack holds.
-fn sweep_abandoned(parent: &Path, name: &str) {
+pub(crate) fn sweep_abandoned(parent: &Path, name: &str) {
     let prefix = format!(".{name}{TEMP_TAG}");
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;

@@ -9,6 +9,7 @@ use super::blob::{BlobWriter, Compression, Digests};
 use super::layout_write::{
     self, creation_time, Base, LayerBlob, Provenance, TargetLayout, TargetRef,
 };
+use super::lease::Lease;
 use super::lower::LowerStack;
 use crate::tarball::Progress;
 
@@ -21,8 +22,45 @@ pub struct ContainerArgs {
     #[arg(long, value_name = "DIR")]
     pub upper: PathBuf,
     /// The image's layers, bottom layer first, as given to `stratafs mount`.
-    #[arg(long = "layer", value_name = "DIR", required = true)]
+    #[arg(long = "layer", value_name = "DIR", required_unless_present = "image")]
     pub layers: Vec<PathBuf>,
+    /// The image as an OCI layout, instead of --layer: OCI_LAYOUT[:TAG], as given to
+    /// `stratafs image mount` (its layers come from the store, unpacked there if needed).
+    #[arg(long, value_name = "OCI_LAYOUT[:TAG]", conflicts_with = "layers")]
+    pub image: Option<String>,
+    /// The store --image uses [default: /var/lib/stratafs as root, else $XDG_DATA_HOME/stratafs].
+    #[arg(long, value_name = "DIR", env = crate::volume::STATE_DIR_ENV)]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ContainerArgs {
+    /// The image's layers merged; with --image, also the lease that keeps its stored layers
+    /// from removal while they are read (release it when done).
+    fn open_stack(&self, command: &str) -> Result<(LowerStack, Option<Lease>), String> {
+        match &self.image {
+            None => Ok((LowerStack::open(&self.layers)?, None)),
+            Some(image) => {
+                let holder = format!("stratafs {command} (pid {})", std::process::id());
+                let stored =
+                    super::store_cli::stored_image(image, self.state_dir.as_deref(), &holder)?;
+                match LowerStack::open(&stored.layers) {
+                    Ok(stack) => Ok((stack, Some(stored.lease))),
+                    Err(e) => {
+                        stored.lease.release();
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Ends the lease of `--image`, if any, and passes `result` on.
+fn released<T>(lease: Option<Lease>, result: T) -> T {
+    if let Some(lease) = lease {
+        lease.release();
+    }
+    result
 }
 
 #[derive(clap::Args, Debug)]
@@ -70,8 +108,11 @@ pub fn diff(args: DiffArgs) -> Result<(), String> {
             ))
         }
     };
-    let mut stack = LowerStack::open(&args.container.layers)?;
-    let changes = super::diff::changes(&args.container.upper, &mut stack)?;
+    let (mut stack, lease) = args.container.open_stack("diff")?;
+    let changes = released(
+        lease,
+        super::diff::changes(&args.container.upper, &mut stack),
+    )?;
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let written = if json {
@@ -104,13 +145,16 @@ pub fn commit(args: CommitArgs) -> Result<(), String> {
         created: creation_time()?,
         created_by: args.created_by.clone(),
     };
-    let mut stack = LowerStack::open(&args.container.layers)?;
+    let (mut stack, lease) = args.container.open_stack("commit")?;
     let layer_path = match (&args.output, &target) {
         (Some(path), _) => path.clone(),
         (None, Some((_, _, layout))) => layout.temp_path("layer.tar.gz"),
         (None, None) => unreachable!("clap requires --output or --to-layout"),
     };
-    let digests = write_layer(&args.container.upper, &mut stack, &layer_path, compression)?;
+    let digests = released(
+        lease,
+        write_layer(&args.container.upper, &mut stack, &layer_path, compression),
+    )?;
     println!("diff_id: {}", digests.diff_id);
     println!("digest: {}", digests.digest);
     println!("size: {}", digests.size);

@@ -1,14 +1,19 @@
-//! Images out of a container: the changes of a writable layer (`stratafs diff`) and the
-//! writable layer as an OCI layer tarball (`stratafs commit`), read from an upper dir in the
-//! kernel overlayfs format over the image's layers.
+//! Images in and out of a container. In: OCI image layouts (`oci`) whose layers are unpacked
+//! once into a content-addressed store (`store`, `lease`) and mounted (`stratafs image`,
+//! `store_cli`). Out: the changes of a writable layer (`stratafs diff`) and the writable
+//! layer as an OCI layer tarball (`stratafs commit`), read from an upper dir in the kernel
+//! overlayfs format over the image's layers.
 
 pub mod blob;
 pub mod cli;
 pub mod commit;
 pub mod diff;
 pub mod layout_write;
+pub mod lease;
 pub mod lower;
 pub mod oci;
+pub mod store;
+pub mod store_cli;
 pub mod tree;
 pub mod upper_dir;
 

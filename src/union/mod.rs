@@ -26,6 +26,8 @@ mod remove;
 mod rename;
 mod resolve;
 mod setattr;
+#[cfg(test)]
+mod tests;
 mod xattr;
 
 use std::io;

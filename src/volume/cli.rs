@@ -388,7 +388,7 @@ fn last_error(mut errors: Vec<VolumeError>) -> Result<(), VolumeError> {
 }
 
 /// Sizes as Docker prints them: decimal units, 4 significant digits (`36B`, `1.234kB`).
-fn human_size(bytes: u64) -> String {
+pub(crate) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
     let mut size = bytes as f64;
     let mut unit = 0;

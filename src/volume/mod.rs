@@ -68,7 +68,7 @@ pub use error::{Result, VolumeError};
 /// The one volume-name rule, for the store and for `--volume NAME:/path` alike.
 pub use name::check as check_name;
 #[allow(unused_imports)]
-pub use store::{VolumeInfo, VolumeLease, VolumeStore};
+pub use store::{disk_usage, VolumeInfo, VolumeLease, VolumeStore};
 
 pub const STATE_DIR_ENV: &str = "STRATAFS_STATE_DIR";
 const ROOT_STATE_DIR: &str = "/var/lib/stratafs";
