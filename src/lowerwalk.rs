@@ -89,7 +89,7 @@ pub fn child(
         }
         break;
     }
-    parent.child(name, slot, dir_layers, &moved)
+    parent.child(name, slot, dir_layers.into(), &moved)
 }
 
 /// What one layer's copy of a directory says about the copies below it.
@@ -400,7 +400,7 @@ mod tests {
         let parent = LowerRef {
             slot: 1,
             rel: b"p".to_vec(),
-            dir_layers: vec![1, 0],
+            dir_layers: [1, 0].into(),
             moved: vec![(0, b"q".to_vec())],
             ..LowerRef::default()
         };
@@ -435,7 +435,7 @@ mod tests {
             e.layer,
             listing.dir_layers(e).to_vec(),
         );
-        assert_eq!(dir.dir_layers, vec![2, 1, 0]);
+        assert_eq!(*dir.dir_layers, [2, 1, 0]);
         assert_eq!(dir.path_in(2), b"new");
         assert_eq!(dir.path_in(1), b"old", "L1's own \"new\" is not merged");
         assert_eq!(dir.path_in(0), b"old");
@@ -448,7 +448,7 @@ mod tests {
             e.layer,
             listing.dir_layers(e).to_vec(),
         );
-        assert_eq!(dir.dir_layers, vec![1, 0]);
+        assert_eq!(*dir.dir_layers, [1, 0]);
         assert_eq!(dir.path_in(0), b"old");
     }
 

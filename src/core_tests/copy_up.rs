@@ -1,6 +1,6 @@
 //! Copy-up: what the union decides when a lower object changes (union/copy_up.rs: full copy,
 //! metadata-only copy, the hard-link index, parents first), and what the copy of one object
-//! holds (copyup.rs: data, metadata, the file's own xattrs but no marker, the origin). Driven
+//! holds (copy_object.rs: data, metadata, the file's own xattrs but no marker, the origin). Driven
 //! through the union core's own operations, without FUSE, on a `user.` marker format.
 
 use std::ffi::CString;
@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::PathBuf;
 
 use super::fixture::Stack;
-use crate::copyup::{self, CopyOptions};
+use crate::copy_object::{self, CopyOptions};
 use crate::inode::ROOT_INO;
 use crate::lowerwalk::Target;
 use crate::ovl::{self, Marker, Namespace};
@@ -310,7 +310,7 @@ fn a_renamed_lower_directory_records_a_redirect_to_its_lower_path() {
     );
 }
 
-/// The copy of one object (copyup.rs): the file's own xattrs come along, the union's
+/// The copy of one object (copy_object.rs): the file's own xattrs come along, the union's
 /// markers never do, and the origin names the lower object.
 #[test]
 fn a_copy_keeps_the_files_xattrs_but_no_marker() {
@@ -335,7 +335,7 @@ fn a_copy_keeps_the_files_xattrs_but_no_marker() {
         data_from: None,
     };
     let name = CString::new("f").unwrap();
-    copyup::copy_up(
+    copy_object::copy_up(
         src.as_fd(),
         open(&work).as_fd(),
         open(&dest).as_fd(),
@@ -362,7 +362,7 @@ fn a_copy_keeps_the_files_xattrs_but_no_marker() {
     assert_eq!(origin, ovl::origin_value(src.as_fd()).unwrap());
     assert_eq!(std::fs::read_to_string(dest.join("f")).unwrap(), "data");
     // A copy never replaces what is at its name, and leaves nothing behind when it fails.
-    let err = copyup::copy_up(
+    let err = copy_object::copy_up(
         src.as_fd(),
         open(&work).as_fd(),
         open(&dest).as_fd(),

@@ -32,6 +32,11 @@ impl Found {
         self.attr.mode & libc::S_IFMT == libc::S_IFDIR
     }
 
+    /// The layers merged under a directory, top first.
+    pub fn layers(&self) -> Vec<u16> {
+        self.lower.dir_layers.to_vec()
+    }
+
     /// The number the union shows for it.
     pub fn ino(&self) -> u64 {
         lower_ino(self.lower.slot, self.attr.host_ino)

@@ -28,7 +28,7 @@ fn same_named_directories_merge_across_all_layers() {
     let d = s.resolve("d").unwrap();
     assert!(d.is_dir());
     assert_eq!(d.lower.slot, 2, "the top copy is the directory's own");
-    assert_eq!(d.lower.dir_layers, [2, 1, 0], "top first");
+    assert_eq!(d.layers(), [2, 1, 0], "top first");
     assert_eq!(s.list("d"), ["a", "b", "c", "shared", "sub"]);
     assert_eq!(s.winner("d/shared"), Some((2, "2".into())));
     assert_eq!(s.winner("d/a"), Some((0, "0".into())));
@@ -71,7 +71,7 @@ fn a_whiteout_never_hides_its_own_layer_or_the_layers_above() {
         ["new"],
         "the recreated dir does not merge the old one"
     );
-    assert_eq!(s.resolve("d").unwrap().lower.dir_layers, [2]);
+    assert_eq!(s.resolve("d").unwrap().layers(), [2]);
 }
 
 #[test]
@@ -82,7 +82,7 @@ fn an_opaque_directory_stops_the_merge_below_it() {
     s.file(3, "d/e", "3");
     // A layer above the opaque one still merges into it.
     assert_eq!(s.list("d"), ["c", "e"]);
-    assert_eq!(s.resolve("d").unwrap().lower.dir_layers, [3, 2]);
+    assert_eq!(s.resolve("d").unwrap().layers(), [3, 2]);
     assert!(s.resolve("d/a").is_none());
 }
 
@@ -92,7 +92,7 @@ fn an_opaque_directory_in_the_top_layer_shows_only_itself() {
     s.file(0, "d/a", "0").dir(1, "d").file(1, "d/b", "1");
     s.mark(1, "d", crate::ovl::Marker::Opaque, "y");
     assert_eq!(s.list("d"), ["b"]);
-    assert_eq!(s.resolve("d").unwrap().lower.dir_layers, [1]);
+    assert_eq!(s.resolve("d").unwrap().layers(), [1]);
     // Opacity hides the layers below, not siblings of the opaque directory.
     s.file(0, "sibling", "0");
     assert_eq!(s.list(""), ["d", "sibling"]);
@@ -116,7 +116,7 @@ fn a_directory_over_a_file_hides_the_file() {
     s.file(0, "x", "file").file(1, "x/inside", "1");
     let x = s.resolve("x").unwrap();
     assert!(x.is_dir());
-    assert_eq!(x.lower.dir_layers, [1], "the file below takes no part");
+    assert_eq!(x.layers(), [1], "the file below takes no part");
     assert_eq!(s.list("x"), ["inside"]);
 }
 
@@ -130,7 +130,7 @@ fn a_non_directory_between_directories_ends_the_merge() {
     s.file(0, "e/bottom", "0").dir(2, "e").file(2, "e/top", "2");
     std::os::unix::fs::symlink("d", s.at(1, "e")).unwrap();
     assert_eq!(s.list("d"), ["top"]);
-    assert_eq!(s.resolve("d").unwrap().lower.dir_layers, [2]);
+    assert_eq!(s.resolve("d").unwrap().layers(), [2]);
     assert_eq!(s.list("e"), ["top"]);
 }
 
@@ -193,7 +193,7 @@ fn the_merge_stops_at_an_opaque_copy_of_the_layers_it_is_given() {
             }
         }
         assert_eq!(s.list(""), ["d", "mid", "top"], "root, oci {oci}");
-        let d = s.root().child(b"d", 2, vec![2, 1, 0], &[]);
+        let d = s.root().child(b"d", 2, vec![2, 1, 0].into(), &[]);
         let index = crate::merge::merge_lower_dir(&s.layers, &d).unwrap();
         let names: Vec<&[u8]> = (0..index.len())
             .map(|i| index.name(index.entry(i)))

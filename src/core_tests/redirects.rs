@@ -13,7 +13,7 @@ fn a_relative_redirect_merges_the_old_name_of_the_parents_copies() {
         .mark(1, "p/new", Marker::Redirect, "old");
     s.file(0, "p/old/kept", "0").file(0, "p/new/other", "0");
     let new = s.resolve("p/new").unwrap();
-    assert_eq!(new.lower.dir_layers, [1, 0]);
+    assert_eq!(new.layers(), [1, 0]);
     assert_eq!(new.lower.path_in(0), b"p/old");
     assert_eq!(s.list("p/new"), ["added", "kept"], "not L0's own p/new");
     assert_eq!(s.winner("p/new/kept"), Some((0, "0".into())));
@@ -38,7 +38,7 @@ fn a_chain_of_renames_is_followed_down_every_layer() {
         .mark(1, "b", Marker::Redirect, "/c/d");
     s.file(0, "c/d/zero", "0");
     let a = s.resolve("a").unwrap();
-    assert_eq!(a.lower.dir_layers, [2, 1, 0]);
+    assert_eq!(a.layers(), [2, 1, 0]);
     assert_eq!(a.lower.path_in(1), b"b");
     assert_eq!(a.lower.path_in(0), b"c/d");
     assert_eq!(s.list("a"), ["one", "two", "zero"]);
@@ -69,11 +69,7 @@ fn a_redirect_into_an_opaque_directory_stops_there() {
             s.mark(1, "old", Marker::Opaque, "y");
         }
         s.file(0, "old/bottom", "0");
-        assert_eq!(
-            s.resolve("new").unwrap().lower.dir_layers,
-            [2, 1],
-            "oci {oci}"
-        );
+        assert_eq!(s.resolve("new").unwrap().layers(), [2, 1], "oci {oci}");
         assert_eq!(s.list("new"), ["mid", "top"], "oci {oci}");
     }
 }
@@ -86,9 +82,9 @@ fn a_whited_out_or_non_directory_target_leads_nowhere() {
     s.whiteout(1, "old").file(0, "old/hidden", "0");
     s.dir(2, "b").mark(2, "b", Marker::Redirect, "/file");
     s.file(0, "file", "not a dir");
-    assert_eq!(s.resolve("a").unwrap().lower.dir_layers, [2]);
+    assert_eq!(s.resolve("a").unwrap().layers(), [2]);
     assert_eq!(s.list("a"), ["own"]);
-    assert_eq!(s.resolve("b").unwrap().lower.dir_layers, [2]);
+    assert_eq!(s.resolve("b").unwrap().layers(), [2]);
 }
 
 #[test]
@@ -100,7 +96,7 @@ fn an_invalid_redirect_is_ignored_and_never_leaves_the_layers() {
     assert_eq!(s.list("d"), ["own"]);
     // A path climbing out of the layer root names nothing.
     s.dir(1, "e").mark(1, "e", Marker::Redirect, "/../L0/a");
-    assert_eq!(s.resolve("e").unwrap().lower.dir_layers, [1]);
+    assert_eq!(s.resolve("e").unwrap().layers(), [1]);
 }
 
 /// The parent's merge lists every layer holding the name; an opaque copy met when the
@@ -111,8 +107,8 @@ fn a_relative_redirect_never_looks_below_an_opaque_parent() {
     s.dir(2, "d/new").mark(2, "d/new", Marker::Redirect, "old");
     s.dir(1, "d").mark(1, "d", Marker::Opaque, "y");
     s.file(0, "d/old/hidden", "0");
-    assert_eq!(s.resolve("d").unwrap().lower.dir_layers, [2, 1]);
-    assert_eq!(s.resolve("d/new").unwrap().lower.dir_layers, [2]);
+    assert_eq!(s.resolve("d").unwrap().layers(), [2, 1]);
+    assert_eq!(s.resolve("d/new").unwrap().layers(), [2]);
     assert!(s.list("d/new").is_empty());
 }
 
@@ -161,7 +157,7 @@ fn a_metacopy_in_an_opaque_directory_has_no_data_below_it() {
     s.opaque_marker(1, "d").file(1, "d/f", "");
     s.mark(1, "d/f", Marker::Metacopy, "");
     s.file(0, "d/f", "hidden by the opaque directory");
-    assert_eq!(s.resolve("d").unwrap().lower.dir_layers, [1]);
+    assert_eq!(s.resolve("d").unwrap().layers(), [1]);
     assert_eq!(
         s.data_of("d/f"),
         None,

@@ -52,7 +52,7 @@ fn every_opaque_form_hides_the_layers_below() {
         assert_eq!(s.list("d"), ["below", "own"], "{form}: transparent before");
         make(&s);
         assert_eq!(s.list("d"), ["own"], "{form}");
-        assert_eq!(s.resolve("d").unwrap().lower.dir_layers, [1], "{form}");
+        assert_eq!(s.resolve("d").unwrap().layers(), [1], "{form}");
     }
 }
 

@@ -37,7 +37,7 @@ use super::oci::{digest_hex, Image, ImageLayer, Layout};
 use crate::ovl::Namespace;
 use crate::sys::{self, ops};
 use crate::tarball::{self, Progress, Whiteouts};
-use crate::unpack::{decompressed, is_root, sweep_abandoned, TempDir};
+use crate::unpack::{decompressed, sweep_abandoned, TempDir};
 
 const LAYERS_DIR: &str = "layers/sha256";
 const IMAGES_DIR: &str = "images";
@@ -510,7 +510,10 @@ fn unpack_verified(
 ) -> Result<u64, String> {
     let root =
         sys::open_dir_path(dest).map_err(|e| format!("cannot open {}: {e}", dest.display()))?;
-    let whiteouts = Whiteouts::Overlay(if is_root() {
+    // trusted.* needs CAP_SYS_ADMIN in the initial user namespace: root in a user namespace
+    // (rootless podman) writes the user.overlay.* markers, as kernel overlayfs reads them
+    // with userxattr.
+    let whiteouts = Whiteouts::Overlay(if crate::rootless::sys_admin_in_initial_userns() {
         Namespace::Trusted
     } else {
         Namespace::User

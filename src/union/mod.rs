@@ -8,7 +8,7 @@
 //! - `create`, `remove`, `rename`: the namespace changes (create and link share one
 //!   preamble and one way of replacing a whiteout).
 //! - `copy_up`: when and where a node is copied up (parents, index, metacopy); the copy of
-//!   one object itself is `crate::copyup`.
+//!   one object itself is `crate::copy_object`.
 //! - `setattr`, `xattr`: metadata changes and the file's own xattrs.
 //! - `open`: opening an object for I/O, and the I/O on an open file.
 //! - `readdir`: the snapshot an open directory lists from.
@@ -140,7 +140,7 @@ impl Union {
                 lower: Some(LowerRef {
                     slot: top_slot,
                     rel: b".".to_vec(),
-                    dir_layers: all_layers,
+                    dir_layers: all_layers.into(),
                     ..LowerRef::default()
                 }),
                 upper: has_upper,
