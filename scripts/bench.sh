@@ -6,6 +6,7 @@
 #   sudo scripts/bench.sh                  # everything
 #   sudo BENCH=write REPEAT=1 scripts/bench.sh
 #   sudo BENCH=image,layers scripts/bench.sh
+#   sudo BENCH=memory FILESYSTEMS="fuse-overlayfs stratafs" scripts/bench.sh
 #   STRATAFS=/path/to/stratafs scripts/bench.sh
 #   FILESYSTEMS="kernel fuse-overlayfs" scripts/bench.sh
 #
@@ -15,7 +16,8 @@
 #   BENCH        all, or groups separated by commas: read, write, image (read every file, gcc and
 #                python3 in a chroot, of a host-root image), layers (cold walk at 20/100/200/400
 #                layers, mount at 400), rootless (cold walk, untar and 1 GiB read as the user
-#                RL_USER in a user namespace; the kernel with -o userxattr) (default: all)
+#                RL_USER in a user namespace; the kernel with -o userxattr), memory (daemon peak
+#                RSS and bytes per entry after a cold walk of the read stack) (default: all)
 #   RL_USER      the unprivileged user of BENCH=rootless (default: stratafs-rootless, made by
 #                .ci/rootless-user)
 #   BENCH_DIR    work dir; the layer stack, the big files and the tarball are built once and kept
@@ -371,6 +373,40 @@ bench_peak_rss() {
     [ -n "$pid" ] || die "cannot find the $fs daemon for $mnt"
     awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status"
     umount_fs "$fs" "$mnt"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Memory benchmark (BENCH=memory): what the daemon keeps after walking the read stack once.
+
+# rss_kib PID FIELD: a field of /proc/PID/status in KiB (VmHWM, VmRSS, RssAnon, ...).
+rss_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
+# Cold caches, fresh mount, one find of the whole stack, then the daemon's peak RSS (VmHWM,
+# KiB). The peak right after the mount, the entries find saw and the bytes of peak growth per
+# entry go to the walk_rss_mounted, walk_entries and walk_bytes_per_entry rows; the thread
+# count and the anonymous/file split of the final RSS to a note under the table.
+bench_walk_rss() {
+    local fs=$1 mnt=$2 pid mounted peak entries r
+    [ "$fs" != kernel ] || return 0
+    for ((r = 0; r < REPEAT; r++)); do
+        drop_caches
+        mount_fs "$fs" "$mnt"
+        pid=$(daemon_pid "$fs" "$mnt")
+        [ -n "$pid" ] || die "cannot find the $fs daemon for $mnt"
+        stat "$mnt" >/dev/null # the daemon has served a request: its threads are up
+        mounted=$(rss_kib "$pid" VmHWM)
+        entries=$(find "$mnt" -printf '%s\n' | wc -l)
+        peak=$(rss_kib "$pid" VmHWM)
+        printf '%s threads, RssAnon %s KiB, RssFile %s KiB\n' "$(rss_kib "$pid" Threads)" \
+            "$(rss_kib "$pid" RssAnon)" "$(rss_kib "$pid" RssFile)" >"$RESULTS/$fs.walk_rss.note"
+        umount_fs "$fs" "$mnt"
+        echo "$mounted" >>"$RESULTS/$fs.walk_rss_mounted.runs"
+        echo "$entries" >>"$RESULTS/$fs.walk_entries.runs"
+        echo "$entries" >"$RESULTS/$fs.entries"
+        awk -v p="$peak" -v m="$mounted" -v n="$entries" 'BEGIN { printf "%.1f\n", (p - m) * 1024 / n }' \
+            >>"$RESULTS/$fs.walk_bytes_per_entry.runs"
+        echo "$peak"
+    done
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -989,7 +1025,7 @@ bench_rl_read_1g() { rl_repeat in_userns "$1" read_1g; }
 # Running and reporting
 
 # name|label|unit; unit "s" = seconds (ratios of times), "GB/s" = seconds shown as throughput
-# of the 1 GiB file (ratios of times), "MiB" = KiB shown in MiB.
+# of the 1 GiB file (ratios of times), "MiB" = KiB shown in MiB, "B" = bytes, "n" = a count.
 READ_BENCHES=(
     "mount_stat|mount + first stat of a deep path|s"
     "cold_find|find -printf %s, cold caches, fresh mount|s"
@@ -1023,6 +1059,14 @@ ROOTLESS_BENCHES=(
     "rl_untar|rootless: untar ~20 MB of small files|s"
     "rl_read_1g|rootless: sequential read 1 GiB (dd bs=1M)|GB/s"
 )
+MEMORY_BENCHES=(
+    "walk_rss|daemon peak RSS after a cold find (VmHWM)|MiB"
+    "walk_rss_mounted|  the same, right after the mount|MiB"
+    "walk_entries|  entries find saw|n"
+    "walk_bytes_per_entry|  peak growth per entry (bytes)|B"
+)
+# Rows filled in by another row's benchmark (cold_find, walk_rss).
+DERIVED_BENCHES=" cold_mount_find walk_rss_mounted walk_entries walk_bytes_per_entry "
 # The write benchmarks that leave a result to check, in report order.
 CHECKED_WRITES=(untar append_2g rm_trees chown)
 
@@ -1042,6 +1086,8 @@ format_value() {
     s) awk -v v="$v" 'BEGIN { printf "%.3f s", v }' ;;
     GB/s) awk -v v="$v" -v b="$BIG_FILE_BYTES" 'BEGIN { printf "%.2f GB/s", b / 1e9 / v }' ;;
     MiB) awk -v v="$v" 'BEGIN { printf "%.1f MiB", v / 1024 }' ;;
+    B) awk -v v="$v" 'BEGIN { printf "%.0f B", v }' ;;
+    n) awk -v v="$v" 'BEGIN { printf "%d", v }' ;;
     esac
 }
 
@@ -1122,7 +1168,7 @@ main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (mounts and drop_caches need it)"
     local group groups
     groups=${BENCH//,/ }
-    [ "$groups" != all ] || groups="read write image layers rootless"
+    [ "$groups" != all ] || groups="read write image layers rootless memory"
     BENCHES=()
     for group in $groups; do
         case $group in
@@ -1131,10 +1177,11 @@ main() {
         image) BENCHES+=("${IMAGE_BENCHES[@]}") ;;
         layers) BENCHES+=("${LAYERS_BENCHES[@]}") ;;
         rootless) BENCHES+=("${ROOTLESS_BENCHES[@]}") ;;
-        *) die "BENCH must be all or a list of read, write, image, layers, rootless, not '$BENCH'" ;;
+        memory) BENCHES+=("${MEMORY_BENCHES[@]}") ;;
+        *) die "BENCH must be all or a list of read, write, image, layers, rootless, memory, not '$BENCH'" ;;
         esac
     done
-    if has_group read || has_group layers || has_group rootless; then
+    if has_group read || has_group layers || has_group rootless || has_group memory; then
         [ -w /proc/sys/vm/drop_caches ] || die "/proc/sys/vm/drop_caches is not writable: cold runs need it"
     fi
     local fs available=()
@@ -1158,7 +1205,7 @@ main() {
     RESULTS=$(mktemp -d "$BENCH_DIR/results.XXXXXX")
     trap 'cleanup; rl_cleanup; rm -rf "$RESULTS"' EXIT
     trap 'exit 130' INT TERM
-    if has_group read || has_group write; then
+    if has_group read || has_group write || has_group memory; then
         build_stack
         find "$STACK" >/dev/null # same starting point for every filesystem
         printf 'stack: %s layers + whiteout layer, %s entries, deep path %s\n' "$NLAYERS" \
@@ -1201,11 +1248,11 @@ main() {
     local entry name
     for entry in "${BENCHES[@]}"; do
         name=${entry%%|*}
-        [ "$name" != cold_mount_find ] || continue # filled in by cold_find
+        [[ $DERIVED_BENCHES != *" $name "* ]] || continue # filled in by another row's run
         for fs in "${available[@]}"; do
             # Daemon RSS has no kernel value; the metacopy row is the kernel's only.
             case $name:$fs in
-            peak_rss:kernel | write_rss:kernel) ;;
+            peak_rss:kernel | write_rss:kernel | walk_rss:kernel) ;;
             chown_metacopy:kernel) note "$name: kernel-metacopy" ;;
             chown_metacopy:*) continue ;;
             *) note "$name: $fs" ;;
@@ -1214,12 +1261,18 @@ main() {
         done
     done
     for fs in "${available[@]}"; do
-        [ ! -f "$RESULTS/$fs.cold_mount_find.runs" ] ||
-            median <"$RESULTS/$fs.cold_mount_find.runs" >"$RESULTS/$fs.cold_mount_find"
+        for name in $DERIVED_BENCHES; do
+            [ ! -f "$RESULTS/$fs.$name.runs" ] || median <"$RESULTS/$fs.$name.runs" >"$RESULTS/$fs.$name"
+        done
         # The metacopy row compares the kernel with metacopy against the same FUSE runs.
         [ "$fs" = kernel ] || [ ! -f "$RESULTS/$fs.chown" ] || cp "$RESULTS/$fs.chown" "$RESULTS/$fs.chown_metacopy"
     done
     print_table
+    if has_group memory; then
+        for fs in "${available[@]}"; do
+            [ ! -s "$RESULTS/$fs.walk_rss.note" ] || printf 'after the walk, %s: %s\n' "$fs" "$(cat "$RESULTS/$fs.walk_rss.note")"
+        done
+    fi
     if has_group write; then
         print_write_notes
         print_write_checks

@@ -143,3 +143,34 @@ e2e_unmount_all_under() {
         fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || true
     done
 }
+
+# ---------------------------------------------------------------------------------------------------------
+# e2e_describe DIR OUT: a tree below DIR, one listing per aspect, to compare with another tree's:
+# OUT.{types,modes,owners,sizes,links,hardlinks,contents,xattrs}, one line per object, sorted by path.
+# Sizes and link counts are of non-directories (a directory's size is its filesystem's business, and kernel
+# overlayfs shows 1 link for a merged directory); `hardlinks` lists the names sharing an inode, one group a
+# line; `contents` is the sha256 of regular files and the target of symlinks.
+e2e_describe() {
+    local dir=$1 out=$2
+    (
+        cd "$dir" || exit 1
+        find . -mindepth 1 -printf '%P\t%y\t%m\t%U:%G\t%s\t%n\t%i\n' | LC_ALL=C sort >"$out.all"
+        cut -f1,2 "$out.all" >"$out.types"
+        cut -f1,3 "$out.all" >"$out.modes"
+        cut -f1,4 "$out.all" >"$out.owners"
+        awk -F'\t' '$2 != "d" { print $1 "\t" $5 }' "$out.all" >"$out.sizes"
+        awk -F'\t' '$2 != "d" { print $1 "\t" $6 }' "$out.all" >"$out.links"
+        awk -F'\t' '$2 != "d" && $6 > 1 { g[$7] = g[$7] " " $1 } END { for (i in g) print g[i] }' "$out.all" |
+            LC_ALL=C sort >"$out.hardlinks"
+        {
+            find . -mindepth 1 -type f -print0 | xargs -0 -r sha256sum | sed 's#  \./#\t#' |
+                awk -F'\t' '{ print $2 "\t" $1 }'
+            find . -mindepth 1 -type l -printf '%P\t-> %l\n'
+        } | LC_ALL=C sort >"$out.contents"
+        getfattr -R -P -h -d -m - -e hex . 2>/dev/null |
+            awk '/^# file: / { f = substr($0, 9); sub(/^\.\//, "", f); next } /=/ { print f "\t" $0 }' |
+            LC_ALL=C sort >"$out.xattrs"
+    )
+}
+# shellcheck disable=SC2034 # read by the scripts that source this file
+E2E_ASPECTS="types modes owners sizes links hardlinks contents xattrs"

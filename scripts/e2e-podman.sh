@@ -129,6 +129,7 @@ pids_under_t() {
         case "$cmd" in *"$T/"*) echo "$p" ;; esac
     done
 }
+# shellcheck disable=SC2317 # reached through the exit trap
 unmount_all_under_t() { e2e_unmount_all_under "$T"; }
 
 # shellcheck disable=SC2317 # reached through the exit trap

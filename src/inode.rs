@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 use parking_lot::{Mutex, RwLock};
@@ -292,6 +292,8 @@ pub struct Node {
     /// A directory whose name was removed: its number is free for the host to reuse.
     pub removed: AtomicBool,
     lookups: AtomicU64,
+    /// File handles open on the node (see `OpenCount`).
+    open_files: AtomicU32,
     pub inner: RwLock<NodeInner>,
     /// Serialises copy-up of this node; held only by the copy-up itself.
     pub copy_up: parking_lot::Mutex<()>,
@@ -305,6 +307,7 @@ impl Node {
             generation: 0,
             removed: AtomicBool::new(false),
             lookups: AtomicU64::new(0),
+            open_files: AtomicU32::new(0),
             inner: RwLock::new(inner),
             copy_up: parking_lot::Mutex::new(()),
         }
@@ -313,6 +316,44 @@ impl Node {
     /// Every name of the node is gone (it lives on only through open files).
     pub fn is_unlinked(&self) -> bool {
         self.ino != ROOT_INO && self.inner.read().links.is_empty()
+    }
+
+    /// Counts a file handle about to be opened on the node, until the returned guard drops.
+    /// Taken before the object is opened, so that a name removed meanwhile keeps the object.
+    pub fn opened(self: &Arc<Node>) -> OpenCount {
+        self.open_files.fetch_add(1, Ordering::SeqCst);
+        OpenCount { node: self.clone() }
+    }
+
+    /// After the node's last name went: the held object stays only while a file is open on
+    /// it (fstat of an unlinked open file still reaches the daemon). Without open files it is
+    /// closed at once, so that the space of an unlinked file comes back at the unlink, as on
+    /// any filesystem, not whenever the kernel forgets the inode. Call with `inner` locked.
+    pub fn settle_unlinked(&self, inner: &mut NodeInner, held: Option<Arc<OwnedFd>>) {
+        if self.ino == ROOT_INO || !inner.links.is_empty() {
+            return;
+        }
+        if self.open_files.load(Ordering::SeqCst) == 0 {
+            inner.object = None;
+        } else if inner.object.is_none() {
+            inner.object = held;
+        }
+    }
+}
+
+/// One open file handle on a node: while any is alive, an unlinked node keeps its object.
+pub struct OpenCount {
+    node: Arc<Node>,
+}
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        if self.node.open_files.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The last close of an unlinked file frees it (under the lock: a concurrent
+            // unlink or open sees either the count or the dropped object).
+            let mut inner = self.node.inner.write();
+            self.node.settle_unlinked(&mut inner, None);
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! 5. union core: `union` (lookup, attributes, open, copy-up, create/link/remove/rename,
 //!    xattrs, readdir snapshots, in bytes and integers, returning `io::Result`) over
 //!    `dirstate`, `inode`, the lower listing (`index`, `merge`, `lowerwalk`), `upper`,
-//!    `copyup` (the copy of one object), `whiteout`, `rootless` (the mount's format) and
+//!    `copy_object` (the copy of one object), `whiteout`, `rootless` (the mount's format) and
 //!    `ovl`, the one table of the overlay on-disk format; none of it knows FUSE;
 //! 6. system calls: `sys`, the only place with `unsafe`.
 //!
@@ -27,7 +27,7 @@ mod acl;
 mod attr;
 pub mod cli;
 mod compat;
-mod copyup;
+mod copy_object;
 mod daemon;
 mod demo;
 mod dirstate;

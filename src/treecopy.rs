@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use crate::copyup::{copy_data, copy_metadata};
+use crate::copy_object::{copy_data, copy_metadata};
 use crate::sys;
 use crate::sys::ops;
 

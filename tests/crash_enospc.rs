@@ -622,3 +622,179 @@ fn enospc_on_the_upper_fs() {
     );
     m.unmount().expect("clean unmount");
 }
+
+/// Free bytes of the filesystem holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    assert_eq!(
+        rc,
+        0,
+        "statvfs {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: statvfs succeeded and filled the buffer.
+    let st = unsafe { st.assume_init() };
+    st.f_bfree * st.f_frsize
+}
+
+/// When the space of a file unlinked through the mount comes back on the upper fs.
+#[derive(Debug, PartialEq)]
+struct SpaceReport {
+    /// Not open: back as soon as unlink returns (every try).
+    back_at_unlink: bool,
+    /// Open while unlinked: still taken until the close.
+    held_while_open: bool,
+    /// fstat of the open unlinked file: (nlink, size).
+    fstat_while_open: (u64, u64),
+    /// Back (within a moment: FUSE sends the release after close returns) after the close.
+    back_after_close: bool,
+}
+
+const SPACE_FILE: u64 = 8 << 20;
+const SPACE_TRIES: usize = 10;
+
+fn write_big(path: &Path) -> File {
+    let mut f = File::create(path).expect("create big file through the mount");
+    let mut data = vec![0u8; SPACE_FILE as usize];
+    fill_pattern(&mut data, 0);
+    f.write_all(&data).expect("write big file");
+    f.sync_all().expect("fsync big file");
+    f
+}
+
+/// Waits until process `pid` has no file open for reading or writing on `path` (O_PATH fds
+/// do not count): FUSE sends the release of a closed file after close returns.
+fn wait_closed_by(pid: u32, path: &Path) {
+    const O_PATH: u32 = 0o10000000;
+    let open_on_path = || {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|t| t == path) && {
+                let info = std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .unwrap_or_default();
+                let flags = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("flags:"))
+                    .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                    .unwrap_or(0);
+                flags & O_PATH == 0
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_on_path() {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon still has {} open 10 s after its close",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `settle(name)` waits until what serves the mount has released the closed file `name`.
+fn space_report(mnt: &Path, upper_fs: &Path, settle: &dyn Fn(&str)) -> SpaceReport {
+    // A file that is not open: its space is free when unlink returns, every time.
+    let mut back_at_unlink = true;
+    for i in 0..SPACE_TRIES {
+        let name = format!("big{i}");
+        let path = mnt.join(&name);
+        drop(write_big(&path));
+        settle(&name);
+        let before = free_bytes(upper_fs);
+        std::fs::remove_file(&path).expect("unlink big file");
+        let after = free_bytes(upper_fs);
+        back_at_unlink &= after >= before + SPACE_FILE;
+    }
+    // An open file keeps its space until the close.
+    let path = mnt.join("open-big");
+    let f = write_big(&path);
+    let before = free_bytes(upper_fs);
+    std::fs::remove_file(&path).expect("unlink open big file");
+    std::thread::sleep(Duration::from_millis(100));
+    let held_while_open = free_bytes(upper_fs) < before + SPACE_FILE / 2;
+    let md = f.metadata().expect("fstat the open unlinked file");
+    let fstat_while_open = (std::os::unix::fs::MetadataExt::nlink(&md), md.len());
+    drop(f);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let back_after_close = loop {
+        if free_bytes(upper_fs) >= before + SPACE_FILE {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    SpaceReport {
+        back_at_unlink,
+        held_while_open,
+        fstat_while_open,
+        back_after_close,
+    }
+}
+
+/// The space of an upper file unlinked through the mount comes back at the unlink when the
+/// file is not open, and at its last close when it is, as on kernel overlayfs (the daemon
+/// must not hold the unlinked object until the kernel forgets the inode).
+#[test]
+fn unlinked_upper_file_frees_its_space_like_the_kernel() {
+    use common::rw::KernelMount;
+    require_root();
+    let scratch = TempDir::new("space");
+    let lower = scratch.subdir("lower");
+    std::fs::write(lower.join("f"), b"lower\n").expect("lower file");
+    let report = |kernel: bool| {
+        let tag = if kernel { "kernel" } else { "stratafs" };
+        let fs_dir = scratch.subdir(&format!("{tag}-fs"));
+        let _tmpfs = Tmpfs::mount(&fs_dir, "64m").unwrap_or_else(|e| panic!("{e}"));
+        let p = Paths::new(&scratch, &lower, &fs_dir);
+        let mnt = scratch.subdir(&format!("{tag}-mnt"));
+        if kernel {
+            let m = KernelMount::mount(
+                std::slice::from_ref(&lower),
+                Some((&p.upper, &p.work)),
+                &mnt,
+                "",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            // Kernel overlayfs releases the upper file within close.
+            let r = space_report(&mnt, &fs_dir, &|_| {});
+            m.unmount().expect("unmount kernel overlay");
+            r
+        } else {
+            let m = StrataChild::start(&StrataSpec {
+                mountpoint: mnt.clone(),
+                ..p.spec()
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            let pid = m.pid().expect("daemon pid");
+            let r = space_report(&mnt, &fs_dir, &|name: &str| {
+                wait_closed_by(pid, &p.upper.join(name))
+            });
+            m.unmount().expect("clean unmount");
+            r
+        }
+    };
+    let kernel = report(true);
+    assert_eq!(
+        kernel,
+        SpaceReport {
+            back_at_unlink: true,
+            held_while_open: true,
+            fstat_while_open: (0, SPACE_FILE),
+            back_after_close: true,
+        },
+        "kernel overlayfs"
+    );
+    assert_eq!(report(false), kernel, "stratafs against kernel overlayfs");
+}

@@ -307,7 +307,7 @@ fn an_image_mounts_as_its_layers_say_and_as_kernel_overlayfs_shows_them() {
 #[test]
 fn a_second_mount_and_a_second_image_reuse_stored_layers() {
     require_root();
-    let s = setup("img-reuse");
+    let mut s = setup("img-reuse");
     let mnt = s.tmp.subdir("mnt");
     let start = Instant::now();
     let (m, first) = s.mount(&s.layout.reference("v1"), &mnt, &[]);
@@ -349,6 +349,16 @@ fn a_second_mount_and_a_second_image_reuse_stored_layers() {
     );
     assert_eq!(s.store_entries().len(), 4, "{:?}", s.store_entries());
     m2.unmount().unwrap();
+    m.unmount().unwrap();
+
+    // An image listing one layer twice (as images with empty layers do) unpacks it once.
+    let again = RawTar::default().file("again", "twice\n").finish();
+    s.layout
+        .image("twice", &[(&again, Blob::Gzip), (&again, Blob::Gzip)]);
+    let (m, twice) = s.mount(&s.layout.reference("twice"), &mnt, &[]);
+    assert_eq!(twice.matches(": unpacked").count(), 1, "{twice}");
+    assert_eq!(twice.matches(": in the store").count(), 1, "{twice}");
+    assert_eq!(fs::read_to_string(mnt.join("again")).unwrap(), "twice\n");
     m.unmount().unwrap();
 }
 
@@ -624,6 +634,69 @@ fn kill_9_during_an_unpack_leaves_no_half_layer() {
     assert!(temps().is_empty(), "{:?}", temps());
     assert_eq!(fs::read_dir(mnt.join("many")).unwrap().count(), 8_000);
     m.unmount().unwrap();
+}
+
+#[test]
+fn concurrent_mounts_of_one_image_unpack_each_layer_once() {
+    require_root();
+    let t = TempDir::new("img-concurrent");
+    let mut tar = RawTar::default().dir("many/");
+    for i in 0..4_000 {
+        tar = tar.file(&format!("many/f{i}"), "x");
+    }
+    let tar = tar.finish();
+    let mut layout = Layout::new(t.subdir("layout"));
+    let diff_ids = layout.image("big", &[(&base_layer(), Blob::Tar), (&tar, Blob::Gzip)]);
+    let state = t.subdir("state");
+    let mnts: Vec<PathBuf> = (0..2).map(|i| t.subdir(&format!("mnt{i}"))).collect();
+    // Both started at once: one unpacks, the other waits for its lock and reuses the layer.
+    let children: Vec<_> = mnts
+        .iter()
+        .map(|mnt| {
+            Command::new(STRATAFS)
+                .args(["image", "mount", "--daemon", "--state-dir"])
+                .arg(&state)
+                .arg(layout.reference("big"))
+                .arg(mnt)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let mounts: Vec<StrataMount> = mnts.iter().map(|m| StrataMount::adopt(m)).collect();
+    let mut unpacked = 0;
+    for (o, mnt) in outputs.iter().zip(&mnts) {
+        let (_, err) = text(o);
+        assert!(o.status.success(), "{}: {err}", mnt.display());
+        unpacked += err.matches(": unpacked").count();
+        assert_eq!(fs::read_dir(mnt.join("many")).unwrap().count(), 4_000);
+        assert_eq!(
+            fs::read_to_string(mnt.join("etc/os-release")).unwrap(),
+            "ID=test\n"
+        );
+    }
+    assert_eq!(unpacked, 2, "each of the 2 layers unpacked once in all");
+    let mut stored: Vec<String> = fs::read_dir(state.join("layers/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.ends_with(".lock"))
+        .collect();
+    stored.sort();
+    let mut want: Vec<String> = diff_ids
+        .iter()
+        .map(|d| d.strip_prefix("sha256:").unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(stored, want, "no temp dir left, no layer twice");
+    for m in mounts {
+        m.unmount().unwrap();
+    }
 }
 
 #[test]

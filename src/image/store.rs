@@ -37,7 +37,7 @@ use super::oci::{digest_hex, Image, ImageLayer, Layout};
 use crate::ovl::Namespace;
 use crate::sys::{self, ops};
 use crate::tarball::{self, Progress, Whiteouts};
-use crate::unpack::{decompressed, is_root, sweep_abandoned, TempDir};
+use crate::unpack::{decompressed, sweep_abandoned, TempDir};
 
 const LAYERS_DIR: &str = "layers/sha256";
 const IMAGES_DIR: &str = "images";
@@ -233,45 +233,17 @@ impl LayerStore {
             .map_err(|e| format!("cannot read {}: {e}", self.leases_dir().display()))
     }
 
-    /// Makes sure `layer` of the image in `layout` is in the store: reuses it, or unpacks it
-    /// (verifying the blob's digest and the tar's diffID) into a temp dir renamed into place.
-    pub fn fetch(
-        &self,
-        layout: &Layout,
-        layer: &ImageLayer,
-        what: &str,
-    ) -> Result<(PathBuf, Fetched), String> {
-        let dest = self.layer_path(&layer.diff_id)?;
-        if dest.is_dir() {
-            return Ok((dest, Fetched::Reused));
+    /// A batch of layers to get into the store; see [`Batch`].
+    pub fn batch(&self) -> Batch<'_> {
+        Batch {
+            store: self,
+            pending: Vec::new(),
         }
-        let hex = digest_hex(&layer.diff_id).unwrap_or_default();
-        let _unpacking = self.layer_lock(hex)?;
-        // Another process may have finished it while this one waited.
-        if dest.is_dir() {
-            return Ok((dest, Fetched::Reused));
-        }
-        sweep_abandoned(&self.layers_dir(), hex);
-        let start = Instant::now();
-        let temp = TempDir::new(&self.layers_dir(), hex).map_err(|e| e.to_string())?;
-        let blob_bytes = unpack_verified(layout, layer, what, temp.path())?;
-        File::open(temp.path())
-            .and_then(|f| ops::syncfs(f.as_fd()))
-            .map_err(|e| format!("cannot sync {}: {e}", temp.path().display()))?;
-        // The layer root keeps the mode the tar gave it (or 0755); the store above is 0700.
-        temp.publish(&dest).map_err(|e| e.to_string())?;
-        Ok((
-            dest,
-            Fetched::Unpacked {
-                blob_bytes,
-                took: start.elapsed(),
-            },
-        ))
     }
 
-    /// The per-layer unpack lock, waited for (saying so) when another process holds it.
-    fn layer_lock(&self, hex: &str) -> Result<File, String> {
-        let path = self.layers_dir().join(format!(".{hex}.lock"));
+    /// The per-layer unpack lock: Some(held), or None when another process holds it.
+    fn try_layer_lock(&self, hex: &str) -> Result<Option<File>, String> {
+        let path = self.layer_lock_path(hex);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -281,17 +253,30 @@ impl LayerStore {
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                eprintln!("stratafs: waiting for another process unpacking layer sha256:{hex}");
-                file.lock()
-                    .map(|()| file)
-                    .map_err(|e| format!("cannot lock {}: {e}", path.display()))
-            }
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => {
                 Err(format!("cannot lock {}: {e}", path.display()))
             }
         }
+    }
+
+    /// The per-layer unpack lock, waited for.
+    fn layer_lock(&self, hex: &str) -> Result<File, String> {
+        let path = self.layer_lock_path(hex);
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|f| f.lock().map(|()| f))
+            .map_err(|e| format!("cannot lock {}: {e}", path.display()))
+    }
+
+    fn layer_lock_path(&self, hex: &str) -> PathBuf {
+        self.layers_dir().join(format!(".{hex}.lock"))
     }
 
     /// `image rm`: drops the record of `image` and deletes its layers that no other image
@@ -394,8 +379,7 @@ impl LayerStore {
             .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
         std::fs::remove_dir_all(&trash)
             .map_err(|e| format!("cannot delete {}: {e}", trash.display()))?;
-        let hex = digest_hex(diff_id).unwrap_or_default();
-        let _ = std::fs::remove_file(self.layers_dir().join(format!(".{hex}.lock")));
+        let _ = std::fs::remove_file(self.layer_lock_path(digest_hex(diff_id).unwrap_or_default()));
         Ok(Some(size))
     }
 
@@ -418,6 +402,86 @@ impl LayerStore {
                 sweep_abandoned(&dir, hex);
             }
         }
+    }
+}
+
+/// Layers got into the store together. Each missing layer is unpacked (verified) into a
+/// temp dir of the store under its per-layer lock; [`Batch::publish`] then syncs them all
+/// with one syncfs (one flush of the filesystem instead of one per layer) and renames each
+/// into place. A batch dropped unpublished removes its temp dirs. To wait for a lock another
+/// process holds, the batch first publishes what it has, so it never waits holding a lock
+/// (two mounts taking the same layers in different orders cannot deadlock).
+pub struct Batch<'s> {
+    store: &'s LayerStore,
+    pending: Vec<Pending>,
+}
+
+struct Pending {
+    temp: TempDir,
+    dest: PathBuf,
+    _lock: File,
+}
+
+impl Batch<'_> {
+    /// Gets `layer` of the image in `layout` into the batch: Reused when the store has it,
+    /// else unpacked, verifying the blob's digest and the tar's diffID. The path returned is
+    /// the layer's once the batch is published.
+    pub fn fetch(
+        &mut self,
+        layout: &Layout,
+        layer: &ImageLayer,
+        what: &str,
+    ) -> Result<(PathBuf, Fetched), String> {
+        let store = self.store;
+        let dest = store.layer_path(&layer.diff_id)?;
+        // An image may list one layer twice (empty layers often are).
+        if dest.is_dir() || self.pending.iter().any(|p| p.dest == dest) {
+            return Ok((dest, Fetched::Reused));
+        }
+        let hex = digest_hex(&layer.diff_id).unwrap_or_default();
+        let lock = match store.try_layer_lock(hex)? {
+            Some(lock) => lock,
+            None => {
+                self.publish()?;
+                eprintln!("stratafs: waiting for another process unpacking layer sha256:{hex}");
+                store.layer_lock(hex)?
+            }
+        };
+        // Another process may have finished it while this one waited.
+        if dest.is_dir() {
+            return Ok((dest, Fetched::Reused));
+        }
+        sweep_abandoned(&store.layers_dir(), hex);
+        let start = Instant::now();
+        let temp = TempDir::new(&store.layers_dir(), hex).map_err(|e| e.to_string())?;
+        let blob_bytes = unpack_verified(layout, layer, what, temp.path())?;
+        self.pending.push(Pending {
+            temp,
+            dest: dest.clone(),
+            _lock: lock,
+        });
+        Ok((
+            dest,
+            Fetched::Unpacked {
+                blob_bytes,
+                took: start.elapsed(),
+            },
+        ))
+    }
+
+    /// Makes every layer unpacked so far durable, then visible under its diffID.
+    pub fn publish(&mut self) -> Result<(), String> {
+        let Some(first) = self.pending.first() else {
+            return Ok(());
+        };
+        File::open(first.temp.path())
+            .and_then(|f| ops::syncfs(f.as_fd()))
+            .map_err(|e| format!("cannot sync {}: {e}", first.temp.path().display()))?;
+        for p in self.pending.drain(..) {
+            // The layer root keeps the mode the tar gave it (or 0755); the store is 0700.
+            p.temp.publish(&p.dest).map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -446,7 +510,10 @@ fn unpack_verified(
 ) -> Result<u64, String> {
     let root =
         sys::open_dir_path(dest).map_err(|e| format!("cannot open {}: {e}", dest.display()))?;
-    let whiteouts = Whiteouts::Overlay(if is_root() {
+    // trusted.* needs CAP_SYS_ADMIN in the initial user namespace: root in a user namespace
+    // (rootless podman) writes the user.overlay.* markers, as kernel overlayfs reads them
+    // with userxattr.
+    let whiteouts = Whiteouts::Overlay(if crate::rootless::sys_admin_in_initial_userns() {
         Namespace::Trusted
     } else {
         Namespace::User

@@ -74,7 +74,11 @@ pub fn init_logging(args: &ImageArgs) {
 pub fn run(args: ImageArgs) -> Result<(), Error> {
     let managed = match args.command {
         ImageCommand::Mount(m) => return mount(m),
-        ImageCommand::Ls { layers, state } => open_store(&state).and_then(|s| list(&s, layers)),
+        ImageCommand::Ls { layers, state } => existing_store(&state).and_then(|s| match s {
+            Some(s) => list(&s, layers),
+            // Nothing stored yet: an empty list, and no state dir made for it.
+            None => Ok(print_table(vec![header(layers)])),
+        }),
         ImageCommand::Rm { images, state } => open_store(&state).and_then(|s| remove(&s, &images)),
         ImageCommand::Prune { state } => open_store(&state).and_then(|s| prune(&s)),
     };
@@ -83,6 +87,10 @@ pub fn run(args: ImageArgs) -> Result<(), Error> {
 
 fn open_store(state: &StateDirArg) -> Result<LayerStore, String> {
     LayerStore::open(&resolve_state_dir(state.state_dir.as_deref())?)
+}
+
+fn existing_store(state: &StateDirArg) -> Result<Option<LayerStore>, String> {
+    LayerStore::open_existing(&resolve_state_dir(state.state_dir.as_deref())?)
 }
 
 /// An image of a layout, with its layers in the store, held by a lease.
@@ -125,9 +133,17 @@ fn fetch_layers(
 ) -> Result<Vec<PathBuf>, String> {
     let count = image.layers.len();
     let mut paths = Vec::with_capacity(count);
+    let mut batch = store.batch();
     for (i, layer) in image.layers.iter().enumerate() {
         let what = format!("layer {}/{count} ({})", i + 1, layer.descriptor.digest);
-        let (path, fetched) = store.fetch(layout, layer, &what)?;
+        let (path, fetched) = match batch.fetch(layout, layer, &what) {
+            Ok(got) => got,
+            Err(e) => {
+                // The layers unpacked before this one are whole: keep them for next time.
+                let _ = batch.publish();
+                return Err(e);
+            }
+        };
         match fetched {
             Fetched::Reused => eprintln!("{what}: in the store"),
             Fetched::Unpacked { blob_bytes, took } => eprintln!(
@@ -138,6 +154,7 @@ fn fetch_layers(
         }
         paths.push(path);
     }
+    batch.publish()?;
     Ok(paths)
 }
 
@@ -223,6 +240,29 @@ fn list(store: &LayerStore, layers: bool) -> Result<(), String> {
             ]);
         }
     }
+    print_table(rows);
+    Ok(())
+}
+
+fn header(layers: bool) -> [String; 4] {
+    if layers {
+        [
+            "LAYER".into(),
+            "SIZE".into(),
+            "IMAGES".into(),
+            "USED BY".into(),
+        ]
+    } else {
+        [
+            "IMAGE".into(),
+            "LAYERS".into(),
+            "SIZE".into(),
+            "USED BY".into(),
+        ]
+    }
+}
+
+fn print_table(rows: Vec<[String; 4]>) {
     let widths: Vec<usize> = (0..3)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
@@ -238,7 +278,6 @@ fn list(store: &LayerStore, layers: bool) -> Result<(), String> {
             w2 = widths[2]
         );
     }
-    Ok(())
 }
 
 /// The record `name` designates: its reference as listed, the same layout and tag given

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::{errno, Union};
 use crate::attr::Kind;
-use crate::copyup::{self, CopyOptions};
+use crate::copy_object::{self, CopyOptions};
 use crate::inode::{Link, Node};
 use crate::sys;
 use crate::sys::ops;
@@ -105,15 +105,14 @@ impl Union {
                 ns: self.format.ns,
                 data_from: data_src.as_ref().map(|fd| fd.as_fd()),
             };
-            copyup::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts).map_err(
-                |e| {
+            copy_object::copy_up(src.as_fd(), upper.work(), dest_dir.as_fd(), &name_c, &opts)
+                .map_err(|e| {
                     log::warn!(
                         "copy-up of {:?} failed: {e}",
                         String::from_utf8_lossy(&lower.rel)
                     );
                     e
-                },
-            )?;
+                })?;
             if let Some(idx) = &index_entry {
                 // Later lookups of the other names (also after a remount) find the copy here.
                 match ops::link_at(dest_dir.as_fd(), &name_c, upper.index(), idx) {
@@ -192,7 +191,7 @@ impl Union {
                 .lower_with_data(node)?
                 .open_data(&self.layers, libc::O_RDONLY | libc::O_NOFOLLOW)?;
             let size = sys::fstat(target.as_fd())?.st_size as u64;
-            copyup::copy_data(src.as_fd(), target.as_fd(), size)?;
+            copy_object::copy_data(src.as_fd(), target.as_fd(), size)?;
             if upper.fsync {
                 ops::fsync(target.as_fd(), false)?;
             }

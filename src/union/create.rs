@@ -150,7 +150,7 @@ impl Union {
             generation: node.generation,
             attr: Attr::from_stat(&st),
         };
-        Ok((entry, file.map(OpenFile::new)))
+        Ok((entry, file.map(|f| OpenFile::new(f, node.opened()))))
     }
 
     /// Links `ino` as `newname` in `newparent`.

@@ -8,7 +8,7 @@
 //! - `create`, `remove`, `rename`: the namespace changes (create and link share one
 //!   preamble and one way of replacing a whiteout).
 //! - `copy_up`: when and where a node is copied up (parents, index, metacopy); the copy of
-//!   one object itself is `crate::copyup`.
+//!   one object itself is `crate::copy_object`.
 //! - `setattr`, `xattr`: metadata changes and the file's own xattrs.
 //! - `open`: opening an object for I/O, and the I/O on an open file.
 //! - `readdir`: the snapshot an open directory lists from.
@@ -26,6 +26,8 @@ mod remove;
 mod rename;
 mod resolve;
 mod setattr;
+#[cfg(test)]
+mod tests;
 mod xattr;
 
 use std::io;

@@ -12,13 +12,15 @@ use std::sync::Arc;
 
 use super::copy_up::Data;
 use super::{errno, Union};
-use crate::inode::{upper_ino, Node};
+use crate::inode::{upper_ino, Node, OpenCount};
 use crate::sys;
 use crate::sys::ops;
 
 /// A file opened for I/O. Reads and writes at an offset, as FUSE asks for them.
 pub struct OpenFile {
     file: File,
+    /// Counts the open file on its node (dropped after the file itself is closed).
+    _open: OpenCount,
 }
 
 /// What an open returns: the file, and whether its content is lower content (which never
@@ -41,8 +43,8 @@ pub(super) fn host_open_flags(flags: i32) -> i32 {
 }
 
 impl OpenFile {
-    pub(super) fn new(file: File) -> OpenFile {
-        OpenFile { file }
+    pub(super) fn new(file: File, open: OpenCount) -> OpenFile {
+        OpenFile { file, _open: open }
     }
 
     /// The file, for a passthrough backing registration.
@@ -138,13 +140,15 @@ impl Union {
             self.move_to_new_inode(&node)?;
             return Err(errno(libc::ESTALE));
         }
+        // Counted before the object is opened: a name removed meanwhile keeps the object.
+        let open = node.opened();
         let file = File::from(self.open_realdata(&node, host_open_flags(flags))?);
         let lower = {
             let inner = node.inner.read();
             !((inner.upper && !inner.metacopy) || inner.index.is_some())
         };
         Ok(Opened {
-            file: OpenFile::new(file),
+            file: OpenFile::new(file, open),
             lower,
         })
     }

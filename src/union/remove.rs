@@ -134,8 +134,8 @@ impl Union {
     }
 
     /// After the name `name` in directory `parent_ino` is gone: the node keeps its other
-    /// names; with none left it lives on for open files through `object` (an O_PATH fd of
-    /// the object, taken before the name went).
+    /// names; with none left it lives on for its open files through `object` (an O_PATH fd of
+    /// the object, taken before the name went), and without open files lets it go.
     pub(super) fn detach_node(
         &self,
         node: &Arc<Node>,
@@ -146,9 +146,7 @@ impl Union {
         let mut inner = node.inner.write();
         inner.remove_link(parent_ino, name);
         let gone = inner.links.is_empty();
-        if gone && inner.object.is_none() {
-            inner.object = object;
-        }
+        node.settle_unlinked(&mut inner, object);
         drop(inner);
         if gone && node.kind == Kind::Dir {
             self.dirs.remove(node.ino);

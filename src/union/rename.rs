@@ -342,9 +342,6 @@ impl Union {
         }
     }
 
-    /// Before a directory moves: a directory with lower content gets a redirect to its lower
-    /// path (the kernel's redirect_dir format), and a pure upper directory landing where a
-    /// lower name exists becomes opaque, so nothing of the new place leaks into it.
     /// A copied-up lower hard link that moves keeps a redirect to its lower path, as the
     /// kernel writes with index=on, so its origin stays reachable by path.
     fn mark_moved_hard_link(&self, node: &Node) -> io::Result<()> {
@@ -453,6 +450,10 @@ impl Union {
         Ok(())
     }
 
+    /// Before an object moves, what it needs to be found again after: a directory with lower
+    /// content gets a redirect to its lower path (the kernel's redirect_dir format), and a
+    /// pure upper directory landing where a lower name exists becomes opaque, so nothing of
+    /// the new place leaks into it; files: see `redirect_metacopy`, `mark_moved_hard_link`.
     fn mark_moved(&self, node: &Node, lands_on_lower: bool, same_dir: bool) -> io::Result<()> {
         if node.kind == Kind::File {
             if node.inner.read().metacopy {

@@ -1,4 +1,7 @@
-//! Copy-up of one object into the upper layer through the work dir.
+//! The copy of one object (data, metadata, xattrs, origin) into the upper layer, made in the
+//! work dir and renamed into place. When and where the union copies a node up (its parents,
+//! the index of hard links, metacopy) is `union::copy_up`; a whole tree for a volume is
+//! `treecopy`.
 
 use std::ffi::CStr;
 use std::io;
@@ -34,18 +37,13 @@ pub fn copy_up(
     let st = sys::fstat(src)?;
     let tmp = crate::tempname::new("copyup")?;
     let result = make_copy(src, &st, work, &tmp, opts)
-        .and_then(|()| ops::rename_at(work, &tmp, dest_dir, name, rename_flags(&st)));
+        // Nothing is replaced: a whiteout at the name would mean the object is not visible,
+        // and then it would not be copied up.
+        .and_then(|()| ops::rename_at(work, &tmp, dest_dir, name, ops::RENAME_NOREPLACE));
     if result.is_err() {
         let _ = crate::upper::remove_tree(work, &tmp);
     }
     result
-}
-
-fn rename_flags(st: &libc::stat) -> u32 {
-    // A directory copy never replaces anything; a file may replace nothing either (a whiteout
-    // at its name would mean it is not visible and would not be copied up).
-    let _ = st;
-    ops::RENAME_NOREPLACE
 }
 
 fn make_copy(
