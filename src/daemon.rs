@@ -72,6 +72,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
         log::info!("upper format: {name}: {why}");
     }
     process::raise_nofile_limit();
+    process::use_one_malloc_arena();
     let mut volumes = spec.volume_provider()?;
     let fs = StrataFs::new(
         layers,

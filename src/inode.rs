@@ -80,15 +80,16 @@ pub struct LowerRef {
     /// Path in the merged lower layers (what a redirect names); also the path in each layer
     /// except those listed in `moved`.
     pub rel: Vec<u8>,
-    /// For directories: the lower layers merged under it, top first.
-    pub dir_layers: Vec<u16>,
+    /// For directories: the lower layers merged under it, top first. Shared with the
+    /// `siblings` of every file in it, so a file node costs no copy of the list.
+    pub dir_layers: Arc<[u16]>,
     /// Layers where the object (or an ancestor) lies at another path: a directory renamed in
     /// a layer that was once an upper dir names its older copies by redirect. Nearly always
     /// empty.
     pub moved: Vec<(u16, Vec<u8>)>,
     /// For a regular file: the layers of its parent directory, top first (where the data of
     /// a metacopy lies).
-    pub siblings: Vec<u16>,
+    pub siblings: Arc<[u16]>,
     /// For a regular file: where its data lies, once looked at (None: not yet).
     pub data: Option<LowerData>,
 }
@@ -179,7 +180,7 @@ impl LowerRef {
         &self,
         name: &[u8],
         slot: u16,
-        dir_layers: Vec<u16>,
+        dir_layers: Arc<[u16]>,
         moved_here: &[(u16, Vec<u8>)],
     ) -> LowerRef {
         let join = relpath::join;
@@ -193,7 +194,7 @@ impl LowerRef {
         let siblings = if dir_layers.is_empty() {
             self.dir_layers.clone()
         } else {
-            Vec::new()
+            Arc::default()
         };
         LowerRef {
             slot,
@@ -262,10 +263,15 @@ impl NodeInner {
         match self.links.iter_mut().find(|l| l.is(parent.ino, name)) {
             // The directory's node may have been forgotten and made again: keep the live one.
             Some(l) => l.parent = parent.clone(),
-            None => self.links.push(Link {
-                parent: parent.clone(),
-                name: name.to_vec(),
-            }),
+            None => {
+                // Nearly every node has one name: room for exactly that (a push alone
+                // reserves four).
+                self.links.reserve_exact(1);
+                self.links.push(Link {
+                    parent: parent.clone(),
+                    name: name.to_vec(),
+                })
+            }
         }
     }
 

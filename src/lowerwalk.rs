@@ -83,7 +83,7 @@ pub fn child(
         dir_layers.extend(below.iter().map(|(s, _)| *s));
         moved = below;
     }
-    parent.child(name, slot, dir_layers, &moved)
+    parent.child(name, slot, dir_layers.into(), &moved)
 }
 
 /// The valid redirect on the copy of directory `name` of `parent` in `layer`, if it has one.
@@ -377,7 +377,7 @@ mod tests {
         let parent = LowerRef {
             slot: 1,
             rel: b"p".to_vec(),
-            dir_layers: vec![1, 0],
+            dir_layers: [1, 0].into(),
             moved: vec![(0, b"q".to_vec())],
             ..LowerRef::default()
         };
@@ -412,7 +412,7 @@ mod tests {
             e.layer,
             listing.dir_layers(e).to_vec(),
         );
-        assert_eq!(dir.dir_layers, vec![2, 1, 0]);
+        assert_eq!(*dir.dir_layers, [2, 1, 0]);
         assert_eq!(dir.path_in(2), b"new");
         assert_eq!(dir.path_in(1), b"old", "L1's own \"new\" is not merged");
         assert_eq!(dir.path_in(0), b"old");
@@ -425,7 +425,7 @@ mod tests {
             e.layer,
             listing.dir_layers(e).to_vec(),
         );
-        assert_eq!(dir.dir_layers, vec![1, 0]);
+        assert_eq!(*dir.dir_layers, [1, 0]);
         assert_eq!(dir.path_in(0), b"old");
     }
 

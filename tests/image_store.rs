@@ -843,3 +843,30 @@ fn diff_and_commit_take_an_image_from_the_store() {
     let leases = fs::read_dir(s.state.join("image-leases")).unwrap().count();
     assert_eq!(leases, 0);
 }
+
+#[test]
+fn an_empty_store_lists_nothing_and_names_unknown_images() {
+    let t = TempDir::new("img-empty");
+    let state = t.path().join("state");
+    let ls = Command::new(STRATAFS)
+        .args(["image", "ls", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let (printed, err) = text(&ls);
+    assert!(ls.status.success(), "{err}");
+    assert_eq!(printed.trim_end(), "IMAGE  LAYERS  SIZE  USED BY");
+    assert!(!state.exists(), "image ls made the state dir");
+    let rm = Command::new(STRATAFS)
+        .args(["image", "rm", "--state-dir"])
+        .arg(&state)
+        .arg("/no/such/layout:v1")
+        .output()
+        .unwrap();
+    let (_, err) = text(&rm);
+    assert!(!rm.status.success());
+    assert!(
+        err.contains("no image \"/no/such/layout:v1\" in the store") && err.contains("image ls"),
+        "{err}"
+    );
+}

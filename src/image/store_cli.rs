@@ -77,7 +77,10 @@ pub fn run(args: ImageArgs) -> Result<(), Error> {
         ImageCommand::Ls { layers, state } => existing_store(&state).and_then(|s| match s {
             Some(s) => list(&s, layers),
             // Nothing stored yet: an empty list, and no state dir made for it.
-            None => Ok(print_table(vec![header(layers)])),
+            None => {
+                print_table(vec![header(layers)]);
+                Ok(())
+            }
         }),
         ImageCommand::Rm { images, state } => open_store(&state).and_then(|s| remove(&s, &images)),
         ImageCommand::Prune { state } => open_store(&state).and_then(|s| prune(&s)),

@@ -296,6 +296,18 @@ pub mod process {
         }
     }
 
+    /// Makes every thread allocate from one malloc arena. glibc gives each thread that meets
+    /// contention an arena of its own, and memory freed in one (a directory merge's scratch
+    /// space) is reused only by the threads allocating there: with one arena per request
+    /// thread the daemon held a third more memory after a walk than it had live.
+    pub fn use_one_malloc_arena() {
+        #[cfg(target_env = "gnu")]
+        // SAFETY: mallopt only sets an allocator parameter; called before threads start.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+
     /// The real uid and gid of this process.
     pub fn ids() -> (u32, u32) {
         // SAFETY: getuid/getgid cannot fail and touch no memory.

@@ -140,7 +140,7 @@ impl Union {
                 lower: Some(LowerRef {
                     slot: top_slot,
                     rel: b".".to_vec(),
-                    dir_layers: all_layers,
+                    dir_layers: all_layers.into(),
                     ..LowerRef::default()
                 }),
                 upper: has_upper,
