@@ -17,7 +17,9 @@
 #                python3 in a chroot, of a host-root image), layers (cold walk at 20/100/200/400
 #                layers, mount at 400), rootless (cold walk, untar and 1 GiB read as the user
 #                RL_USER in a user namespace; the kernel with -o userxattr), memory (daemon peak
-#                RSS and bytes per entry after a cold walk of the read stack) (default: all)
+#                RSS and bytes per entry after a cold walk of the read stack), oci (layer unpack
+#                of a gzip image vs tar -x, mount of a 20-layer image from a warm store)
+#                (default: all)
 #   RL_USER      the unprivileged user of BENCH=rootless (default: stratafs-rootless, made by
 #                .ci/rootless-user)
 #   BENCH_DIR    work dir; the layer stack, the big files and the tarball are built once and kept
@@ -1024,6 +1026,177 @@ bench_rl_read_1g() { rl_repeat in_userns "$1" read_1g; }
 # ---------------------------------------------------------------------------------------------
 # Running and reporting
 
+# ---------------------------------------------------------------------------------------------
+# OCI image benchmarks (BENCH=oci), on images stratafs itself writes into OCI layouts with
+# `commit --to-layout` (built once under $OCI_DIR):
+#   host:v3  the host-root image of BENCH=image (3 layers, gzip, as registries ship them);
+#   stack:l20  /usr/share dealt over 20 layers (plain tar), the last layer deleting a few
+#              names of the others.
+# oci_unpack: every layer of host:v3 unpacked into new dirs, then synced (stratafs layer
+# unpack syncs before its final rename): `stratafs layer unpack` in the stratafs column,
+# `tar -x` (xattrs, numeric owners, modes) + `sync -f` in the kernel column.
+# oci_mount_20: mount of stack:l20 from a warm store (its layers already unpacked) plus a
+# first stat: `stratafs image mount`; the kernel and fuse-overlayfs columns mount the same
+# store dirs as lowerdirs.
+
+OCI_DIR=$BENCH_DIR/oci
+OCI_VERSION=1
+OCI_STATE=$OCI_DIR/state
+OCI_STACK_LAYERS=20
+
+# oci_commit LAYOUT TAG FROM DIR [OUT]: DIR (an upper dir over nothing) as a new layer on FROM.
+oci_commit() {
+    local empty=$OCI_DIR/empty args=()
+    mkdir -p "$empty"
+    [ -z "${5:-}" ] || args=(-o "$5")
+    "$STRATAFS" commit --upper "$4" --layer "$empty" "${args[@]}" \
+        --to-layout "$1:$2" --from "$3" >/dev/null
+}
+
+# A layout at $1 holding one image without layers, tagged `empty`, to commit the first layer on.
+oci_empty_layout() {
+    local dir=$1 config manifest sha_c sha_m
+    mkdir -p "$dir/blobs/sha256"
+    config='{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/bin:/bin"]},"rootfs":{"type":"layers","diff_ids":[]}}'
+    sha_c=$(printf '%s' "$config" | sha256sum | cut -d' ' -f1)
+    printf '%s' "$config" >"$dir/blobs/sha256/$sha_c"
+    manifest=$(printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[]}' \
+        "$sha_c" "${#config}")
+    sha_m=$(printf '%s' "$manifest" | sha256sum | cut -d' ' -f1)
+    printf '%s' "$manifest" >"$dir/blobs/sha256/$sha_m"
+    printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"empty"}}]}' \
+        "$sha_m" "${#manifest}" >"$dir/index.json"
+    echo '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
+}
+
+# build_oci: both images, each built once (a marker file says it is whole).
+build_oci() {
+    [ -x "$STRATAFS" ] || die "BENCH=oci builds its images with stratafs: $STRATAFS is missing"
+    mkdir -p "$OCI_DIR"
+    build_oci_host
+    build_oci_stack
+}
+
+build_oci_host() {
+    local i prev=empty dir=$OCI_DIR/host
+    [ "$(cat "$dir.done" 2>/dev/null)" != "$OCI_VERSION" ] || return 0
+    build_image
+    note "building the OCI image $dir:v3 (once)"
+    rm -rf "$dir"
+    oci_empty_layout "$dir"
+    for i in 0 1 2; do
+        oci_commit "$dir" "v$((i + 1))" "$prev" "$IMAGE/L$i"
+        prev=v$((i + 1))
+    done
+    echo "$OCI_VERSION" >"$dir.done"
+}
+
+build_oci_stack() {
+    local i prev=empty dir=$OCI_DIR/stack src=$OCI_DIR/stack-src d name n=0
+    [ "$(cat "$dir.done" 2>/dev/null)" != "$OCI_VERSION" ] || return 0
+    note "building the OCI image $dir:l$OCI_STACK_LAYERS (once)"
+    rm -rf "$dir" "$src" "$OCI_STATE"
+    # Top-level dirs of /usr/share dealt round-robin over the layers but the last (hard links).
+    for ((i = 0; i < OCI_STACK_LAYERS; i++)); do mkdir -p "$src/L$i/usr/share"; done
+    for d in "$SOURCE_TREE"/*/; do
+        d=${d%/}
+        [ ! -L "$d" ] || continue
+        copy_tree "$d" "$src/L$((n % (OCI_STACK_LAYERS - 1)))/usr/share"
+        n=$((n + 1))
+    done
+    # The top layer deletes the first file of every tenth dir (char 0:0 whiteouts, as an upper).
+    n=0
+    for d in "$SOURCE_TREE"/*/; do
+        n=$((n + 1))
+        [ $((n % 10)) -eq 0 ] || continue
+        name=$(find "$d" -maxdepth 1 -type f -printf '%f\n' | sort | head -n1)
+        [ -n "$name" ] || continue
+        d=${d%/}
+        mkdir -p "$src/L$((OCI_STACK_LAYERS - 1))/usr/share/${d##*/}"
+        mknod "$src/L$((OCI_STACK_LAYERS - 1))/usr/share/${d##*/}/$name" c 0 0
+    done
+    oci_empty_layout "$dir"
+    for ((i = 0; i < OCI_STACK_LAYERS; i++)); do
+        oci_commit "$dir" "l$((i + 1))" "$prev" "$src/L$i" "$OCI_DIR/layer.tar"
+        rm -f "$OCI_DIR/layer.tar"
+        prev=l$((i + 1))
+    done
+    rm -rf "$src"
+    # Warm the store: the first mount unpacks every layer.
+    mkdir -p "$MNT_ROOT/oci-warmup"
+    "$STRATAFS" image mount --daemon --state-dir "$OCI_STATE" "$dir:l$OCI_STACK_LAYERS" \
+        "$MNT_ROOT/oci-warmup"
+    umount_fs stratafs "$MNT_ROOT/oci-warmup"
+    echo "$OCI_VERSION" >"$dir.done"
+}
+
+# oci_layers LAYOUT TAG: the image's diffIDs, bottom first, as hex.
+oci_diff_ids() {
+    local dir=$1 tag=$2 manifest config
+    manifest=$(tr -d ' \n' <"$dir/index.json" | grep -o '"digest":"sha256:[0-9a-f]*","size":[0-9]*,"annotations":{"org.opencontainers.image.ref.name":"'"$tag"'"' |
+        sed 's/.*"sha256:\([0-9a-f]*\)".*/\1/')
+    config=$(tr -d ' \n' <"$dir/blobs/sha256/$manifest" | sed 's/.*"config":{[^}]*"digest":"sha256:\([0-9a-f]*\)".*/\1/')
+    tr -d ' \n' <"$dir/blobs/sha256/$config" | sed 's/.*"diff_ids":\[\([^]]*\)\].*/\1/' | tr ',' '\n' |
+        sed 's/"sha256:\([0-9a-f]*\)"/\1/'
+}
+
+# oci_layer_blobs LAYOUT TAG: the image's layer blob paths, bottom first.
+oci_layer_blobs() {
+    local dir=$1 tag=$2 manifest
+    manifest=$(tr -d ' \n' <"$dir/index.json" | grep -o '"digest":"sha256:[0-9a-f]*","size":[0-9]*,"annotations":{"org.opencontainers.image.ref.name":"'"$tag"'"' |
+        sed 's/.*"sha256:\([0-9a-f]*\)".*/\1/')
+    tr -d ' \n' <"$dir/blobs/sha256/$manifest" | sed 's/.*"layers":\[\(.*\)\].*/\1/' |
+        grep -o '"digest":"sha256:[0-9a-f]*"' | sed "s#.*sha256:\([0-9a-f]*\)\"#$dir/blobs/sha256/\1#"
+}
+
+bench_oci_unpack() {
+    local fs=$1 r t0 t1 blob i out=$BENCH_DIR/oci-unpack
+    case $fs in kernel | stratafs) ;; *) return 0 ;; esac
+    for ((r = 0; r < REPEAT; r++)); do
+        rm -rf "$out"
+        mkdir -p "$out"
+        sync
+        i=0
+        t0=$(now)
+        while IFS= read -r blob; do
+            if [ "$fs" = kernel ]; then
+                mkdir "$out/$i"
+                tar --xattrs --xattrs-include='*' --numeric-owner -xpzf "$blob" -C "$out/$i"
+                sync -f "$out/$i"
+            else
+                "$STRATAFS" layer unpack "$blob" "$out/$i" 2>/dev/null
+            fi
+            i=$((i + 1))
+        done < <(oci_layer_blobs "$OCI_DIR/host" v3)
+        t1=$(now)
+        elapsed "$t0" "$t1"
+        echo
+    done
+    rm -rf "$out"
+}
+
+bench_oci_mount_20() {
+    local fs=$1 mnt=$2 r t0 t1 deep
+    local -a MOUNT_LAYERS
+    mapfile -t MOUNT_LAYERS < <(oci_diff_ids "$OCI_DIR/stack" "l$OCI_STACK_LAYERS" | sed "s#^#$OCI_STATE/layers/sha256/#")
+    deep=usr/share/$(find "${MOUNT_LAYERS[0]}/usr/share" -mindepth 2 -maxdepth 2 -type f -printf '%P\n' | sort | tail -n1)
+    mkdir -p "$mnt"
+    for ((r = 0; r < REPEAT; r++)); do
+        t0=$(now)
+        if [ "$fs" = stratafs ]; then
+            "$STRATAFS" image mount --daemon --state-dir "$OCI_STATE" \
+                "$OCI_DIR/stack:l$OCI_STACK_LAYERS" "$mnt"
+        else
+            mount_fs "$fs" "$mnt"
+        fi
+        stat "$mnt/$deep" >/dev/null
+        t1=$(now)
+        umount_fs "$fs" "$mnt"
+        elapsed "$t0" "$t1"
+        echo
+    done
+}
+
 # name|label|unit; unit "s" = seconds (ratios of times), "GB/s" = seconds shown as throughput
 # of the 1 GiB file (ratios of times), "MiB" = KiB shown in MiB, "B" = bytes, "n" = a count.
 READ_BENCHES=(
@@ -1067,6 +1240,10 @@ MEMORY_BENCHES=(
 )
 # Rows filled in by another row's benchmark (cold_find, walk_rss).
 DERIVED_BENCHES=" cold_mount_find walk_rss_mounted walk_entries walk_bytes_per_entry "
+OCI_BENCHES=(
+    "oci_unpack|unpack a host-root image, 3 gzip layers (k: tar)|s"
+    "oci_mount_20|mount + first stat, 20-layer image, warm store|s"
+)
 # The write benchmarks that leave a result to check, in report order.
 CHECKED_WRITES=(untar append_2g rm_trees chown)
 
@@ -1168,7 +1345,7 @@ main() {
     [ "$(id -u)" -eq 0 ] || die "run as root (mounts and drop_caches need it)"
     local group groups
     groups=${BENCH//,/ }
-    [ "$groups" != all ] || groups="read write image layers rootless memory"
+    [ "$groups" != all ] || groups="read write image layers rootless memory oci"
     BENCHES=()
     for group in $groups; do
         case $group in
@@ -1178,7 +1355,8 @@ main() {
         layers) BENCHES+=("${LAYERS_BENCHES[@]}") ;;
         rootless) BENCHES+=("${ROOTLESS_BENCHES[@]}") ;;
         memory) BENCHES+=("${MEMORY_BENCHES[@]}") ;;
-        *) die "BENCH must be all or a list of read, write, image, layers, rootless, memory, not '$BENCH'" ;;
+        oci) BENCHES+=("${OCI_BENCHES[@]}") ;;
+        *) die "BENCH must be all or a list of read, write, image, layers, rootless, memory, oci, not '$BENCH'" ;;
         esac
     done
     if has_group read || has_group layers || has_group rootless || has_group memory; then
@@ -1226,6 +1404,13 @@ main() {
         for n in $SWEEP_LAYER_COUNTS; do build_sweep "$n"; done
         printf 'layer sweep: %s dirs in every layer, %s files dealt over %s layers\n' "$SWEEP_DIRS" \
             $((SWEEP_DIRS * SWEEP_FILES_PER_DIR)) "${SWEEP_LAYER_COUNTS// /, }"
+    fi
+    if has_group oci; then
+        build_oci
+        printf 'oci: host:v3 %s in 3 gzip layers (%s); stack:l%s %s entries in %s layers\n' \
+            "$(du -sh --apparent-size "$IMAGE" | cut -f1)" "$(oci_layer_blobs "$OCI_DIR/host" v3 | xargs du -ch | tail -n1 | cut -f1)" \
+            "$OCI_STACK_LAYERS" "$(oci_diff_ids "$OCI_DIR/stack" "l$OCI_STACK_LAYERS" | sed "s#^#$OCI_STATE/layers/sha256/#" | xargs -I{} find {} | wc -l)" \
+            "$OCI_STACK_LAYERS"
     fi
     if has_group rootless; then
         build_rootless_stack

@@ -7,10 +7,10 @@
 #      compared, and `stratafs diff` (text and JSON) compared with `podman diff`;
 #   3. `stratafs commit --to-layout` of the writable layer: checked by skopeo, loaded into podman (and pulled
 #      by tag from the saved layout), its tree compared with the container's and run.
-# The whole flow runs as root, and with E2E_ROOTLESS=1 again rootless (podman and stratafs as the
-# unprivileged user of .ci/rootless-user, in podman's user namespace).
+# The whole flow runs as root, then again rootless (podman and stratafs as the unprivileged user of
+# .ci/rootless-user, in podman's user namespace).
 #
-# Usage: bash scripts/e2e-image.sh   (STRATAFS=path/to/stratafs to test another build; E2E_ROOTLESS=1 adds
+# Usage: bash scripts/e2e-image.sh   (STRATAFS=path/to/stratafs to test another build; E2E_ROOTLESS=0 skips
 # the rootless pass; E2E_KEEP=1 keeps the temp dir and its logs). Every check prints `PASS name` or `FAIL name: detail`; the last line is
 # `N passed, N failed` and the exit status is non-zero when anything failed. Needs root; installs podman,
 # buildah, runc, busybox-static, skopeo, jq and attr with apt-get when they are missing (prints a SKIP line
@@ -184,6 +184,13 @@ same_trees() {
     fi
     echo "$name: $(wc -l <"$e.all") entries in podman's tree, $(wc -l <"$s.all") in stratafs's"
     for a in $E2E_ASPECTS; do
+        if [ "$a" = hardlinks ] && [ -n "$X" ] && [ "$1" != image ]; then
+            # Rootless, kernel overlayfs (no index, no xino) gives a copied-up file and its new hard link
+            # different inode numbers, so the reference cannot say which names share an inode: stratafs's
+            # tree must show the link the changes made.
+            check "${name}_hardlinks" " opt/h1 opt/h4" "$(grep -F ' opt/h1 ' "$s.hardlinks")"
+            continue
+        fi
         d=$(diff <(grep -v "$RUNTIME_FILES" "$e.$a") <(grep -v "$RUNTIME_FILES" "$s.$a") | grep '^[<>]' | head -n 8 |
             tr '\t\n' ' |')
         if [ -z "$d" ]; then pass "${name}_$a"; else fail "${name}_$a" "(< reference, > stratafs) $d"; fi
@@ -320,10 +327,8 @@ mkdir -p "$P"/{logs,mnt/ro,mnt/rw,ctr/upper,ctr/work}
 cp -a "$T/oci" "$P/oci"
 round_trips
 
-if [ "${E2E_ROOTLESS:-0}" = 0 ]; then
-    # Off by default: in podman's user namespace the layer store writes trusted.overlay.* (uid 0 there) and
-    # the kernel refuses it, so `image mount` of an image with an opaque dir fails.
-    echo "SKIP rootless pass: E2E_ROOTLESS=1 runs it"
+if [ "${E2E_ROOTLESS:-1}" = 0 ]; then
+    echo "SKIP rootless pass: E2E_ROOTLESS=0"
 elif ! command -v setpriv >/dev/null || ! e2e_rootless_user "$REPO"; then
     fail rootless_user "cannot have the unprivileged user of .ci/rootless-user (setpriv, useradd, subordinate ids)"
 else

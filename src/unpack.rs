@@ -86,7 +86,7 @@ fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), Error> {
         .context(|| format!("cannot open {}", temp.path().display()))?;
     let whiteouts = if keep_wh {
         Whiteouts::AsFiles
-    } else if is_root() {
+    } else if writes_trusted_xattrs() {
         Whiteouts::Overlay(Namespace::Trusted)
     } else {
         Whiteouts::Overlay(Namespace::User)
@@ -125,8 +125,11 @@ pub(crate) fn decompressed<'a, R: BufRead + 'a>(
     })
 }
 
-pub(crate) fn is_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+/// Whether the overlay markers can go in the trusted namespace: CAP_SYS_ADMIN in the initial
+/// user namespace. uid 0 is not enough: root in a user namespace (rootless podman's) cannot
+/// write trusted.* xattrs and uses user.overlay.*, as kernel overlayfs with userxattr reads.
+pub(crate) fn writes_trusted_xattrs() -> bool {
+    crate::rootless::sys_admin_in_initial_userns()
 }
 
 /// `PARENT/.NAME.unpack-<random>`, flock-held while this process lives.

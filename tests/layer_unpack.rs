@@ -327,3 +327,38 @@ fn a_killed_unpack_never_leaves_a_half_layer() {
         stderr(&o)
     );
 }
+
+/// Root of a user namespace (where rootless podman runs stratafs) cannot write trusted.*
+/// xattrs: the unpacked layer carries user.overlay.opaque instead, what kernel overlayfs with
+/// userxattr and stratafs's rootless mounts read.
+#[test]
+fn root_of_a_user_namespace_writes_user_overlay_markers() {
+    let tmp = TempDir::new("userns");
+    let (_, top) = two_layers(&tmp.0);
+    tar_dir(&top, &tmp.0.join("top.tar"), &["--numeric-owner"]);
+    let dir = tmp.0.join("l2");
+    let o = Command::new("unshare")
+        .args(["--user", "--map-root-user"])
+        .arg(env!("CARGO_BIN_EXE_stratafs"))
+        .args(["layer", "unpack"])
+        .arg(tmp.0.join("top.tar"))
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "unpack in a user namespace: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        xattr(&dir.join("d"), "user.overlay.opaque").as_deref(),
+        Some("y")
+    );
+    assert_eq!(xattr(&dir.join("d"), "trusted.overlay.opaque"), None);
+    let wh = std::fs::symlink_metadata(dir.join("a")).unwrap();
+    assert!(
+        wh.file_type().is_char_device() && wh.rdev() == 0,
+        "a is a 0:0 whiteout"
+    );
+}

@@ -3,7 +3,10 @@
 //! take inode numbers, names as bytes and plain integers, and return `io::Result` (errno
 //! values in the `io::Error`); the FUSE adapter (`crate::fs`) turns requests into these calls.
 //!
-//! - `resolve`: directory states, name lookup, inode numbers of upper entries, attributes.
+//! - `dirload`: the merged state of a directory (whiteouts, opaque directories, redirects,
+//!   the index of copied-up hard links) and the inode numbers of its upper entries.
+//! - `lowerpath`: paths through the lower layers only (where a redirect points).
+//! - `resolve`: name lookup to nodes, upper paths, attributes.
 //! - `real`: where a node's object and its data lie (upper, index, lower, orphan).
 //! - `create`, `remove`, `rename`: the namespace changes (create and link share one
 //!   preamble and one way of replacing a whiteout).
@@ -19,6 +22,8 @@
 
 mod copy_up;
 mod create;
+mod dirload;
+mod lowerpath;
 mod open;
 mod readdir;
 mod real;
