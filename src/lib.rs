@@ -28,6 +28,8 @@ mod attr;
 pub mod cli;
 mod compat;
 mod copy_object;
+#[cfg(test)]
+mod core_tests;
 mod daemon;
 mod demo;
 mod dirstate;

@@ -59,9 +59,10 @@ pub fn redirected_dir(
 
 /// The lower reference of entry `name` of merged directory `parent`, won by layer `slot`.
 /// For a directory, `dir_layers` are the layers holding a directory of that name, top
-/// first, as the parent's merge found them; a copy carrying a redirect ends that list, and
-/// the layers below are where the redirect points (read here, when the directory is reached,
-/// as the kernel reads it at lookup, rather than for every directory of every merged parent).
+/// first, as the parent's merge found them, without reading the copies' markers. They are
+/// read here, top down, when the directory is reached (as the kernel reads them at lookup,
+/// rather than for every directory of every merged parent): an opaque copy hides the copies
+/// below it, and a copy carrying a redirect replaces them by the copies where it points.
 pub fn child(
     layers: &[Layer],
     parent: &LowerRef,
@@ -70,40 +71,62 @@ pub fn child(
     mut dir_layers: Vec<u16>,
 ) -> LowerRef {
     let mut moved = Vec::new();
-    // Nothing lies below the bottom layer: its redirects lead nowhere.
-    let first_redirect = dir_layers
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| **s > 0)
-        .find_map(|(i, s)| dir_redirect(&layers[*s as usize], parent, name).map(|t| (i, *s, t)));
-    if let Some((i, from, target)) = first_redirect {
-        // The copies below are where the redirect points, not at this name.
-        dir_layers.truncate(i + 1);
-        let below = redirected_dir(layers, parent, from, target);
-        dir_layers.extend(below.iter().map(|(s, _)| *s));
-        moved = below;
+    for i in 0..dir_layers.len() {
+        let from = dir_layers[i];
+        // Nothing lies below the bottom layer: its markers hide nothing and lead nowhere.
+        if from == 0 {
+            break;
+        }
+        match dir_marks(&layers[from as usize], parent, name) {
+            DirMarks::Plain => continue,
+            DirMarks::Opaque => dir_layers.truncate(i + 1),
+            DirMarks::Redirect(target) => {
+                dir_layers.truncate(i + 1);
+                let below = redirected_dir(layers, parent, from, target);
+                dir_layers.extend(below.iter().map(|(s, _)| *s));
+                moved = below;
+            }
+        }
+        break;
     }
     parent.child(name, slot, dir_layers.into(), &moved)
 }
 
-/// The valid redirect on the copy of directory `name` of `parent` in `layer`, if it has one.
-fn dir_redirect(layer: &Layer, parent: &LowerRef, name: &[u8]) -> Option<Target> {
+/// What one layer's copy of a directory says about the copies below it.
+enum DirMarks {
+    Plain,
+    /// Hides every copy below (checked before the redirect, as the kernel does).
+    Opaque,
+    Redirect(Target),
+}
+
+/// The markers on the copy of directory `name` of `parent` in `layer`.
+fn dir_marks(layer: &Layer, parent: &LowerRef, name: &[u8]) -> DirMarks {
     let path = relpath::join(parent.path_in(layer.slot), name);
     // Opened for reading, not O_PATH: the xattr reads then take the fd itself.
-    let dir = relpath::to_cstring(&path)
+    let Ok(dir) = relpath::to_cstring(&path)
         .and_then(|p| layer.open(&p, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW))
-        .ok()?;
-    let value = ovl::get(dir.as_fd(), Marker::Redirect)?;
-    let target = Target::parse(&value);
-    if target.is_none() {
-        log::warn!(
-            "layer {}: ignoring an invalid redirect {:?} on {:?}",
-            layer.path.display(),
-            String::from_utf8_lossy(&value),
-            String::from_utf8_lossy(&path)
-        );
+    else {
+        return DirMarks::Plain;
+    };
+    if whiteout::is_opaque_dir(dir.as_fd()) {
+        return DirMarks::Opaque;
     }
-    target
+    let Some(value) = ovl::get(dir.as_fd(), Marker::Redirect) else {
+        return DirMarks::Plain;
+    };
+    match Target::parse(&value) {
+        Some(target) => DirMarks::Redirect(target),
+        None => {
+            log::warn!(
+                "layer {}: ignoring an invalid redirect {:?} on {:?}",
+                layer.path.display(),
+                String::from_utf8_lossy(&value),
+                String::from_utf8_lossy(&path)
+            );
+            DirMarks::Plain
+        }
+    }
 }
 
 /// Where the data of the metacopy file `name` of `parent`, won by layer `from_slot`, lies:
@@ -255,7 +278,7 @@ fn look_in_layer(layer: &Layer, parent_path: &[u8], target: &Target, want: Want)
                 Want::Dir => step.found = Some(path.clone()),
             }
         }
-        if is_dir && whiteout::dir_opacity(obj.as_fd()) == whiteout::Opacity::Opaque {
+        if is_dir && whiteout::is_opaque_dir(obj.as_fd()) {
             step.stop = true;
             continue;
         }

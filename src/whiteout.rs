@@ -78,6 +78,13 @@ pub fn dir_opacity(dir: BorrowedFd<'_>) -> Opacity {
     result
 }
 
+/// The directory hides the layers below it, by either form: the opaque marker "y", or an
+/// OCI `.wh..wh..opq` entry inside it.
+pub fn is_opaque_dir(dir: BorrowedFd<'_>) -> bool {
+    dir_opacity(dir) == Opacity::Opaque
+        || sys::cstr(OPAQUE_MARKER).is_ok_and(|m| sys::stat_at(dir, &m).is_ok())
+}
+
 /// A char device 0:0 is a whiteout.
 pub fn is_device_whiteout(st: &libc::stat) -> bool {
     (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && st.st_rdev == 0
