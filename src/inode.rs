@@ -295,7 +295,8 @@ pub struct Node {
     /// Told to the kernel with the node id: a new node under the number of a stale one gets
     /// the next generation, and the kernel then drops the inode it held for the old one.
     pub generation: u64,
-    /// A directory whose name was removed: its number is free for the host to reuse.
+    /// The node's object is gone from the host (a removed directory, or a file whose last
+    /// name went with no file open on it): its number is free for the host to reuse.
     pub removed: AtomicBool,
     lookups: AtomicU64,
     /// File handles open on the node (see `OpenCount`).
@@ -341,6 +342,8 @@ impl Node {
         }
         if self.open_files.load(Ordering::SeqCst) == 0 {
             inner.object = None;
+            // Nothing holds the object now: the host may give its number to a new one.
+            self.removed.store(true, Ordering::Relaxed);
         } else if inner.object.is_none() {
             inner.object = held;
         }
