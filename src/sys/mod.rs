@@ -114,6 +114,12 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The effective group id of the daemon: the group of what it creates outside setgid dirs.
+pub fn effective_gid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    unsafe { libc::getegid() }
+}
+
 /// Opens the parent directory of the directory behind `dir` (O_PATH), following `..` as
 /// path lookup does: at a mount root it leads into the mount below.
 pub fn open_parent(dir: BorrowedFd<'_>) -> io::Result<OwnedFd> {

@@ -76,6 +76,12 @@ fn creation_mode(
     }
 }
 
+/// Whether a new object the daemon made is already owned by `uid` and `gid` (`u32::MAX`:
+/// the group is the setgid directory's, as made).
+fn made_with_owner(uid: u32, gid: u32) -> bool {
+    uid == sys::effective_uid() && (gid == u32::MAX || gid == sys::effective_gid())
+}
+
 pub(super) fn check_name(name: &[u8]) -> io::Result<()> {
     if name.len() > super::NAME_MAX {
         return Err(errno(libc::ENAMETOOLONG));
@@ -324,7 +330,11 @@ impl Union {
         };
         let finish = |at: BorrowedFd<'_>, at_name: &CStr| {
             let (uid, gid) = self.ownership.stored(caller.uid, gid);
-            ops::chown_at(at, at_name, uid, gid)?;
+            // The object was made with the daemon's own ids: a chown to those would change
+            // nothing and cost a call per created object (untar, make).
+            if !made_with_owner(uid, gid) {
+                ops::chown_at(at, at_name, uid, gid)?;
+            }
             if let Some(inherited) = &acls {
                 let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
                 if let Some(access) = &inherited.access {

@@ -65,7 +65,10 @@ impl Union {
         } else {
             self.indexed_lower_name(&parent_node, &state, name)
         };
-        let orphan = if is_dir {
+        // Only an upper object goes with its last name; a lower one stays where it is, and
+        // the node keeps reaching it through its lower reference (one path walk saved per
+        // unlink of a lower file).
+        let orphan = if is_dir || !has_upper_object(&child) {
             None
         } else {
             self.open_node_path(&child).ok().map(Arc::new)
@@ -152,4 +155,11 @@ impl Union {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// Whether the node's object is an upper one (its own copy, or the index copy of a
+/// hard-linked file) rather than a lower object that no removal can touch.
+fn has_upper_object(node: &Node) -> bool {
+    let inner = node.inner.read();
+    inner.upper || inner.index.is_some() || inner.object.is_some()
 }
