@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::attr::Kind;
 
-use crate::index::{DirIndex, IndexEntry};
 use crate::inode::{lower_ino, LowerRef};
+use crate::listing::{DirListing, ListingEntry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpperEntry {
@@ -18,7 +18,7 @@ pub enum UpperEntry {
 
 #[derive(Default)]
 pub struct DirState {
-    pub lower: Arc<DirIndex>,
+    pub lower: Arc<DirListing>,
     pub upper: BTreeMap<Vec<u8>, UpperEntry>,
     /// Upper directories that were renamed: where their lower content lives (the kernel's
     /// redirect_dir). Keyed by the name in this directory.
@@ -32,7 +32,7 @@ pub struct DirState {
 #[derive(Clone, Copy, Debug)]
 pub enum Resolved<'a> {
     Upper { ino: u64, kind: Kind },
-    Lower(&'a IndexEntry),
+    Lower(&'a ListingEntry),
 }
 
 impl Resolved<'_> {
@@ -54,7 +54,7 @@ impl Resolved<'_> {
 /// One name of a directory listing.
 #[derive(Clone, Debug)]
 pub enum ListEntry {
-    /// Index into the lower DirIndex of the snapshot.
+    /// Index into the lower DirListing of the snapshot.
     Lower(usize),
     Upper {
         name: Vec<u8>,
@@ -76,7 +76,7 @@ impl DirState {
     }
 
     /// The lower entry under `name`, whether or not the upper layer hides it.
-    pub fn lower_entry(&self, name: &[u8]) -> Option<&IndexEntry> {
+    pub fn lower_entry(&self, name: &[u8]) -> Option<&ListingEntry> {
         self.lower.find(name)
     }
 
@@ -151,10 +151,10 @@ impl DirState {
 mod tests {
     use super::*;
     use crate::attr::Attr;
-    use crate::index::PendingEntry;
+    use crate::listing::PendingEntry;
 
-    fn lower(names: &[&str]) -> Arc<DirIndex> {
-        Arc::new(DirIndex::build(
+    fn lower(names: &[&str]) -> Arc<DirListing> {
+        Arc::new(DirListing::build(
             names
                 .iter()
                 .map(|n| PendingEntry {

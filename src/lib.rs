@@ -11,7 +11,7 @@
 //!    (handles, TTLs, passthrough, errnos), and makes no system call of its own;
 //! 5. union core: `union` (lookup, attributes, open, copy-up, create/link/remove/rename,
 //!    xattrs, readdir snapshots, in bytes and integers, returning `io::Result`) over
-//!    `dirstate`, `inode`, the lower listing (`index`, `merge`, `lowerwalk`), `upper`,
+//!    `dirstate`, `inode`, the lower listing (`listing`, `merge`, `lowerwalk`), `upper`,
 //!    `copy_object` (the copy of one object), `whiteout`, `rootless` (the mount's format) and
 //!    `ovl`, the one table of the overlay on-disk format; none of it knows FUSE;
 //! 6. system calls: `sys`, the only place with `unsafe`.
@@ -39,9 +39,9 @@ mod fusemount;
 mod fusesplice;
 mod idmap;
 pub mod image;
-mod index;
 mod inode;
 mod layer;
+mod listing;
 mod logging;
 mod lowerwalk;
 mod merge;

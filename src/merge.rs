@@ -15,9 +15,9 @@ use std::io;
 use std::os::fd::AsFd;
 
 use crate::attr::Attr;
-use crate::index::{DirIndex, PendingEntry};
 use crate::inode::LowerRef;
 use crate::layer::{relpath, Layer};
+use crate::listing::{DirListing, PendingEntry};
 use crate::sys;
 use crate::whiteout::{self, NameKind, Opacity};
 
@@ -34,7 +34,7 @@ enum Decision {
 /// indexed by slot. A layer whose copy of the directory cannot be read is logged and skipped:
 /// the merged view shows what can be read rather than failing the whole directory. Redirects
 /// on the subdirectories are not read here but when one is reached (`lowerwalk::child`).
-pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirIndex> {
+pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirListing> {
     let rel = &lower.rel[..];
     let sources = &lower.dir_layers[..];
     let mut pending: Vec<PendingEntry> = Vec::new();
@@ -97,7 +97,7 @@ pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirInde
             break;
         }
     }
-    Ok(DirIndex::build(pending))
+    Ok(DirListing::build(pending))
 }
 
 fn merge_entry(

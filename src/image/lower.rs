@@ -8,9 +8,9 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::index::{DirIndex, IndexEntry};
 use crate::inode::{LowerData, LowerRef};
 use crate::layer::{relpath, Layer};
+use crate::listing::{DirListing, ListingEntry};
 use crate::lowerwalk;
 use crate::merge::merge_lower_dir;
 
@@ -20,12 +20,12 @@ pub type LowerDir = LowerRef;
 pub struct LowerStack {
     layers: Vec<Layer>,
     /// Merged listings already read, by directory path (each is read once per run).
-    listings: HashMap<Vec<u8>, Arc<DirIndex>>,
+    listings: HashMap<Vec<u8>, Arc<DirListing>>,
 }
 
 /// A name found in a merged lower directory.
 pub struct Found {
-    pub entry: IndexEntry,
+    pub entry: ListingEntry,
     /// The object under the name.
     pub obj: LowerRef,
 }
@@ -76,7 +76,7 @@ impl LowerStack {
     }
 
     /// The merged listing of `dir`.
-    pub fn list(&mut self, dir: &LowerDir) -> io::Result<Arc<DirIndex>> {
+    pub fn list(&mut self, dir: &LowerDir) -> io::Result<Arc<DirListing>> {
         if let Some(listing) = self.listings.get(&dir.rel) {
             return Ok(listing.clone());
         }

@@ -12,9 +12,9 @@ use super::lowerpath::RedirectTarget;
 use super::{errno, Union};
 use crate::attr::{kind_of_mode, Kind};
 use crate::dirstate::{DirState, UpperEntry};
-use crate::index::DirIndex;
 use crate::inode::{lower_ino, upper_ino, LowerRef, Node};
 use crate::layer::relpath;
+use crate::listing::DirListing;
 use crate::ovl::{self, Marker};
 use crate::sys;
 use crate::whiteout::{self, NameKind, Opacity};
@@ -161,7 +161,7 @@ impl Union {
         }
     }
 
-    fn lower_index(&self, lower: Option<&LowerRef>) -> io::Result<Arc<DirIndex>> {
+    fn lower_index(&self, lower: Option<&LowerRef>) -> io::Result<Arc<DirListing>> {
         match lower {
             Some(l) if !l.dir_layers.is_empty() => {
                 crate::merge::merge_lower_dir(&self.layers, l).map(Arc::new)
@@ -197,7 +197,7 @@ impl Union {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<(&crate::index::IndexEntry, Option<&LowerRef>)>,
+        lower: Option<(&crate::listing::ListingEntry, Option<&LowerRef>)>,
     ) -> u64 {
         // Names of one hard-linked upper file must share one number, whichever is met first.
         if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
@@ -215,7 +215,7 @@ impl Union {
         dir: &OwnedFd,
         name: &[u8],
         st: &libc::stat,
-        lower: Option<(&crate::index::IndexEntry, Option<&LowerRef>)>,
+        lower: Option<(&crate::listing::ListingEntry, Option<&LowerRef>)>,
     ) -> u64 {
         let own = upper_ino(st.st_ino);
         let Some((lower, parent_lower)) = lower else {

@@ -5,9 +5,9 @@ use std::os::fd::AsFd;
 
 use super::Union;
 use crate::attr::Kind;
-use crate::index::DirIndex;
 use crate::inode::{LowerRef, Node};
 use crate::layer::relpath;
+use crate::listing::DirListing;
 use crate::ovl::{self, Marker};
 
 pub(super) struct RedirectTarget {
@@ -97,8 +97,8 @@ impl Union {
         &self,
         dir: &LowerRef,
         name: &[u8],
-        idx: &DirIndex,
-        e: &crate::index::IndexEntry,
+        idx: &DirListing,
+        e: &crate::listing::ListingEntry,
     ) -> LowerRef {
         crate::lowerwalk::child(&self.layers, dir, name, e.layer, idx.dir_layers(e).to_vec())
     }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use super::Union;
 use crate::attr::Kind;
 use crate::dirstate::{DirState, ListEntry};
-use crate::index::DirIndex;
 use crate::inode::lower_ino;
+use crate::listing::DirListing;
 
 /// What an open directory lists: the lower index itself when the upper layer adds nothing
 /// (no copy), else a merged listing.
 pub struct DirSnapshot {
-    lower: Arc<DirIndex>,
+    lower: Arc<DirListing>,
     merged: Option<Vec<ListEntry>>,
 }
 

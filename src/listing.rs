@@ -1,6 +1,7 @@
-//! The in-memory index of one merged lower directory: built once from one readdir per layer
-//! that holds the directory (whiteouts and opaque markers applied), then immutable, because
-//! lower layers never change while mounted.
+//! The in-memory listing of one merged lower directory (named apart from the kernel's
+//! hard-link `index` dir in the work dir): built once from one readdir per layer that holds
+//! the directory (whiteouts and opaque markers applied), then immutable, because lower layers
+//! never change while mounted.
 //!
 //! Layout: one sorted array of fixed-size entries plus one byte arena for all names, so a
 //! lookup is a binary search and a readdir is a walk with stable offsets.
@@ -10,7 +11,7 @@ use crate::attr::Attr;
 /// One name, laid out flat (80 bytes, no padding): the compact stat of `Attr`, then the
 /// name and layer references.
 #[derive(Clone, Copy, Debug)]
-pub struct IndexEntry {
+pub struct ListingEntry {
     host_ino: u64,
     size: u64,
     blocks: u64,
@@ -31,7 +32,7 @@ pub struct IndexEntry {
     pub layer: u16,
 }
 
-impl IndexEntry {
+impl ListingEntry {
     pub fn attr(&self) -> Attr {
         Attr {
             host_ino: self.host_ino,
@@ -50,9 +51,9 @@ impl IndexEntry {
 }
 
 #[derive(Default)]
-pub struct DirIndex {
+pub struct DirListing {
     names: Box<[u8]>,
-    entries: Box<[IndexEntry]>,
+    entries: Box<[ListingEntry]>,
     dir_layers: Box<[u16]>,
 }
 
@@ -66,8 +67,8 @@ pub struct PendingEntry {
     pub dir_layers: Vec<u16>,
 }
 
-impl DirIndex {
-    pub fn build(mut pending: Vec<PendingEntry>) -> DirIndex {
+impl DirListing {
+    pub fn build(mut pending: Vec<PendingEntry>) -> DirListing {
         pending.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         let name_bytes: usize = pending.iter().map(|p| p.name.len() + 1).sum();
         let mut names = Vec::with_capacity(name_bytes);
@@ -77,7 +78,7 @@ impl DirIndex {
             // Names longer than 255 bytes cannot exist on Linux filesystems.
             let name_len = p.name.len().min(255);
             let a = p.attr;
-            entries.push(IndexEntry {
+            entries.push(ListingEntry {
                 host_ino: a.host_ino,
                 size: a.size,
                 blocks: a.blocks,
@@ -98,7 +99,7 @@ impl DirIndex {
             names.extend_from_slice(&p.name[..name_len]);
             dir_layers.extend_from_slice(&p.dir_layers);
         }
-        DirIndex {
+        DirListing {
             names: names.into(),
             entries: entries.into(),
             dir_layers: dir_layers.into(),
@@ -109,20 +110,20 @@ impl DirIndex {
         self.entries.len()
     }
 
-    pub fn entry(&self, i: usize) -> &IndexEntry {
+    pub fn entry(&self, i: usize) -> &ListingEntry {
         &self.entries[i]
     }
 
-    pub fn name(&self, e: &IndexEntry) -> &[u8] {
+    pub fn name(&self, e: &ListingEntry) -> &[u8] {
         let start = e.name_off as usize + 1;
         &self.names[start..start + self.names[e.name_off as usize] as usize]
     }
 
-    pub fn dir_layers(&self, e: &IndexEntry) -> &[u16] {
+    pub fn dir_layers(&self, e: &ListingEntry) -> &[u16] {
         &self.dir_layers[e.layers_off as usize..e.layers_off as usize + e.layers_len as usize]
     }
 
-    pub fn find(&self, name: &[u8]) -> Option<&IndexEntry> {
+    pub fn find(&self, name: &[u8]) -> Option<&ListingEntry> {
         self.position(name).ok().map(|i| &self.entries[i])
     }
 
@@ -134,7 +135,7 @@ impl DirIndex {
     /// Heap bytes held by this index (for the memory-per-entry design figure).
     pub fn heap_bytes(&self) -> usize {
         self.names.len()
-            + self.entries.len() * std::mem::size_of::<IndexEntry>()
+            + self.entries.len() * std::mem::size_of::<ListingEntry>()
             + self.dir_layers.len() * 2
     }
 }
@@ -154,7 +155,7 @@ mod tests {
 
     #[test]
     fn entries_are_sorted_and_found() {
-        let idx = DirIndex::build(vec![pending("b", 1), pending("a", 2), pending("c", 3)]);
+        let idx = DirListing::build(vec![pending("b", 1), pending("a", 2), pending("c", 3)]);
         assert_eq!(idx.len(), 3);
         assert_eq!(idx.name(idx.entry(0)), b"a");
         assert_eq!(idx.find(b"c").unwrap().layer, 3);
@@ -166,7 +167,7 @@ mod tests {
     /// directory of typical 15-byte file names.
     #[test]
     fn memory_per_entry_stays_under_100_bytes() {
-        assert_eq!(std::mem::size_of::<IndexEntry>(), 80);
+        assert_eq!(std::mem::size_of::<ListingEntry>(), 80);
         let n = 10_000;
         let files: Vec<PendingEntry> = (0..n)
             .map(|i| PendingEntry {
@@ -174,7 +175,7 @@ mod tests {
                 ..pending(&format!("file-{i:06}.txt"), 1)
             })
             .collect();
-        let per_entry = DirIndex::build(files).heap_bytes() as f64 / n as f64;
+        let per_entry = DirListing::build(files).heap_bytes() as f64 / n as f64;
         assert!(per_entry <= 100.0, "{per_entry} bytes per entry");
     }
 }
