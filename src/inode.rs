@@ -295,9 +295,10 @@ pub struct Node {
     /// Told to the kernel with the node id: a new node under the number of a stale one gets
     /// the next generation, and the kernel then drops the inode it held for the old one.
     pub generation: u64,
-    /// The node's object is gone from the host (a removed directory, or a file whose last
-    /// name went with no file open on it): its number is free for the host to reuse.
+    /// A directory whose name was removed: its number is free for the host to reuse.
     pub removed: AtomicBool,
+    /// The object of a node with no name and no open file was let go (see `settle_unlinked`).
+    released: AtomicBool,
     lookups: AtomicU64,
     /// File handles open on the node (see `OpenCount`).
     open_files: AtomicU32,
@@ -313,6 +314,7 @@ impl Node {
             kind,
             generation: 0,
             removed: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             lookups: AtomicU64::new(0),
             open_files: AtomicU32::new(0),
             inner: RwLock::new(inner),
@@ -342,8 +344,7 @@ impl Node {
         }
         if self.open_files.load(Ordering::SeqCst) == 0 {
             inner.object = None;
-            // Nothing holds the object now: the host may give its number to a new one.
-            self.removed.store(true, Ordering::Relaxed);
+            self.released.store(true, Ordering::Relaxed);
         } else if inner.object.is_none() {
             inner.object = held;
         }
@@ -395,6 +396,19 @@ impl NodeTable {
             Some(old) if old.removed.load(Ordering::Relaxed) => {
                 let mut fresh = make();
                 fresh.generation = old.generation + 1;
+                fresh
+                    .lookups
+                    .store(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
+                let fresh = Arc::new(fresh);
+                shard.insert(ino, fresh.clone());
+                fresh
+            }
+            // A file whose last name went with no file open on it: nothing holds its object, so
+            // the host may have given its number to a new object, which gets a fresh node under
+            // the same id and generation (the kernel drops its inode if the type differs; a
+            // new generation would make the kernel fail every open file of the old inode).
+            Some(old) if old.released.load(Ordering::Relaxed) => {
+                let fresh = make();
                 fresh
                     .lookups
                     .store(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
