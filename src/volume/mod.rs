@@ -55,6 +55,7 @@ pub mod cli;
 mod error;
 mod filter;
 mod meta;
+pub(crate) use meta::rfc3339_utc;
 mod name;
 mod store;
 #[cfg(test)]
