@@ -6,7 +6,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::overlap::Relation;
+use crate::spec::overlap::Relation;
 use crate::tarball::error::ArchiveError;
 use crate::volume::VolumeError;
 
@@ -278,19 +278,20 @@ impl From<VolumeError> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::c;
 
     #[test]
     fn io_errors_name_the_context_and_the_fix() {
         let e = Error::io_with_fix(
             "--log-file /x: cannot open",
-            io::Error::from_raw_os_error(libc::EACCES),
+            io::Error::from_raw_os_error(c::EACCES),
             "give a writable file path",
         );
         assert_eq!(
             e.to_string(),
             "--log-file /x: cannot open: Permission denied (os error 13): give a writable file path"
         );
-        let e = Error::io("bind source /h", io::Error::from_raw_os_error(libc::ENOENT));
+        let e = Error::io("bind source /h", io::Error::from_raw_os_error(c::ENOENT));
         assert_eq!(
             e.to_string(),
             "bind source /h: No such file or directory (os error 2)"

@@ -1,65 +1,47 @@
 //! stratafs: a union filesystem for container root filesystems, served over FUSE.
 //!
-//! The crate is a library with a thin binary (`main.rs`) on top. Data flows in layers, each
-//! using only the ones below it:
+//! The crate is a library with a thin binary (`main.rs`) on top. Each folder is one layer of
+//! the data flow and uses only the layers below it (`tests/architecture.rs` checks it):
 //!
-//! 1. command line: `cli`, `compat` (the podman/fuse-overlayfs option syntax);
-//! 2. mount spec: `spec`, `overlap`, `idmap` (owner mapping);
-//! 3. daemon: `daemon` (mounts and runs the FUSE session), `fusemount`, `fusesplice` (read
-//!    replies spliced to /dev/fuse), `submount`, `logging`;
-//! 4. FUSE adapter: `fs`, which turns requests into union calls and results into replies
-//!    (handles, TTLs, passthrough, errnos), and makes no system call of its own;
-//! 5. union core: `union` (lookup, attributes, open, copy-up, create/link/remove/rename,
-//!    xattrs, readdir snapshots, in bytes and integers, returning `io::Result`) over
-//!    `dirstate`, `inode`, the lower listing (`listing`, `merge`, `lowerwalk`), `upper`,
-//!    `copy_object` (the copy of one object), `whiteout`, `rootless` (the mount's format) and
-//!    `ovl`, the one table of the overlay on-disk format; none of it knows FUSE;
-//! 6. system calls: `sys`, the only place with `unsafe`.
+//! ```text
+//! cli/      command line: subcommands, the fuse-overlayfs syntax podman uses (`compat`),
+//!    │      the demo, the image commands
+//!    ▼
+//! spec/     what to mount, checked: layers, upper, work, overlaps by (st_dev, st_ino)
+//!    │      (`overlap`), volumes, binds and tmpfs paths (`submount`, `volattach`)
+//!    ▼
+//! daemon/   mounts and serves: the FUSE session and its own mount (`fusemount`), detach,
+//!    │      sub-mounts placed on top, read replies spliced to /dev/fuse, logging
+//!    ▼
+//! fs/       the FUSE adapter: requests into union calls, results into replies (handles,
+//!    │      TTLs, passthrough, readdir offsets, errnos); no system call of its own
+//!    ▼
+//! union/    the union core, FUSE-free, in bytes and integers returning io::Result:
+//!    │      resolve, attributes, open, copy-up, create/link/remove/rename, xattrs, readdir
+//!    │      snapshots (`Union`), over nodes (`inode`, `dirstate`), the in-memory listing of
+//!    │      the lower layers (`listing`, `merge`, `lowerwalk`), the upper (`upper`,
+//!    │      `copy_object`, `whiteout`), owner mapping (`idmap`), the mount's format
+//!    │      (`rootless`) and `ovl`, the one table of the overlay on-disk format
+//!    ▼
+//! sys/      system calls: the only place with `unsafe` or `libc` (`sys::c` re-exports the
+//!           constants the rest names)
+//! ```
 //!
-//! `tests/architecture.rs` checks the boundaries of the adapter. Beside the mount path:
-//! `volume` (the volume store, backups), `tarball` (tar streams in and out, safe against
-//! hostile archives), `unpack` (OCI layer tarballs into layer dirs) and `image` (OCI image
-//! layouts mounted through a store of unpacked layers; diff and commit of a writable layer).
-//! `error` is what the command line and the mount path report, one type with a clear
-//! message per case.
+//! Beside the mount path, called by the command line and the daemon: `volume` (the volume
+//! store, backups), `tarball` (tar streams in and out, safe against hostile archives) and
+//! `image` (OCI layouts unpacked into a layer store and mounted; diff and commit of a
+//! writable layer). `error` is what the command line and the mount path report, one type
+//! with a clear message per case.
 
-mod acl;
-mod attr;
 pub mod cli;
-mod compat;
-mod copy_object;
-#[cfg(test)]
-mod core_tests;
 mod daemon;
-mod demo;
-mod dirstate;
 pub mod error;
 mod fs;
-mod fusemount;
-mod fusesplice;
-mod idmap;
 pub mod image;
-mod inode;
-mod layer;
-mod listing;
-mod logging;
-mod lowerwalk;
-mod merge;
-mod mountinfo;
-mod overlap;
-pub mod ovl;
-mod private_dir;
-mod rootless;
-mod sharded;
 mod spec;
-mod submount;
 mod sys;
 mod tarball;
-mod tempname;
-mod treecopy;
+#[cfg(test)]
+mod testutil;
 mod union;
-mod unpack;
-mod upper;
-mod volattach;
 mod volume;
-mod whiteout;

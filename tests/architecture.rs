@@ -1,7 +1,13 @@
-//! The layering of the crate, checked on its source: the FUSE adapter (`src/fs/`) makes no
-//! system call of its own (no `crate::sys`, no `libc`), and nothing below it knows FUSE (no
-//! `fuser` outside the adapter and the daemon that starts the session; nothing imports the
-//! adapter but the daemon).
+//! The layering of the crate, checked on its source. Data flows down, and each part uses only
+//! the parts below it:
+//!
+//! command line (`cli/`) → mount spec (`spec/`) → daemon (`daemon/`) → FUSE adapter (`fs/`)
+//! → union core (`union/`) → system calls (`sys/`)
+//!
+//! with the services the command line and the daemon call beside the mount path (`image/`,
+//! `volume/`, `tarball/`) over the core and `sys`. Only `sys` names `libc` or holds `unsafe`;
+//! only the adapter and the daemon that runs its session name `fuser`; the adapter makes no
+//! system call of its own.
 
 use std::path::{Path, PathBuf};
 
@@ -66,34 +72,101 @@ fn sources() -> Vec<Source> {
         .collect()
 }
 
-fn is_adapter(rel: &str) -> bool {
-    rel.starts_with("fs/")
+/// The part of the crate a source file (path relative to `src/`) belongs to.
+fn part_of(rel: &str) -> &str {
+    match rel.split_once('/') {
+        Some((dir, _)) => dir,
+        None => rel.trim_end_matches(".rs"),
+    }
 }
 
-/// Where fuser may appear: the adapter, and the daemon that runs the FUSE session.
-fn may_name_fuser(rel: &str) -> bool {
-    is_adapter(rel) || rel == "daemon.rs"
+/// The parts of the crate each part may import (`crate::PART`); itself always. `lib` and
+/// `main` hold only the module list and the entry point.
+fn may_import(part: &str) -> &'static [&'static str] {
+    const SERVICES: [&str; 3] = ["image", "volume", "tarball"];
+    match part {
+        "sys" => &["testutil"],
+        "union" => &["sys", "testutil"],
+        "fs" => &["union"],
+        "tarball" => &["union", "sys", "testutil"],
+        "volume" => &["tarball", "union", "sys", "testutil"],
+        "image" => &["volume", "tarball", "union", "sys", "error", "testutil"],
+        "daemon" => &["spec", "fs", "union", "sys", "error", "volume"],
+        "spec" => &["union", "sys", "error", "volume"],
+        "error" => &["spec", "volume", "tarball", "sys"],
+        "cli" => &[
+            "spec",
+            "daemon",
+            "union",
+            "sys",
+            "error",
+            SERVICES[0],
+            SERVICES[1],
+            SERVICES[2],
+        ],
+        "lib" | "main" | "testutil" => &["sys"],
+        other => panic!("src/{other}: a part of the crate the layering does not know; add it here"),
+    }
+}
+
+/// The crate parts `code` imports or names (`crate::PART`).
+fn crate_parts_named(code: &str) -> Vec<String> {
+    let mut parts: Vec<String> = code
+        .match_indices("crate::")
+        .filter(|(i, _)| !code[..*i].ends_with(|c: char| c.is_alphanumeric() || c == '_'))
+        .map(|(i, m)| {
+            code[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    parts.sort();
+    parts.dedup();
+    parts
 }
 
 #[test]
-fn the_adapter_makes_no_system_call_of_its_own() {
-    let all = sources();
-    let adapter: Vec<&Source> = all.iter().filter(|s| is_adapter(&s.rel)).collect();
-    assert!(!adapter.is_empty(), "no adapter files under src/fs/");
+fn each_part_imports_only_the_parts_below_it() {
     let mut offences = Vec::new();
-    for s in adapter {
-        if names(&s.code, "libc") {
-            offences.push(format!("{}: names libc", s.rel));
-        }
-        if s.code.contains("crate::sys") || s.code.contains("super::sys") {
-            offences.push(format!("{}: imports crate::sys", s.rel));
+    for s in sources() {
+        let part = part_of(&s.rel);
+        let allowed = may_import(part);
+        for named in crate_parts_named(&s.code) {
+            if named != part && !allowed.contains(&named.as_str()) {
+                offences.push(format!("{}: {part} imports crate::{named}", s.rel));
+            }
         }
     }
     assert!(
         offences.is_empty(),
-        "the FUSE adapter must go through the union core:\n{}",
+        "imports against the flow cli → spec → daemon → fs → union → sys:\n{}",
         offences.join("\n")
     );
+}
+
+#[test]
+fn only_sys_names_libc_or_holds_unsafe() {
+    let mut offences = Vec::new();
+    for s in sources().iter().filter(|s| part_of(&s.rel) != "sys") {
+        if names(&s.code, "libc") {
+            offences.push(format!("{}: names libc", s.rel));
+        }
+        if names(&s.code, "unsafe") {
+            offences.push(format!("{}: holds unsafe code", s.rel));
+        }
+    }
+    assert!(
+        offences.is_empty(),
+        "system calls and their constants belong to src/sys/:\n{}",
+        offences.join("\n")
+    );
+}
+
+/// Where fuser may appear: the adapter, and the daemon that runs the FUSE session.
+fn may_name_fuser(rel: &str) -> bool {
+    matches!(part_of(rel), "fs" | "daemon")
 }
 
 #[test]
@@ -103,13 +176,10 @@ fn nothing_below_the_adapter_knows_fuse() {
         if names(&s.code, "fuser") {
             offences.push(format!("{}: names fuser", s.rel));
         }
-        if s.code.contains("crate::fs::") || s.code.contains("crate::fs;") {
-            offences.push(format!("{}: imports the FUSE adapter", s.rel));
-        }
     }
     assert!(
         offences.is_empty(),
-        "only src/fs/ and daemon.rs may know FUSE:\n{}",
+        "only src/fs/ and src/daemon/ may know FUSE:\n{}",
         offences.join("\n")
     );
 }
@@ -121,6 +191,12 @@ fn the_rule_finds_what_it_looks_for() {
     assert!(!names("let fusermount3 = 1;", "fuser"));
     assert!(names("x | libc::O_PATH", "libc"));
     assert!(!names("let mylibc = 0;", "libc"));
+    assert_eq!(
+        crate_parts_named("use crate::union::Union; x(crate::sys::c::EIO); mycrate::fs"),
+        ["sys", "union"]
+    );
+    assert_eq!(part_of("union/copy_up.rs"), "union");
+    assert_eq!(part_of("error.rs"), "error");
     let dir = std::env::temp_dir().join(format!("stratafs-arch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join("sample.rs");

@@ -785,7 +785,18 @@ fn unlinked_upper_file_frees_its_space_like_the_kernel() {
             r
         }
     };
-    let kernel = report(true);
+    // Kernel quirk: while other tests load the machine, kernel overlayfs now and then frees an
+    // unlinked file's space a moment after unlink returns (its inode, which holds the upper
+    // file, is evicted later). The reference is the kernel's behaviour when that does not
+    // happen: up to three runs, the first whose space came back at the unlink. stratafs is
+    // held to it on its first run.
+    let mut kernel = report(true);
+    for _ in 0..2 {
+        if kernel.back_at_unlink {
+            break;
+        }
+        kernel = report(true);
+    }
     assert_eq!(
         kernel,
         SpaceReport {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use fuser::{BackingId, Errno};
 use parking_lot::Mutex;
 
-use crate::sharded::ShardedMap;
+use crate::union::sharded::ShardedMap;
 use crate::union::{DirSnapshot, OpenFile};
 
 /// Open handles of one kind by handle number.

@@ -3,11 +3,13 @@
 //! and directory handles, passthrough backing files, readdir offsets, and the errno of a
 //! failed call (`reply`). It makes no system call of its own.
 
+mod dir;
 mod handles;
+mod open;
 mod reply;
+mod splice;
 
 use std::ffi::OsStr;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,17 +17,17 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem,
-    FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
-    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
-use crate::attr::Attr;
-use crate::fusesplice::{self, Spliced};
-use crate::union::{Caller, Change, Entry, NewObject, OpenFile, RenameMode, Union};
+use crate::union::attr::Attr;
+use crate::union::{Caller, Change, Entry, NewObject, RenameMode, Union};
 use handles::{BackingCache, HandleTable, OpenDirHandle, OpenFileHandle};
-use reply::{file_type, set_time, ToErrno};
+use reply::{set_time, ToErrno};
+pub use splice::{ReadSplicer, Spliced};
 
 /// Lower layers never change while mounted and every change goes through the daemon, so the
 /// kernel may cache entries and attributes for as long as it likes.
@@ -44,9 +46,9 @@ pub struct Options {
     /// Let the kernel enforce POSIX ACLs found in the layers (off with `noacl`).
     pub posix_acl: bool,
     /// What the writable layer writes: marker namespace, metacopy, directory redirects.
-    pub format: crate::rootless::Format,
+    pub format: crate::union::rootless::Format,
     /// Owners as shown and as stored (id maps, squashing).
-    pub ownership: crate::idmap::Ownership,
+    pub ownership: crate::union::idmap::Ownership,
 }
 
 pub struct StrataFs {
@@ -58,11 +60,12 @@ pub struct StrataFs {
     want_passthrough: bool,
     want_posix_acl: bool,
     /// Owners as shown (the union stores them with the same mapping).
-    ownership: crate::idmap::Ownership,
-    /// The session's /dev/fuse fd, when reads served by the daemon are spliced to it (only
-    /// on a session whose threads share that fd: a reply must go to the fd its request came
-    /// from).
-    splice_device: Arc<std::sync::OnceLock<std::os::fd::OwnedFd>>,
+    ownership: crate::union::idmap::Ownership,
+    /// What splices read replies to the session's /dev/fuse fd, when reads served by the
+    /// daemon are spliced (only on a session whose threads share that fd: a reply must go to
+    /// the fd its request came from). The daemon provides it: the adapter sends nothing to
+    /// the device itself.
+    splice_device: Arc<std::sync::OnceLock<Box<dyn ReadSplicer>>>,
     /// The session's notifier, to drop attributes the kernel caches (set once serving).
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
@@ -70,8 +73,8 @@ pub struct StrataFs {
 impl StrataFs {
     /// `layers` is bottom first; slot i is `layers[i]`.
     pub fn new(
-        layers: Vec<crate::layer::Layer>,
-        upper: Option<crate::upper::Upper>,
+        layers: Vec<crate::union::layer::Layer>,
+        upper: Option<crate::union::upper::Upper>,
         opts: Options,
     ) -> std::io::Result<StrataFs> {
         Ok(StrataFs {
@@ -92,66 +95,14 @@ impl StrataFs {
         self.union.deny_writes_handle()
     }
 
-    /// Where to put the session's /dev/fuse fd to have reads spliced to it.
-    pub fn splice_device_handle(&self) -> Arc<std::sync::OnceLock<std::os::fd::OwnedFd>> {
+    /// Where to put the splicer of the session's device to have reads spliced to it.
+    pub fn splice_device_handle(&self) -> Arc<std::sync::OnceLock<Box<dyn ReadSplicer>>> {
         self.splice_device.clone()
     }
 
     /// Where to put the session's notifier.
     pub fn notifier_handle(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
         self.notifier.clone()
-    }
-
-    /// How long the kernel may keep the attributes of `ino`. Not at all while a passthrough
-    /// file of its upper object is open: a write through a shared mapping changes the upper
-    /// file's times and size with no request to the daemon (kernel overlayfs stats the real
-    /// file every time), so each stat must ask.
-    fn attr_ttl(&self, ino: u64) -> Duration {
-        if self.backing.live_upper(ino) {
-            Duration::ZERO
-        } else {
-            TTL
-        }
-    }
-
-    /// After a passthrough open of `ino`'s upper file for writing: the attributes the kernel
-    /// cached before (with the long TTL) must not answer the next stat.
-    fn forget_cached_attr(&self, ino: u64) {
-        if let Some(n) = self.notifier.get() {
-            // Offset -1: attributes only, the page cache stays.
-            if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
-                log::debug!("inode {ino}: cannot drop the kernel's cached attributes: {e}");
-            }
-        }
-    }
-
-    /// Replies to a read by splicing the file's pages to the device, where the session
-    /// allows it (see `crate::fusesplice`); hands the reply back when it must be sent the
-    /// usual way.
-    fn splice_read(
-        &self,
-        unique: u64,
-        file: &OpenFile,
-        offset: u64,
-        size: usize,
-        reply: ReplyData,
-    ) -> Option<ReplyData> {
-        let Some(device) = self.splice_device.get() else {
-            return Some(reply);
-        };
-        match fusesplice::reply_read(device.as_fd(), unique, file.as_file(), offset, size) {
-            Spliced::NotSent => Some(reply),
-            Spliced::Sent => {
-                // The reply went to the device directly; the ReplyData, unused, must not send
-                // a second one (its drop would answer EIO to a request already answered).
-                std::mem::forget(reply);
-                None
-            }
-            Spliced::DeviceFailed(e) => {
-                reply.error(Errno::from(e));
-                None
-            }
-        }
     }
 
     /// The attributes of node `ino` as FUSE replies them, with owners as the mount shows them.
@@ -165,82 +116,6 @@ impl StrataFs {
             &self.file_attr(entry.ino, &entry.attr),
             Generation(entry.generation),
         )
-    }
-
-    /// Stores an open file under a new handle, with a passthrough backing id when the kernel
-    /// offers passthrough; returns the handle and the backing id to reply with.
-    fn register_open_file(
-        &self,
-        ino: u64,
-        file: OpenFile,
-        lower: bool,
-        register: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> (u64, Option<Arc<BackingId>>) {
-        let backing = if self.passthrough.load(Ordering::Relaxed) {
-            match self
-                .backing
-                .get_or_register(ino, lower, || register(file.as_file()))
-            {
-                Ok(b) => Some(b),
-                // The kernel wants CAP_SYS_ADMIN in the initial user namespace for a backing
-                // file: without it (a user namespace, a plain user) every open would fail the
-                // same way, so the mount stops asking.
-                Err(e) if Errno::from_i32(e.raw_os_error().unwrap_or(0)) == Errno::EPERM => {
-                    if self.passthrough.swap(false, Ordering::Relaxed) {
-                        log::info!(
-                            "passthrough unavailable: the kernel refused a backing file ({e}; it \
-                             needs CAP_SYS_ADMIN in the initial user namespace): reads and \
-                             writes go through the daemon"
-                        );
-                    }
-                    None
-                }
-                Err(e) => {
-                    log::debug!("passthrough unavailable for inode {ino}: {e}");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if backing.is_none() {
-            if let Err(e) = file.for_daemon_io() {
-                log::warn!("inode {ino}: cannot turn O_DIRECT off for daemon I/O: {e}");
-            }
-        }
-        let fh = self.files.insert(OpenFileHandle {
-            file,
-            _backing: backing.clone(),
-        });
-        (fh, backing)
-    }
-
-    /// The open file of handle `fh`, for calls that may come with one (getattr, setattr).
-    fn open_file(&self, fh: Option<FileHandle>) -> Option<Arc<OpenFileHandle>> {
-        fh.and_then(|fh| self.files.get(fh.0).ok())
-    }
-
-    /// The snapshot a read at `offset` lists from. A read from the start after the first one
-    /// is a rewinddir: it must show names created or removed since opendir (the kernel only
-    /// asks again once a change dropped its cached listing), so it takes a new snapshot.
-    fn dir_handle(
-        &self,
-        ino: INodeNo,
-        fh: FileHandle,
-        offset: u64,
-    ) -> Result<Arc<OpenDirHandle>, Errno> {
-        let handle = self.dirs.get(fh.0)?;
-        if !handle.served.swap(true, Ordering::Relaxed) || offset != 0 {
-            return Ok(handle);
-        }
-        let snapshot = self.union.list_dir(ino.0).or_errno("readdir")?;
-        Ok(self.dirs.replace(
-            fh.0,
-            OpenDirHandle {
-                snapshot,
-                served: AtomicBool::new(true),
-            },
-        ))
     }
 
     fn create_reply(
@@ -643,37 +518,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let handle = match self.dir_handle(ino, fh, offset) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let snap = &handle.snapshot;
-        let mut off = offset;
-        while off < DOT_ENTRIES {
-            let (name, target) = if off == 0 {
-                (".", ino.0)
-            } else {
-                ("..", self.union.parent_ino(ino.0))
-            };
-            if reply.add(INodeNo(target), off + 1, fuser::FileType::Directory, name) {
-                return reply.ok();
-            }
-            off += 1;
-        }
-        for i in (off - DOT_ENTRIES) as usize..snap.len() {
-            let (name, d_ino, kind) = snap.get(i);
-            if reply.add(
-                INodeNo(d_ino),
-                DOT_ENTRIES + i as u64 + 1,
-                file_type(kind),
-                OsStr::from_bytes(name),
-            ) {
-                break;
-            }
-        }
-        reply.ok()
+        self.fill_dir(ino, fh, offset, reply)
     }
 
     fn readdirplus(
@@ -682,65 +529,9 @@ impl Filesystem for StrataFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let handle = match self.dir_handle(ino, fh, offset) {
-            Ok(h) => h,
-            Err(e) => return reply.error(e),
-        };
-        let snap = &handle.snapshot;
-        let mut off = offset;
-        while off < DOT_ENTRIES {
-            // "." and ".." carry attributes but are not lookups (the kernel takes no reference).
-            let target = if off == 0 {
-                ino.0
-            } else {
-                self.union.parent_ino(ino.0)
-            };
-            let attr = self
-                .union
-                .getattr(target, None)
-                .map(|a| (target, a))
-                .or_else(|_| self.union.getattr(ino.0, None).map(|a| (ino.0, a)))
-                .or_errno("readdirplus");
-            let (attr_ino, attr) = match attr {
-                Ok(a) => a,
-                Err(e) => return reply.error(e),
-            };
-            let name = if off == 0 { "." } else { ".." };
-            if reply.add(
-                INodeNo(target),
-                off + 1,
-                name,
-                &TTL,
-                &self.file_attr(attr_ino, &attr),
-                Generation(self.union.generation(attr_ino)),
-            ) {
-                return reply.ok();
-            }
-            off += 1;
-        }
-        for i in (off - DOT_ENTRIES) as usize..snap.len() {
-            let (name, _, _) = snap.get(i);
-            // The snapshot may be older than the directory: names that are gone are skipped.
-            // The entry counts as a lookup once it is sent; the reference taken here is given
-            // back if it does not fit.
-            let Some(entry) = self.union.lookup_listed(ino.0, name) else {
-                continue;
-            };
-            if reply.add(
-                INodeNo(entry.ino),
-                DOT_ENTRIES + i as u64 + 1,
-                OsStr::from_bytes(name),
-                &self.attr_ttl(entry.ino),
-                &self.file_attr(entry.ino, &entry.attr),
-                Generation(entry.generation),
-            ) {
-                self.union.forget(entry.ino, 1);
-                break;
-            }
-        }
-        reply.ok()
+        self.fill_dir_plus(ino, fh, offset, reply)
     }
 
     fn releasedir(

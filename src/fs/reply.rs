@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
-use crate::attr::{Attr, Kind};
-use crate::idmap::Ownership;
+use crate::union::attr::{Attr, Kind};
+use crate::union::idmap::Ownership;
 use crate::union::SetTime;
 
 /// Turns a union error into the errno to reply with (its OS error code; EIO for an error

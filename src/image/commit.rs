@@ -23,12 +23,13 @@ use tar::{Builder, EntryType, Header};
 use super::lower::{LowerDir, LowerStack};
 use super::tree::{self, Source};
 use super::upper_dir::{UpperDir, UpperEntry};
-use crate::ovl;
+use crate::sys::c;
 use crate::sys::{self, xattr};
 use crate::tarball::error::ArchiveError;
 use crate::tarball::pack::{append_file, header_for, special_header, write_error};
 use crate::tarball::Progress;
-use crate::whiteout::{OPAQUE_MARKER, WH_PREFIX};
+use crate::union::ovl;
+use crate::union::whiteout::{OPAQUE_MARKER, WH_PREFIX};
 
 /// What a commit wrote.
 #[derive(Debug, Default)]
@@ -120,11 +121,11 @@ impl<W: Write> Committer<'_, '_, W> {
                     let upper = upper.expect("an upper entry comes from an upper dir");
                     let data = tree::metacopy_data(self.stack, upper, &name, source)
                         .map_err(|e| io_error(&path, e))?;
-                    let kind = st.st_mode & libc::S_IFMT;
-                    let flags = if kind == libc::S_IFREG && data.is_none() {
-                        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY
+                    let kind = st.st_mode & c::S_IFMT;
+                    let flags = if kind == c::S_IFREG && data.is_none() {
+                        c::O_RDONLY | c::O_NONBLOCK | c::O_NOCTTY
                     } else {
-                        libc::O_PATH
+                        c::O_PATH
                     };
                     let obj = upper.open(&name, flags).map_err(|e| io_error(&path, e))?;
                     let data_fd = match &data {
@@ -140,14 +141,14 @@ impl<W: Write> Committer<'_, '_, W> {
                 Source::Moved(moved) => {
                     let obj = self
                         .stack
-                        .open_object(&moved.obj, libc::O_PATH)
+                        .open_object(&moved.obj, c::O_PATH)
                         .map_err(|e| io_error(&path, e))?;
                     let st = sys::fstat(obj.as_fd()).map_err(|e| io_error(&path, e))?;
                     if moved.is_dir() {
                         self.directory(obj.as_fd(), &path, &st)?;
                         self.dir(&path, None, Some(&moved.obj), true)?;
                     } else {
-                        let data = if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+                        let data = if st.st_mode & c::S_IFMT == c::S_IFREG {
                             Some(
                                 self.stack
                                     .open_data(&moved.obj)
@@ -164,7 +165,7 @@ impl<W: Write> Committer<'_, '_, W> {
         Ok(())
     }
 
-    fn directory(&mut self, fd: BorrowedFd<'_>, path: &[u8], st: &libc::stat) -> Result<()> {
+    fn directory(&mut self, fd: BorrowedFd<'_>, path: &[u8], st: &c::stat) -> Result<()> {
         let mut header = header_for(st, EntryType::Directory, 0);
         self.pax_xattrs(fd, path)?;
         let mut name = path.to_vec();
@@ -179,10 +180,10 @@ impl<W: Write> Committer<'_, '_, W> {
         obj: BorrowedFd<'_>,
         data: Option<OwnedFd>,
         path: &[u8],
-        st: &libc::stat,
+        st: &c::stat,
     ) -> Result<()> {
-        let kind = st.st_mode & libc::S_IFMT;
-        if kind == libc::S_IFSOCK {
+        let kind = st.st_mode & c::S_IFMT;
+        if kind == c::S_IFSOCK {
             self.report.warnings.push(format!(
                 "{}: a socket cannot be stored in a layer; left out",
                 show(path)
@@ -204,7 +205,7 @@ impl<W: Write> Committer<'_, '_, W> {
         }
         self.pax_xattrs(obj, path)?;
         match kind {
-            libc::S_IFREG => {
+            c::S_IFREG => {
                 let data_fd = data.as_ref().map_or(obj, |d| d.as_fd());
                 let data_st = sys::fstat(data_fd).map_err(|e| io_error(path, e))?;
                 let mut header = header_for(st, EntryType::Regular, data_st.st_size as u64);
@@ -226,7 +227,7 @@ impl<W: Write> Committer<'_, '_, W> {
                 self.counted();
                 Ok(())
             }
-            libc::S_IFLNK => {
+            c::S_IFLNK => {
                 let target = sys::readlink_at(obj, c"").map_err(|e| io_error(path, e))?;
                 let mut header = header_for(st, EntryType::Symlink, 0);
                 self.builder
@@ -251,7 +252,7 @@ impl<W: Write> Committer<'_, '_, W> {
     }
 
     /// `DIR/.wh..wh..opq`: an empty file with the directory's permissions and owner.
-    fn opaque_marker(&mut self, dir: &[u8], st: &libc::stat) -> Result<()> {
+    fn opaque_marker(&mut self, dir: &[u8], st: &c::stat) -> Result<()> {
         let mut header = fixed_header(st.st_mode & 0o777, st.st_uid, st.st_gid);
         self.append(&mut header, &join(dir, OPAQUE_MARKER), io::empty())
     }

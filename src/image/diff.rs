@@ -20,7 +20,7 @@ use std::path::Path;
 use super::lower::{Found, LowerDir, LowerStack};
 use super::tree::{self, Source};
 use super::upper_dir::{UpperDir, UpperEntry};
-use crate::attr::Attr;
+use crate::union::attr::Attr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -260,6 +260,7 @@ pub fn write_json(out: &mut impl Write, changes: &[Change]) -> std::io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::c;
 
     fn attr(mode: u32, size: u64, mtime: i64) -> Attr {
         Attr {
@@ -272,7 +273,7 @@ mod tests {
 
     #[test]
     fn directories_compare_like_podman() {
-        let d = libc::S_IFDIR | 0o755;
+        let d = c::S_IFDIR | 0o755;
         let base = attr(d, 4096, 1_700_000_000_123_456_789);
         assert!(same_dir(&base, &base));
         // A tar layer keeps whole seconds: the same second without nanoseconds is the same.
@@ -280,7 +281,7 @@ mod tests {
         assert!(!same_dir(&attr(d, 4096, 1_700_000_001_123_456_789), &base));
         assert!(!same_dir(&attr(d, 4096, 1_700_000_000_500_000_000), &base));
         assert!(!same_dir(
-            &attr(libc::S_IFDIR | 0o700, 4096, base.mtime),
+            &attr(c::S_IFDIR | 0o700, 4096, base.mtime),
             &base
         ));
         assert!(!same_dir(&attr(d, 8192, base.mtime), &base));

@@ -21,6 +21,8 @@ use super::oci::{
     OciLayoutFile, LAYOUT_VERSION, REF_NAME,
 };
 
+use crate::sys::c;
+
 /// The annotations podman and buildah put on a manifest to name the image it was built on.
 const BASE_NAME: &str = "org.opencontainers.image.base.name";
 const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
@@ -390,7 +392,7 @@ impl TargetLayout {
                 .create(true)
                 .truncate(true)
                 .mode(0o644)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
                 .open(&temp)?;
             fill(&mut out)?;
             out.sync_all()?;

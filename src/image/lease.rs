@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::c;
+
 /// What a lease file says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRecord {
@@ -51,7 +53,7 @@ impl Lease {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
                 .open(&temp)?;
             file.lock()?;
             file.write_all(&serde_json::to_vec(record).map_err(io::Error::other)?)?;
@@ -97,7 +99,7 @@ pub fn live(dir: &Path) -> io::Result<Vec<LeaseRecord>> {
         }
         let Ok(mut file) = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
             .open(&path)
         else {
             continue;

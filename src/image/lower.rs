@@ -8,11 +8,12 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::inode::{LowerData, LowerRef};
-use crate::layer::{relpath, Layer};
-use crate::listing::{DirListing, ListingEntry};
-use crate::lowerwalk;
-use crate::merge::merge_lower_dir;
+use crate::sys::c;
+use crate::union::inode::{LowerData, LowerRef};
+use crate::union::layer::{relpath, Layer};
+use crate::union::listing::{DirListing, ListingEntry};
+use crate::union::lowerwalk;
+use crate::union::merge::merge_lower_dir;
 
 /// A merged directory of the lower layers (or, for a file, its winning copy).
 pub type LowerDir = LowerRef;
@@ -32,7 +33,7 @@ pub struct Found {
 
 impl Found {
     pub fn is_dir(&self) -> bool {
-        self.entry.attr().mode & libc::S_IFMT == libc::S_IFDIR
+        self.entry.attr().mode & c::S_IFMT == c::S_IFDIR
     }
 
     /// The merged directory under the name, for a directory.
@@ -156,13 +157,13 @@ impl LowerStack {
     /// Opens the winning copy of `obj` with `flags`, never following a symlink.
     pub fn open_object(&self, obj: &LowerRef, flags: i32) -> io::Result<OwnedFd> {
         let rel = relpath::to_cstring(obj.path())?;
-        self.layers[usize::from(obj.slot)].open(&rel, flags | libc::O_NOFOLLOW)
+        self.layers[usize::from(obj.slot)].open(&rel, flags | c::O_NOFOLLOW)
     }
 
     /// Opens the data of regular file `obj` for reading: the winning copy, or when that is a
     /// metacopy (its layer was once an upper dir) the full copy below it.
     pub fn open_data(&self, obj: &LowerRef) -> io::Result<OwnedFd> {
-        let flags = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW;
+        let flags = c::O_RDONLY | c::O_NONBLOCK | c::O_NOCTTY | c::O_NOFOLLOW;
         match lowerwalk::lower_data(&self.layers, obj) {
             LowerData::Own => self.open_object(obj, flags),
             LowerData::At(slot, path) => {

@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 use super::blob::sha256_id;
 
+use crate::sys::c;
+
 /// Media types, OCI and Docker (image manifest v2 schema 2).
 pub mod media {
     pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -398,7 +400,7 @@ impl Layout {
         let path = self.blob_path(&desc.digest)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
             .open(&path)
             .map_err(|source| {
                 if source.kind() == io::ErrorKind::NotFound {
@@ -737,7 +739,7 @@ impl Read for VerifiedBlob {
 fn read_limited(path: &Path) -> io::Result<Vec<u8>> {
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
         .open(path)?;
     let mut bytes = Vec::new();
     file.take(MAX_JSON).read_to_end(&mut bytes)?;

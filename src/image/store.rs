@@ -34,10 +34,11 @@ use sha2::{Digest, Sha256};
 use super::blob::sha256_id;
 use super::lease::{self, Lease, LeaseRecord};
 use super::oci::{digest_hex, Image, ImageLayer, Layout};
-use crate::ovl::Namespace;
+use crate::image::unpack::{decompressed, sweep_abandoned, TempDir};
+use crate::sys::c;
 use crate::sys::{self, ops};
 use crate::tarball::{self, Progress, Whiteouts};
-use crate::unpack::{decompressed, sweep_abandoned, TempDir};
+use crate::union::ovl::Namespace;
 
 const LAYERS_DIR: &str = "layers/sha256";
 const IMAGES_DIR: &str = "images";
@@ -133,7 +134,7 @@ impl LayerStore {
             .write(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let locked = if exclusive {
@@ -179,7 +180,7 @@ impl LayerStore {
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
+            .custom_flags(c::O_NOFOLLOW)
             .open(&temp)
             .and_then(|mut f| io::Write::write_all(&mut f, &bytes))
             .and_then(|()| std::fs::rename(&temp, &path))
@@ -249,7 +250,7 @@ impl LayerStore {
             .write(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match file.try_lock() {
@@ -269,7 +270,7 @@ impl LayerStore {
             .write(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
             .open(&path)
             .and_then(|f| f.lock().map(|()| f))
             .map_err(|e| format!("cannot lock {}: {e}", path.display()))
@@ -513,7 +514,7 @@ fn unpack_verified(
     // trusted.* needs CAP_SYS_ADMIN in the initial user namespace: root in a user namespace
     // (rootless podman) writes the user.overlay.* markers, as kernel overlayfs reads them
     // with userxattr.
-    let whiteouts = Whiteouts::Overlay(if crate::rootless::sys_admin_in_initial_userns() {
+    let whiteouts = Whiteouts::Overlay(if crate::union::rootless::sys_admin_in_initial_userns() {
         Namespace::Trusted
     } else {
         Namespace::User

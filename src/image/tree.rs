@@ -6,6 +6,8 @@ use std::io;
 use super::lower::{Found, LowerDir, LowerStack};
 use super::upper_dir::{UpperDir, UpperEntry};
 
+use crate::sys::c;
+
 /// Where a name of a new-tree directory comes from.
 pub enum Source<'u> {
     /// The upper dir.
@@ -125,12 +127,12 @@ pub fn metacopy_data(
         },
     };
     let found = found.ok_or_else(missing)?;
-    if found.entry.attr().mode & libc::S_IFMT != libc::S_IFREG {
+    if found.entry.attr().mode & c::S_IFMT != c::S_IFREG {
         return Err(missing());
     }
     Ok(Some(found))
 }
 
 pub fn is_dir(mode: u32) -> bool {
-    mode & libc::S_IFMT == libc::S_IFDIR
+    mode & c::S_IFMT == c::S_IFDIR
 }

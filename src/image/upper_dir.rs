@@ -7,16 +7,17 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::ovl::{self, Marker};
 use crate::sys;
-use crate::whiteout::{self, NameKind, Opacity};
+use crate::sys::c;
+use crate::union::ovl::{self, Marker};
+use crate::union::whiteout::{self, NameKind, Opacity};
 
 /// What a name of the upper directory stands for.
 pub enum UpperEntry {
     /// The name is deleted: it hides whatever the layers below have under it.
     Whiteout,
     /// An object of the writable layer.
-    Object(libc::stat),
+    Object(c::stat),
 }
 
 pub struct UpperDir {
@@ -76,7 +77,7 @@ impl UpperDir {
         let fd = sys::open_beneath(
             self.fd.as_fd(),
             &sys::cstr(name)?,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            c::O_RDONLY | c::O_DIRECTORY | c::O_NOFOLLOW,
             0,
         )?;
         UpperDir::read(fd)
@@ -84,12 +85,7 @@ impl UpperDir {
 
     /// Opens object `name` with `flags`, never following a symlink.
     pub fn open(&self, name: &[u8], flags: i32) -> io::Result<OwnedFd> {
-        sys::open_beneath(
-            self.fd.as_fd(),
-            &sys::cstr(name)?,
-            flags | libc::O_NOFOLLOW,
-            0,
-        )
+        sys::open_beneath(self.fd.as_fd(), &sys::cstr(name)?, flags | c::O_NOFOLLOW, 0)
     }
 
     /// The redirect marker of object `name` (a renamed directory or metacopy file).
@@ -107,5 +103,5 @@ impl UpperDir {
 }
 
 fn open_path(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<OwnedFd> {
-    sys::open_beneath(dir, &sys::cstr(name)?, libc::O_PATH | libc::O_NOFOLLOW, 0)
+    sys::open_beneath(dir, &sys::cstr(name)?, c::O_PATH | c::O_NOFOLLOW, 0)
 }

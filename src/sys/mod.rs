@@ -3,7 +3,9 @@
 //! Each wrapper takes and returns owned Rust types (`OwnedFd`, `CString`, `Vec<u8>`) and maps
 //! failures to `io::Error`, so the rest of the daemon stays safe code.
 
+pub mod c;
 pub mod dir;
+pub mod mountinfo;
 pub mod ops;
 pub mod splice;
 pub mod xattr;

@@ -173,7 +173,7 @@ mod tests {
     /// the request's unique id, then the file's bytes from the offset (short at end of file).
     #[test]
     fn a_spliced_reply_is_header_then_the_file_bytes() {
-        let dir = crate::volume::testutil::TempDir::new("sys-splice");
+        let dir = crate::testutil::TempDir::new("sys-splice");
         let path = dir.path().join("f");
         let content: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &content).unwrap();

@@ -145,7 +145,7 @@ mod tests {
     /// The same answers through a readable fd (f*xattr) and an O_PATH fd (the magic link).
     #[test]
     fn readable_and_o_path_fds_read_the_same_xattrs() {
-        let dir = crate::volume::testutil::TempDir::new("sys-xattr");
+        let dir = crate::testutil::TempDir::new("sys-xattr");
         let file = dir.path().join("f");
         std::fs::write(&file, b"x").unwrap();
         let readable = std::fs::File::open(&file).unwrap();

@@ -22,9 +22,10 @@ use tar::{Archive, Entry, EntryType};
 use super::error::{show, ArchiveError};
 use super::names;
 use super::progress::Progress;
-use crate::ovl::{self, Marker};
+use crate::sys::c;
 use crate::sys::{self, ops, xattr};
-use crate::whiteout;
+use crate::union::ovl::{self, Marker};
+use crate::union::whiteout;
 
 type Result<T> = std::result::Result<T, ArchiveError>;
 
@@ -144,7 +145,7 @@ impl Extractor<'_, '_> {
         match kind {
             EntryType::Directory => {
                 match ops::mkdir_at(parent, &leaf, 0o700) {
-                    Err(e) if errno(&e) == libc::EEXIST => {
+                    Err(e) if errno(&e) == c::EEXIST => {
                         if !self.clear(&name, parent, &leaf, true)? {
                             ops::mkdir_at(parent, &leaf, 0o700)
                                 .map_err(|e| ArchiveError::io(&name, "create the directory", e))?;
@@ -155,7 +156,7 @@ impl Extractor<'_, '_> {
                 self.dirs.push((names::join(&parts), attrs));
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+                let flags = c::O_WRONLY | c::O_CREAT | c::O_EXCL | c::O_NOFOLLOW;
                 let file = self.create(&name, parent, &leaf, "create the file", || {
                     sys::open_beneath(parent, &leaf, flags, 0o600)
                 })?;
@@ -217,8 +218,8 @@ impl Extractor<'_, '_> {
                 let hidden =
                     sys::cstr(hidden).map_err(|e| ArchiveError::io(name, "use the name", e))?;
                 self.clear(name, parent, &hidden, false)?;
-                ops::mknod_at(parent, &hidden, libc::S_IFCHR, ops::makedev(0, 0)).map_err(|e| {
-                    if errno(&e) == libc::EPERM {
+                ops::mknod_at(parent, &hidden, c::S_IFCHR, ops::makedev(0, 0)).map_err(|e| {
+                    if errno(&e) == c::EPERM {
                         ArchiveError::refused(
                             name,
                             format!("creating the whiteout device needs CAP_MKNOD ({e}); unpack with --keep-wh to keep .wh. files instead"),
@@ -249,12 +250,12 @@ impl Extractor<'_, '_> {
     /// Opens directory `path` under the root without following any symlink; with `create`,
     /// missing directories on the way are made. Errors say which component is in the way.
     fn open_dir(&self, entry: &[u8], path: &[u8], create: bool) -> Result<OwnedFd> {
-        const DIR: i32 = libc::O_PATH | libc::O_DIRECTORY;
+        const DIR: i32 = c::O_PATH | c::O_DIRECTORY;
         let whole = sys::cstr(if path.is_empty() { b"." } else { path })
             .map_err(|e| ArchiveError::io(entry, "use the name", e))?;
         match sys::open_beneath(self.root, &whole, DIR, 0) {
             Ok(fd) => return Ok(fd),
-            Err(e) if !matches!(errno(&e), libc::ENOENT | libc::ELOOP | libc::ENOTDIR) => {
+            Err(e) if !matches!(errno(&e), c::ENOENT | c::ELOOP | c::ENOTDIR) => {
                 return Err(ArchiveError::io(
                     entry,
                     format!("open the directory {}", show(path)),
@@ -274,9 +275,9 @@ impl Extractor<'_, '_> {
             walked.extend_from_slice(comp);
             let c = sys::cstr(comp).map_err(|e| ArchiveError::io(entry, "use the name", e))?;
             let mut opened = sys::open_beneath(dir.as_fd(), &c, DIR, 0);
-            if create && opened.as_ref().is_err_and(|e| errno(e) == libc::ENOENT) {
+            if create && opened.as_ref().is_err_and(|e| errno(e) == c::ENOENT) {
                 match ops::mkdir_at(dir.as_fd(), &c, 0o755) {
-                    Err(e) if errno(&e) != libc::EEXIST => {
+                    Err(e) if errno(&e) != c::EEXIST => {
                         return Err(ArchiveError::io(
                             entry,
                             format!("create the directory {}", show(&walked)),
@@ -287,14 +288,14 @@ impl Extractor<'_, '_> {
                 }
             }
             dir = opened.map_err(|e| match errno(&e) {
-                libc::ELOOP => ArchiveError::refused(
+                c::ELOOP => ArchiveError::refused(
                     entry,
                     format!(
                         "{} is a symlink, and extraction never writes through a symlink",
                         show(&walked)
                     ),
                 ),
-                libc::ENOTDIR => {
+                c::ENOTDIR => {
                     ArchiveError::refused(entry, format!("{} is not a directory", show(&walked)))
                 }
                 _ => ArchiveError::io(entry, format!("open the directory {}", show(&walked)), e),
@@ -314,7 +315,7 @@ impl Extractor<'_, '_> {
         mut create: impl FnMut() -> io::Result<T>,
     ) -> Result<T> {
         match create() {
-            Err(e) if errno(&e) == libc::EEXIST => {
+            Err(e) if errno(&e) == c::EEXIST => {
                 self.clear(entry, parent, leaf, false)?;
                 create().map_err(|e| ArchiveError::io(entry, what, e))
             }
@@ -334,16 +335,16 @@ impl Extractor<'_, '_> {
     ) -> Result<bool> {
         let st = match sys::stat_at(parent, leaf) {
             Ok(st) => st,
-            Err(e) if errno(&e) == libc::ENOENT => return Ok(false),
+            Err(e) if errno(&e) == c::ENOENT => return Ok(false),
             Err(e) => return Err(ArchiveError::io(entry, "inspect the existing entry", e)),
         };
-        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let is_dir = st.st_mode & c::S_IFMT == c::S_IFDIR;
         if is_dir && dir {
             return Ok(true);
         }
         match ops::unlink_at(parent, leaf, is_dir) {
             Ok(()) => {}
-            Err(e) if is_dir && matches!(errno(&e), libc::ENOTEMPTY | libc::EEXIST) => {
+            Err(e) if is_dir && matches!(errno(&e), c::ENOTEMPTY | c::EEXIST) => {
                 return Err(ArchiveError::refused(
                     entry,
                     "it would replace a non-empty directory of the same name",
@@ -381,7 +382,7 @@ impl Extractor<'_, '_> {
         let tparent = self
             .open_dir(entry, &names::join(tparent_parts), false)
             .map_err(|e| match e {
-                ArchiveError::Io { source, .. } if errno(&source) == libc::ENOENT => {
+                ArchiveError::Io { source, .. } if errno(&source) == c::ENOENT => {
                     not_extracted(entry, target)
                 }
                 ArchiveError::Refused { reason, .. } => {
@@ -391,11 +392,11 @@ impl Extractor<'_, '_> {
             })?;
         let tleaf = sys::cstr(tleaf).map_err(|e| ArchiveError::io(entry, "use the target", e))?;
         match sys::stat_at(tparent.as_fd(), &tleaf) {
-            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+            Ok(st) if st.st_mode & c::S_IFMT == c::S_IFDIR => {
                 return Err(ArchiveError::refused(entry, "a hard link to a directory"))
             }
             Ok(_) => {}
-            Err(e) if errno(&e) == libc::ENOENT => return Err(not_extracted(entry, target)),
+            Err(e) if errno(&e) == c::ENOENT => return Err(not_extracted(entry, target)),
             Err(e) => return Err(ArchiveError::io(entry, "inspect the hard link target", e)),
         }
         self.clear(entry, parent, leaf, false)?;
@@ -413,14 +414,14 @@ impl Extractor<'_, '_> {
     ) -> Result<()> {
         let h = entry.header();
         let (kind, rdev) = match h.entry_type() {
-            EntryType::Fifo => (libc::S_IFIFO, 0),
+            EntryType::Fifo => (c::S_IFIFO, 0),
             t => {
                 let major = h.device_major().ok().flatten().unwrap_or(0);
                 let minor = h.device_minor().ok().flatten().unwrap_or(0);
                 let kind = if t == EntryType::Char {
-                    libc::S_IFCHR
+                    c::S_IFCHR
                 } else {
-                    libc::S_IFBLK
+                    c::S_IFBLK
                 };
                 (kind, ops::makedev(major, minor))
             }
@@ -428,7 +429,7 @@ impl Extractor<'_, '_> {
         self.clear(name, parent, leaf, false)?;
         match ops::mknod_at(parent, leaf, kind | 0o600, rdev) {
             Ok(()) => {}
-            Err(e) if errno(&e) == libc::EPERM => {
+            Err(e) if errno(&e) == c::EPERM => {
                 self.report.warnings.push(format!(
                     "{}: device node skipped: creating devices is not permitted here ({e})",
                     show(name)
@@ -450,7 +451,7 @@ impl Extractor<'_, '_> {
             };
             match ops::chown_at(fd, c"", uid, gid) {
                 Ok(()) => {}
-                Err(e) if errno(&e) == libc::EPERM => {
+                Err(e) if errno(&e) == c::EPERM => {
                     self.set_owners = false;
                     self.report.warnings.push(format!(
                         "cannot set owners ({e}): extracted files keep the owner of this process"
@@ -461,7 +462,7 @@ impl Extractor<'_, '_> {
         }
         for (key, value) in &a.xattrs {
             if let Err(e) = xattr::set(fd, key, value, 0) {
-                if !matches!(errno(&e), libc::EPERM | libc::ENOTSUP | libc::EACCES) {
+                if !matches!(errno(&e), c::EPERM | c::ENOTSUP | c::EACCES) {
                     return Err(ArchiveError::io(
                         name,
                         format!("set xattr {}", key.to_string_lossy()),
@@ -479,7 +480,7 @@ impl Extractor<'_, '_> {
             // fchmod on a file opened for writing; O_PATH fds (EBADF) through /proc.
             let mode = a.mode & 0o7777;
             match ops::fchmod(fd, mode) {
-                Err(e) if errno(&e) == libc::EBADF => ops::chmod_fd(fd, mode),
+                Err(e) if errno(&e) == c::EBADF => ops::chmod_fd(fd, mode),
                 r => r,
             }
             .map_err(|e| ArchiveError::io(name, "set the mode", e))?;
@@ -500,7 +501,7 @@ impl Extractor<'_, '_> {
             }
             let fd = match self.open_dir(path, path, false) {
                 Ok(fd) => fd,
-                Err(ArchiveError::Io { source, .. }) if errno(&source) != libc::ENOENT => {
+                Err(ArchiveError::Io { source, .. }) if errno(&source) != c::ENOENT => {
                     return Err(ArchiveError::io(path, "open the directory", source))
                 }
                 Err(_) => {
@@ -529,7 +530,7 @@ fn not_extracted(entry: &[u8], target: &[u8]) -> ArchiveError {
 
 /// An O_PATH fd of the object just created as `leaf` (a symlink itself, not its target).
 fn open_object(parent: BorrowedFd<'_>, leaf: &CStr, name: &[u8]) -> Result<OwnedFd> {
-    sys::open_beneath(parent, leaf, libc::O_PATH | libc::O_NOFOLLOW, 0)
+    sys::open_beneath(parent, leaf, c::O_PATH | c::O_NOFOLLOW, 0)
         .map_err(|e| ArchiveError::io(name, "open the new entry", e))
 }
 

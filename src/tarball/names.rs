@@ -4,8 +4,10 @@
 //! is `a`, `b`. Anything that could point outside the destination is refused here, before
 //! any system call: absolute names, `..`, NUL bytes, and names the kernel would cut short.
 
+use crate::sys::c;
+
 /// Longest path the kernel resolves (bytes, including the terminating NUL).
-pub const PATH_MAX: usize = libc::PATH_MAX as usize;
+pub const PATH_MAX: usize = c::PATH_MAX as usize;
 /// Longest single file name on Linux filesystems.
 pub const NAME_MAX: usize = 255;
 

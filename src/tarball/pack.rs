@@ -25,6 +25,7 @@ use tar::{Builder, EntryType, Header};
 use super::error::{show, ArchiveError};
 use super::extract::PAX_XATTR;
 use super::progress::Progress;
+use crate::sys::c;
 use crate::sys::{self, ops, xattr};
 
 type Result<T> = std::result::Result<T, ArchiveError>;
@@ -71,11 +72,11 @@ struct Packer<'p, W: Write> {
 impl<W: Write> Packer<'_, W> {
     /// Archives the entries of directory `dir`, whose archive name is `prefix` ("" for the root).
     fn walk(&mut self, dir: BorrowedFd<'_>, prefix: &[u8]) -> Result<()> {
-        let listing = sys::open_beneath(dir, c".", libc::O_RDONLY | libc::O_DIRECTORY, 0)
+        let listing = sys::open_beneath(dir, c".", c::O_RDONLY | c::O_DIRECTORY, 0)
             .and_then(sys::dir::read_all);
         let mut entries = match listing {
             Ok(entries) => entries,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            Err(e) if e.raw_os_error() == Some(c::ENOENT) => {
                 self.vanished(prefix);
                 return Ok(());
             }
@@ -92,32 +93,31 @@ impl<W: Write> Packer<'_, W> {
                 sys::cstr(&entry.name).map_err(|e| ArchiveError::io(&path, "use the name", e))?;
             let st = match sys::stat_at(dir, &leaf) {
                 Ok(st) => st,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                Err(e) if e.raw_os_error() == Some(c::ENOENT) => {
                     self.vanished(&path);
                     continue;
                 }
                 Err(e) => return Err(ArchiveError::io(&path, "stat", e)),
             };
-            match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR => {
-                    let sub =
-                        match sys::open_beneath(dir, &leaf, libc::O_PATH | libc::O_DIRECTORY, 0) {
-                            Ok(fd) => fd,
-                            Err(e)
-                                if matches!(
-                                    e.raw_os_error(),
-                                    Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP)
-                                ) =>
-                            {
-                                self.vanished(&path);
-                                continue;
-                            }
-                            Err(e) => return Err(ArchiveError::io(&path, "open the directory", e)),
-                        };
+            match st.st_mode & c::S_IFMT {
+                c::S_IFDIR => {
+                    let sub = match sys::open_beneath(dir, &leaf, c::O_PATH | c::O_DIRECTORY, 0) {
+                        Ok(fd) => fd,
+                        Err(e)
+                            if matches!(
+                                e.raw_os_error(),
+                                Some(c::ENOENT | c::ENOTDIR | c::ELOOP)
+                            ) =>
+                        {
+                            self.vanished(&path);
+                            continue;
+                        }
+                        Err(e) => return Err(ArchiveError::io(&path, "open the directory", e)),
+                    };
                     self.directory(sub.as_fd(), &path, &st)?;
                     self.walk(sub.as_fd(), &path)?;
                 }
-                libc::S_IFSOCK => self.report.warnings.push(format!(
+                c::S_IFSOCK => self.report.warnings.push(format!(
                     "{}: a socket cannot be archived; skipped",
                     show(&path)
                 )),
@@ -134,7 +134,7 @@ impl<W: Write> Packer<'_, W> {
         ));
     }
 
-    fn directory(&mut self, fd: BorrowedFd<'_>, path: &[u8], st: &libc::stat) -> Result<()> {
+    fn directory(&mut self, fd: BorrowedFd<'_>, path: &[u8], st: &c::stat) -> Result<()> {
         let mut name = if path.is_empty() {
             b".".to_vec()
         } else {
@@ -155,9 +155,9 @@ impl<W: Write> Packer<'_, W> {
         dir: BorrowedFd<'_>,
         leaf: &CStr,
         path: &[u8],
-        st: &libc::stat,
+        st: &c::stat,
     ) -> Result<()> {
-        let kind = st.st_mode & libc::S_IFMT;
+        let kind = st.st_mode & c::S_IFMT;
         if st.st_nlink > 1 {
             if let Some(first) = self.first_names.get(&(st.st_dev, st.st_ino)) {
                 let first = first.clone();
@@ -171,15 +171,15 @@ impl<W: Write> Packer<'_, W> {
             self.first_names
                 .insert((st.st_dev, st.st_ino), path.to_vec());
         }
-        let flags = if kind == libc::S_IFREG {
+        let flags = if kind == c::S_IFREG {
             // O_NONBLOCK: should the name have become a FIFO since the stat, do not hang on it.
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY
+            c::O_RDONLY | c::O_NOFOLLOW | c::O_NONBLOCK | c::O_NOCTTY
         } else {
-            libc::O_PATH | libc::O_NOFOLLOW
+            c::O_PATH | c::O_NOFOLLOW
         };
         let obj = match sys::open_beneath(dir, leaf, flags, 0) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            Err(e) if e.raw_os_error() == Some(c::ENOENT) => {
                 self.vanished(path);
                 return Ok(());
             }
@@ -187,8 +187,8 @@ impl<W: Write> Packer<'_, W> {
         };
         self.pax_records(obj.as_fd(), path, st)?;
         match kind {
-            libc::S_IFREG => self.file(obj, path, st),
-            libc::S_IFLNK => {
+            c::S_IFREG => self.file(obj, path, st),
+            c::S_IFLNK => {
                 let target = sys::readlink_at(obj.as_fd(), c"")
                     .map_err(|e| ArchiveError::io(path, "read the symlink", e))?;
                 let mut header = header_for(st, EntryType::Symlink, 0);
@@ -210,7 +210,7 @@ impl<W: Write> Packer<'_, W> {
         }
     }
 
-    fn file(&mut self, fd: OwnedFd, path: &[u8], st: &libc::stat) -> Result<()> {
+    fn file(&mut self, fd: OwnedFd, path: &[u8], st: &c::stat) -> Result<()> {
         let size = st.st_size as u64;
         let mut header = header_for(st, EntryType::Regular, size);
         let changed = append_file(
@@ -232,7 +232,7 @@ impl<W: Write> Packer<'_, W> {
     }
 
     /// The PAX records of an object: xattrs, and times beyond what the header holds.
-    fn pax_records(&mut self, fd: BorrowedFd<'_>, path: &[u8], st: &libc::stat) -> Result<()> {
+    fn pax_records(&mut self, fd: BorrowedFd<'_>, path: &[u8], st: &c::stat) -> Result<()> {
         let mut records: Vec<(String, Vec<u8>)> = Vec::new();
         if st.st_mtime_nsec != 0 || st.st_mtime < 0 {
             records.push((
@@ -294,7 +294,7 @@ pub(crate) fn append_file<W: Write>(
     header: &mut Header,
     path: &[u8],
     fd: BorrowedFd<'_>,
-    st: &libc::stat,
+    st: &c::stat,
     progress: &Progress,
 ) -> Result<bool> {
     let size = header.size().unwrap_or(0);
@@ -334,15 +334,15 @@ fn as_path(bytes: &[u8]) -> &Path {
 
 /// The header of a device node or fifo (any type but directory, file and symlink), with the
 /// device number for devices.
-pub(crate) fn special_header(st: &libc::stat) -> io::Result<Header> {
-    let kind = st.st_mode & libc::S_IFMT;
+pub(crate) fn special_header(st: &c::stat) -> io::Result<Header> {
+    let kind = st.st_mode & c::S_IFMT;
     let entry_type = match kind {
-        libc::S_IFCHR => EntryType::Char,
-        libc::S_IFBLK => EntryType::Block,
+        c::S_IFCHR => EntryType::Char,
+        c::S_IFBLK => EntryType::Block,
         _ => EntryType::Fifo,
     };
     let mut header = header_for(st, entry_type, 0);
-    if kind != libc::S_IFIFO {
+    if kind != c::S_IFIFO {
         let (major, minor) = ops::dev_parts(st.st_rdev);
         header.set_device_major(major)?;
         header.set_device_minor(minor)?;
@@ -350,7 +350,7 @@ pub(crate) fn special_header(st: &libc::stat) -> io::Result<Header> {
     Ok(header)
 }
 
-pub(crate) fn header_for(st: &libc::stat, kind: EntryType, size: u64) -> Header {
+pub(crate) fn header_for(st: &c::stat, kind: EntryType, size: u64) -> Header {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
     h.set_mode(st.st_mode & 0o7777);
@@ -408,13 +408,12 @@ impl<'a, 'p> FileStream<'a, 'p> {
     /// Finds whether `pos` lies in a hole or in data, and where that run ends.
     fn locate(&mut self) {
         let pos = self.pos as i64;
-        match ops::lseek(self.fd, pos, libc::SEEK_DATA) {
+        match ops::lseek(self.fd, pos, c::SEEK_DATA) {
             Ok(data) if data as u64 > self.pos => self.zeros_until = (data as u64).min(self.size),
             // No data after pos: the rest is a hole (or the file shrank).
-            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => self.zeros_until = self.size,
+            Err(e) if e.raw_os_error() == Some(c::ENXIO) => self.zeros_until = self.size,
             _ => {
-                let hole =
-                    ops::lseek(self.fd, pos, libc::SEEK_HOLE).map_or(self.size, |h| h as u64);
+                let hole = ops::lseek(self.fd, pos, c::SEEK_HOLE).map_or(self.size, |h| h as u64);
                 self.data_until = hole.clamp(self.pos + 1, self.size);
             }
         }

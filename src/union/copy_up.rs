@@ -8,11 +8,12 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use super::{errno, Union};
-use crate::attr::Kind;
-use crate::copy_object::{self, CopyOptions};
-use crate::inode::{Link, Node};
 use crate::sys;
+use crate::sys::c;
 use crate::sys::ops;
+use crate::union::attr::Kind;
+use crate::union::copy_object::{self, CopyOptions};
+use crate::union::inode::{Link, Node};
 
 /// How much of a regular file's data a copy-up brings along.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl Union {
                 .read()
                 .any_link()
                 .cloned()
-                .ok_or(errno(libc::ENOENT))?,
+                .ok_or(errno(c::ENOENT))?,
         };
         let parent = link.parent;
         self.ensure_upper(&parent, Data::All)?;
@@ -61,8 +62,8 @@ impl Union {
             drop(guard);
             return self.complete_metacopy(node, data);
         }
-        let lower = node.inner.read().lower.clone().ok_or(errno(libc::EIO))?;
-        let src = lower.open(&self.layers, libc::O_PATH | libc::O_NOFOLLOW)?;
+        let lower = node.inner.read().lower.clone().ok_or(errno(c::EIO))?;
+        let src = lower.open(&self.layers, c::O_PATH | c::O_NOFOLLOW)?;
         let parent_rel = self.upper_rel(&parent)?;
         let dest_dir = upper.open_dir(&parent_rel)?;
         let name = link.name;
@@ -72,9 +73,9 @@ impl Union {
         let parent_times = sys::fstat(dest_dir.as_fd()).ok();
         let hard_linked = node.kind == Kind::File && node.inner.read().attr.nlink > 1;
         let index_entry = if hard_linked {
-            crate::ovl::origin_value(src.as_fd())
+            crate::union::ovl::origin_value(src.as_fd())
                 .ok()
-                .and_then(|o| sys::cstr(crate::ovl::index_name(&o).as_bytes()).ok())
+                .and_then(|o| sys::cstr(crate::union::ovl::index_name(&o).as_bytes()).ok())
         } else {
             None
         };
@@ -88,13 +89,13 @@ impl Union {
             // Another name of this hard-linked file was copied up: this name joins that copy.
             ops::link_at(upper.index(), idx, dest_dir.as_fd(), &name_c)?;
             // The index link stood for this lower name; now the name has its own link.
-            crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, -1);
+            crate::union::ovl::adjust_nlink(upper.index(), self.format.ns, idx, -1);
         } else {
             // A lower metacopy file: its metadata is copied from it, its data from below.
             let data_src = match (node.kind, data) {
                 (Kind::File, Data::All) => Some(
                     self.lower_with_data(node)?
-                        .open_data(&self.layers, libc::O_PATH | libc::O_NOFOLLOW)?,
+                        .open_data(&self.layers, c::O_PATH | c::O_NOFOLLOW)?,
                 ),
                 _ => None,
             };
@@ -135,12 +136,7 @@ impl Union {
         }
         // A hard-linked copy is held open: its names may go independently from now on.
         let object = if hard_linked {
-            let obj = sys::open_beneath(
-                dest_dir.as_fd(),
-                &name_c,
-                libc::O_PATH | libc::O_NOFOLLOW,
-                0,
-            )?;
+            let obj = sys::open_beneath(dest_dir.as_fd(), &name_c, c::O_PATH | c::O_NOFOLLOW, 0)?;
             Some(Arc::new(obj))
         } else {
             None
@@ -169,7 +165,7 @@ impl Union {
             return;
         };
         let delta = lower_nlink as i64 - st.st_nlink as i64;
-        crate::ovl::adjust_nlink(upper.index(), self.format.ns, idx, delta);
+        crate::union::ovl::adjust_nlink(upper.index(), self.format.ns, idx, delta);
     }
 
     /// Brings the data of a metacopy file up, in place (its metadata is already the upper
@@ -185,18 +181,18 @@ impl Union {
         }
         let upper = self.writable_upper()?;
         let obj = self.upper_object(node)?;
-        let target = ops::reopen(obj.as_fd(), libc::O_WRONLY)?;
+        let target = ops::reopen(obj.as_fd(), c::O_WRONLY)?;
         if data == Data::All {
             let src = self
                 .lower_with_data(node)?
-                .open_data(&self.layers, libc::O_RDONLY | libc::O_NOFOLLOW)?;
+                .open_data(&self.layers, c::O_RDONLY | c::O_NOFOLLOW)?;
             let size = sys::fstat(target.as_fd())?.st_size as u64;
             copy_object::copy_data(src.as_fd(), target.as_fd(), size)?;
             if upper.fsync {
                 ops::fsync(target.as_fd(), false)?;
             }
         }
-        crate::ovl::remove(obj.as_fd(), crate::ovl::Marker::Metacopy)?;
+        crate::union::ovl::remove(obj.as_fd(), crate::union::ovl::Marker::Metacopy)?;
         node.inner.write().metacopy = false;
         Ok(())
     }

@@ -14,15 +14,16 @@ use parking_lot::RwLock;
 use super::copy_up::Data;
 use super::open::{host_open_flags, OpenFile};
 use super::{errno, Caller, Entry, Union};
-use crate::acl;
-use crate::attr::{kind_of_mode, Attr, Kind};
-use crate::dirstate::{DirState, UpperEntry};
-use crate::inode::{upper_ino, Node, NodeInner};
-use crate::ovl::{self, Marker};
 use crate::sys;
+use crate::sys::c;
 use crate::sys::ops;
-use crate::upper::Upper;
-use crate::whiteout;
+use crate::union::acl;
+use crate::union::attr::{kind_of_mode, Attr, Kind};
+use crate::union::dirstate::{DirState, UpperEntry};
+use crate::union::inode::{upper_ino, Node, NodeInner};
+use crate::union::ovl::{self, Marker};
+use crate::union::upper::Upper;
+use crate::union::whiteout;
 
 /// What to create; `umask` is the caller's (the kernel leaves it to the daemon, FUSE_DONT_MASK).
 pub enum NewObject<'a> {
@@ -84,12 +85,12 @@ fn made_with_owner(uid: u32, gid: u32) -> bool {
 
 pub(super) fn check_name(name: &[u8]) -> io::Result<()> {
     if name.len() > super::NAME_MAX {
-        return Err(errno(libc::ENAMETOOLONG));
+        return Err(errno(c::ENAMETOOLONG));
     }
     // Names starting with `.wh.` are whiteouts in every layer format: such a file could not be
     // told apart from a whiteout by any reader of the upper dir.
     if name.starts_with(whiteout::WH_PREFIX) {
-        return Err(errno(libc::EINVAL));
+        return Err(errno(c::EINVAL));
     }
     Ok(())
 }
@@ -106,8 +107,8 @@ impl Union {
         // A char device 0:0 is a whiteout in the upper dir: it would hide its name after a
         // remount. Kernel overlayfs refuses to create one the same way.
         if let NewObject::Node { mode, rdev: 0, .. } = spec {
-            if mode & libc::S_IFMT == libc::S_IFCHR {
-                return Err(errno(libc::EPERM));
+            if mode & c::S_IFMT == c::S_IFCHR {
+                return Err(errno(c::EPERM));
             }
         }
         let parent_node = self.prepare_new_name(parent, name)?;
@@ -157,7 +158,7 @@ impl Union {
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> io::Result<Entry> {
         let node = self.node(ino)?;
         if node.kind == Kind::Dir {
-            return Err(errno(libc::EPERM));
+            return Err(errno(c::EPERM));
         }
         let parent_node = self.prepare_new_name(newparent, newname)?;
         // Like the kernel with metacopy=on: the link shares a metadata-only copy, which names
@@ -193,7 +194,7 @@ impl Union {
         self.writable_upper()?;
         let parent_node = self.node(parent)?;
         if self.dir_state(&parent_node)?.read().resolve(name).is_some() {
-            return Err(errno(libc::EEXIST));
+            return Err(errno(c::EEXIST));
         }
         self.ensure_upper(&parent_node, Data::All)?;
         Ok(parent_node)
@@ -211,7 +212,7 @@ impl Union {
         let state = self.dir_state(parent)?;
         let mut state = state.write();
         if state.resolve(name).is_some() {
-            return Err(errno(libc::EEXIST));
+            return Err(errno(c::EEXIST));
         }
         let new = NewName {
             over_whiteout: matches!(state.upper.get(name), Some(UpperEntry::Whiteout)),
@@ -279,7 +280,7 @@ impl Union {
         let (work, dir) = (upper.work(), new.dir.as_fd());
         if is_dir {
             // A directory made where a lower one was deleted must hide the old content.
-            let fd = sys::open_beneath(work, tmp, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+            let fd = sys::open_beneath(work, tmp, c::O_PATH | c::O_NOFOLLOW, 0)?;
             ovl::set(fd.as_fd(), self.format.ns, Marker::Opaque, b"y")?;
             // A directory cannot replace a whiteout by rename: swap them, drop the whiteout.
             ops::rename_at(work, tmp, dir, &new.name, ops::RENAME_EXCHANGE)?;
@@ -299,7 +300,7 @@ impl Union {
         let dir = new.dir.as_fd();
         let parent_st = sys::fstat(dir)?;
         // In a setgid directory the new object takes the directory's group, as on any fs.
-        let gid = if parent_st.st_mode & libc::S_ISGID != 0 {
+        let gid = if parent_st.st_mode & c::S_ISGID != 0 {
             u32::MAX
         } else {
             caller.gid
@@ -315,10 +316,8 @@ impl Union {
         let is_dir = matches!(spec, NewObject::Dir { .. });
         let make = |at: BorrowedFd<'_>, at_name: &CStr| match spec {
             NewObject::File { flags, .. } => {
-                let fl = (host_open_flags(*flags) & !libc::O_ACCMODE)
-                    | libc::O_RDWR
-                    | libc::O_CREAT
-                    | libc::O_EXCL;
+                let fl =
+                    (host_open_flags(*flags) & !c::O_ACCMODE) | c::O_RDWR | c::O_CREAT | c::O_EXCL;
                 sys::open_beneath(at, at_name, fl, mode & 0o7777)
                     .map(|fd: OwnedFd| file = Some(File::from(fd)))
             }
@@ -336,7 +335,7 @@ impl Union {
                 ops::chown_at(at, at_name, uid, gid)?;
             }
             if let Some(inherited) = &acls {
-                let fd = sys::open_beneath(at, at_name, libc::O_PATH | libc::O_NOFOLLOW, 0)?;
+                let fd = sys::open_beneath(at, at_name, c::O_PATH | c::O_NOFOLLOW, 0)?;
                 if let Some(access) = &inherited.access {
                     sys::xattr::set(fd.as_fd(), acl::ACCESS_XATTR, access, 0)?;
                 }

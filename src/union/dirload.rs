@@ -10,14 +10,15 @@ use parking_lot::RwLock;
 
 use super::lowerpath::RedirectTarget;
 use super::{errno, Union};
-use crate::attr::{kind_of_mode, Kind};
-use crate::dirstate::{DirState, UpperEntry};
-use crate::inode::{lower_ino, upper_ino, LowerRef, Node};
-use crate::layer::relpath;
-use crate::listing::DirListing;
-use crate::ovl::{self, Marker};
 use crate::sys;
-use crate::whiteout::{self, NameKind, Opacity};
+use crate::sys::c;
+use crate::union::attr::{kind_of_mode, Kind};
+use crate::union::dirstate::{DirState, UpperEntry};
+use crate::union::inode::{lower_ino, upper_ino, LowerRef, Node};
+use crate::union::layer::relpath;
+use crate::union::listing::DirListing;
+use crate::union::ovl::{self, Marker};
+use crate::union::whiteout::{self, NameKind, Opacity};
 
 impl Union {
     /// The merged state of directory `dir`, loaded on first use.
@@ -26,7 +27,7 @@ impl Union {
             return Ok(st);
         }
         if dir.kind != Kind::Dir {
-            return Err(errno(libc::ENOTDIR));
+            return Err(errno(c::ENOTDIR));
         }
         let state = self.load_dir_state(dir)?;
         // Two threads may race to load it; both results are equal, keep the first.
@@ -70,7 +71,7 @@ impl Union {
                     state.upper.insert(name, UpperEntry::Whiteout);
                     continue;
                 }
-                if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                if st.st_mode & c::S_IFMT == c::S_IFDIR {
                     if let Some(target) = self.redirect_target(&fd, &name, lower.as_ref()) {
                         let ino = lower_ino(target.slot, target.host_ino);
                         state.redirects.insert(name.clone(), target.lower);
@@ -115,7 +116,7 @@ impl Union {
             .read()
             .lower
             .as_ref()?
-            .open_child(&self.layers, e.layer, name, libc::O_PATH | libc::O_NOFOLLOW)
+            .open_child(&self.layers, e.layer, name, c::O_PATH | c::O_NOFOLLOW)
             .ok()?;
         let origin = ovl::origin_value(obj.as_fd()).ok()?;
         let idx = sys::cstr(ovl::index_name(&origin).as_bytes()).ok()?;
@@ -138,8 +139,7 @@ impl Union {
             {
                 continue;
             }
-            let Ok(obj) =
-                lower.open_child(&self.layers, e.layer, name, libc::O_PATH | libc::O_NOFOLLOW)
+            let Ok(obj) = lower.open_child(&self.layers, e.layer, name, c::O_PATH | c::O_NOFOLLOW)
             else {
                 continue;
             };
@@ -164,7 +164,7 @@ impl Union {
     fn lower_index(&self, lower: Option<&LowerRef>) -> io::Result<Arc<DirListing>> {
         match lower {
             Some(l) if !l.dir_layers.is_empty() => {
-                crate::merge::merge_lower_dir(&self.layers, l).map(Arc::new)
+                crate::union::merge::merge_lower_dir(&self.layers, l).map(Arc::new)
             }
             _ => Ok(Arc::default()),
         }
@@ -179,7 +179,7 @@ impl Union {
         parent_lower: Option<&LowerRef>,
     ) -> Option<RedirectTarget> {
         let obj = sys::cstr(name)
-            .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
+            .and_then(|c| sys::open_beneath(dir.as_fd(), &c, c::O_PATH | c::O_NOFOLLOW, 0))
             .ok()?;
         let value = ovl::get(obj.as_fd(), Marker::Redirect)?;
         let path: Vec<u8> = match value.strip_prefix(b"/") {
@@ -196,11 +196,11 @@ impl Union {
         &self,
         dir: &OwnedFd,
         name: &[u8],
-        st: &libc::stat,
-        lower: Option<(&crate::listing::ListingEntry, Option<&LowerRef>)>,
+        st: &c::stat,
+        lower: Option<(&crate::union::listing::ListingEntry, Option<&LowerRef>)>,
     ) -> u64 {
         // Names of one hard-linked upper file must share one number, whichever is met first.
-        if st.st_nlink > 1 && st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        if st.st_nlink > 1 && st.st_mode & c::S_IFMT != c::S_IFDIR {
             if let Some(ino) = self.upper_link_inos.lock().get(&st.st_ino) {
                 return *ino;
             }
@@ -214,17 +214,17 @@ impl Union {
         &self,
         dir: &OwnedFd,
         name: &[u8],
-        st: &libc::stat,
-        lower: Option<(&crate::listing::ListingEntry, Option<&LowerRef>)>,
+        st: &c::stat,
+        lower: Option<(&crate::union::listing::ListingEntry, Option<&LowerRef>)>,
     ) -> u64 {
         let own = upper_ino(st.st_ino);
         let Some((lower, parent_lower)) = lower else {
             return own;
         };
         let lower_is_dir = lower.attr().kind() == Kind::Dir;
-        let upper_is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let upper_is_dir = st.st_mode & c::S_IFMT == c::S_IFDIR;
         let Ok(obj) = sys::cstr(name)
-            .and_then(|c| sys::open_beneath(dir.as_fd(), &c, libc::O_PATH | libc::O_NOFOLLOW, 0))
+            .and_then(|c| sys::open_beneath(dir.as_fd(), &c, c::O_PATH | c::O_NOFOLLOW, 0))
         else {
             return own;
         };
@@ -252,7 +252,7 @@ impl Union {
     /// the layer's filesystem gives no file handles: nothing to compare with then).
     fn lower_origin(&self, dir: Option<&LowerRef>, slot: u16, name: &[u8]) -> Option<Vec<u8>> {
         let obj = dir?
-            .open_child(&self.layers, slot, name, libc::O_PATH | libc::O_NOFOLLOW)
+            .open_child(&self.layers, slot, name, c::O_PATH | c::O_NOFOLLOW)
             .ok()?;
         ovl::origin_value(obj.as_fd()).ok()
     }

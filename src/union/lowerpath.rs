@@ -4,11 +4,11 @@
 use std::os::fd::AsFd;
 
 use super::Union;
-use crate::attr::Kind;
-use crate::inode::{LowerRef, Node};
-use crate::layer::relpath;
-use crate::listing::DirListing;
-use crate::ovl::{self, Marker};
+use crate::union::attr::Kind;
+use crate::union::inode::{LowerRef, Node};
+use crate::union::layer::relpath;
+use crate::union::listing::DirListing;
+use crate::union::ovl::{self, Marker};
 
 pub(super) struct RedirectTarget {
     pub slot: u16,
@@ -38,7 +38,7 @@ impl Union {
             if part == b".." {
                 return None;
             }
-            let idx = crate::merge::merge_lower_dir(&self.layers, &dir).ok()?;
+            let idx = crate::union::merge::merge_lower_dir(&self.layers, &dir).ok()?;
             let e = idx.find(part)?;
             if e.attr().kind() != Kind::Dir {
                 return None;
@@ -87,7 +87,7 @@ impl Union {
         } else {
             self.resolve_lower_path(dir)?.lower
         };
-        let idx = crate::merge::merge_lower_dir(&self.layers, &dir).ok()?;
+        let idx = crate::union::merge::merge_lower_dir(&self.layers, &dir).ok()?;
         let e = idx.find(file)?;
         Some(self.lower_child(&dir, file, &idx, e))
     }
@@ -98,8 +98,8 @@ impl Union {
         dir: &LowerRef,
         name: &[u8],
         idx: &DirListing,
-        e: &crate::listing::ListingEntry,
+        e: &crate::union::listing::ListingEntry,
     ) -> LowerRef {
-        crate::lowerwalk::child(&self.layers, dir, name, e.layer, idx.dir_layers(e).to_vec())
+        crate::union::lowerwalk::child(&self.layers, dir, name, e.layer, idx.dir_layers(e).to_vec())
     }
 }

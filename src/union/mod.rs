@@ -11,7 +11,7 @@
 //! - `create`, `remove`, `rename`: the namespace changes (create and link share one
 //!   preamble and one way of replacing a whiteout).
 //! - `copy_up`: when and where a node is copied up (parents, index, metacopy); the copy of
-//!   one object itself is `crate::copy_object`.
+//!   one object itself is `crate::union::copy_object`.
 //! - `setattr`, `xattr`: metadata changes and the file's own xattrs.
 //! - `open`: opening an object for I/O, and the I/O on an open file.
 //! - `readdir`: the snapshot an open directory lists from.
@@ -19,6 +19,27 @@
 //! Methods take `&self` and run on several threads at once; shared state is in sharded maps,
 //! per-directory locks and per-node locks, never behind one global lock. Every change is
 //! applied to disk first, then to the in-memory state, then returned.
+
+pub(crate) mod acl;
+pub(crate) mod attr;
+pub(crate) mod copy_object;
+#[cfg(test)]
+mod core_tests;
+pub(crate) mod dirstate;
+pub(crate) mod idmap;
+pub(crate) mod inode;
+pub(crate) mod layer;
+pub(crate) mod listing;
+pub(crate) mod lowerwalk;
+pub(crate) mod merge;
+pub(crate) mod ovl;
+pub(crate) mod private_dir;
+pub(crate) mod rootless;
+pub(crate) mod sharded;
+pub(crate) mod tempname;
+pub(crate) mod treecopy;
+pub(crate) mod upper;
+pub(crate) mod whiteout;
 
 mod copy_up;
 mod create;
@@ -42,13 +63,14 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::attr::{Attr, Kind};
-use crate::dirstate::DirState;
-use crate::inode::{LowerRef, Node, NodeInner, NodeTable, ROOT_INO};
-use crate::layer::Layer;
-use crate::sharded::ShardedMap;
 use crate::sys;
-use crate::upper::Upper;
+use crate::sys::c;
+use crate::union::attr::{Attr, Kind};
+use crate::union::dirstate::DirState;
+use crate::union::inode::{LowerRef, Node, NodeInner, NodeTable, ROOT_INO};
+use crate::union::layer::Layer;
+use crate::union::sharded::ShardedMap;
+use crate::union::upper::Upper;
 
 pub use create::NewObject;
 pub use open::OpenFile;
@@ -59,7 +81,7 @@ pub use setattr::{Change, SetTime};
 /// The longest name any layer's filesystem can hold (Linux NAME_MAX).
 const NAME_MAX: usize = 255;
 
-/// The error of a failed call, as the errno `code` (a `libc::E*` value).
+/// The error of a failed call, as the errno `code` (a `sys::c::E*` value).
 pub(crate) fn errno(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
@@ -100,9 +122,9 @@ pub struct Union {
     nodes: NodeTable,
     /// Merged directories by inode, loaded on first use and kept for the life of the mount.
     dirs: ShardedMap<Arc<RwLock<DirState>>>,
-    format: crate::rootless::Format,
+    format: crate::union::rootless::Format,
     /// How owners are stored (id maps, squashing) for the owners callers give.
-    ownership: crate::idmap::Ownership,
+    ownership: crate::union::idmap::Ownership,
     /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
@@ -116,8 +138,8 @@ impl Union {
     pub fn new(
         layers: Vec<Layer>,
         upper: Option<Upper>,
-        format: crate::rootless::Format,
-        ownership: crate::idmap::Ownership,
+        format: crate::union::rootless::Format,
+        ownership: crate::union::idmap::Ownership,
     ) -> io::Result<Union> {
         let top = layers.last().ok_or_else(|| io::Error::other("no layers"))?;
         let root_stat = match &upper {
@@ -159,17 +181,17 @@ impl Union {
     }
 
     fn node(&self, ino: u64) -> io::Result<Arc<Node>> {
-        self.nodes.get(ino).ok_or(errno(libc::ENOENT))
+        self.nodes.get(ino).ok_or(errno(c::ENOENT))
     }
 
     fn upper(&self) -> io::Result<&Upper> {
-        self.upper.as_ref().ok_or(errno(libc::EROFS))
+        self.upper.as_ref().ok_or(errno(c::EROFS))
     }
 
     /// The upper layer for a change: EROFS on a read-only mount.
     fn writable_upper(&self) -> io::Result<&Upper> {
         if self.deny_writes.load(Ordering::Relaxed) {
-            return Err(errno(libc::EROFS));
+            return Err(errno(c::EROFS));
         }
         self.upper()
     }

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use super::copy_up::Data;
 use super::{errno, Union};
-use crate::inode::{upper_ino, Node, OpenCount};
 use crate::sys;
+use crate::sys::c;
 use crate::sys::ops;
+use crate::union::inode::{upper_ino, Node, OpenCount};
 
 /// A file opened for I/O. Reads and writes at an offset, as FUSE asks for them.
 pub struct OpenFile {
@@ -32,14 +33,14 @@ pub struct Opened {
 
 /// Flags passed on to the host open of the object: access mode and behaviour, never creation.
 pub(super) fn host_open_flags(flags: i32) -> i32 {
-    let keep = libc::O_ACCMODE
-        | libc::O_APPEND
-        | libc::O_TRUNC
-        | libc::O_DIRECT
-        | libc::O_SYNC
-        | libc::O_DSYNC
-        | libc::O_NOATIME;
-    (flags & keep) | libc::O_NOFOLLOW
+    let keep = c::O_ACCMODE
+        | c::O_APPEND
+        | c::O_TRUNC
+        | c::O_DIRECT
+        | c::O_SYNC
+        | c::O_DSYNC
+        | c::O_NOATIME;
+    (flags & keep) | c::O_NOFOLLOW
 }
 
 impl OpenFile {
@@ -126,9 +127,9 @@ impl Union {
         lower_backing_live: impl Fn(u64) -> bool,
     ) -> io::Result<Opened> {
         let node = self.node(ino)?;
-        let writes = flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0;
+        let writes = flags & c::O_ACCMODE != c::O_RDONLY || flags & c::O_TRUNC != 0;
         if writes {
-            let data = if flags & libc::O_TRUNC != 0 {
+            let data = if flags & c::O_TRUNC != 0 {
                 Data::None
             } else {
                 Data::All
@@ -138,7 +139,7 @@ impl Union {
         }
         if node.inner.read().upper && lower_backing_live(node.ino) {
             self.move_to_new_inode(&node)?;
-            return Err(errno(libc::ESTALE));
+            return Err(errno(c::ESTALE));
         }
         // Counted before the object is opened: a name removed meanwhile keeps the object.
         let open = node.opened();
@@ -163,7 +164,7 @@ impl Union {
             .read()
             .any_link()
             .cloned()
-            .ok_or(errno(libc::ENOENT))?;
+            .ok_or(errno(c::ENOENT))?;
         let state = self.dir_state(&link.parent)?;
         state.write().set_present(&link.name, new_ino, node.kind);
         // The old inode keeps serving its open readers from the lower file.

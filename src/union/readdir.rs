@@ -5,10 +5,10 @@ use std::io;
 use std::sync::Arc;
 
 use super::Union;
-use crate::attr::Kind;
-use crate::dirstate::{DirState, ListEntry};
-use crate::inode::lower_ino;
-use crate::listing::DirListing;
+use crate::union::attr::Kind;
+use crate::union::dirstate::{DirState, ListEntry};
+use crate::union::inode::lower_ino;
+use crate::union::listing::DirListing;
 
 /// What an open directory lists: the lower index itself when the upper layer adds nothing
 /// (no copy), else a merged listing.

@@ -13,10 +13,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use super::{errno, Union};
-use crate::attr::Kind;
-use crate::inode::{LowerRef, Node};
 use crate::sys;
+use crate::sys::c;
 use crate::sys::ops;
+use crate::union::attr::Kind;
+use crate::union::inode::{LowerRef, Node};
 
 /// Where a node's object is.
 pub enum Real {
@@ -38,7 +39,7 @@ impl Union {
     /// Where the node's object is: what getattr stats, xattrs are read from, readlink reads.
     pub(super) fn path_real(&self, node: &Node) -> Real {
         let inner = node.inner.read();
-        let unlinked = node.ino != crate::inode::ROOT_INO && inner.links.is_empty();
+        let unlinked = node.ino != crate::union::inode::ROOT_INO && inner.links.is_empty();
         match (&inner.object, inner.upper) {
             (Some(obj), _) if inner.upper || unlinked => Real::Held(obj.clone()),
             (None, true) if !unlinked => Real::Upper,
@@ -82,38 +83,37 @@ impl Union {
     pub(super) fn open_realdata(&self, node: &Node, flags: i32) -> io::Result<OwnedFd> {
         match self.path_realdata(node)? {
             Real::Lower(lower) => {
-                let ro =
-                    (flags & !(libc::O_ACCMODE | libc::O_TRUNC | libc::O_APPEND)) | libc::O_RDONLY;
-                lower.open_data(&self.layers, ro | libc::O_NOFOLLOW)
+                let ro = (flags & !(c::O_ACCMODE | c::O_TRUNC | c::O_APPEND)) | c::O_RDONLY;
+                lower.open_data(&self.layers, ro | c::O_NOFOLLOW)
             }
             real => self.open_at(node, real, flags),
         }
     }
 
     fn open_at(&self, node: &Node, real: Real, flags: i32) -> io::Result<OwnedFd> {
-        let flags = flags | libc::O_NOFOLLOW;
+        let flags = flags | c::O_NOFOLLOW;
         match real {
-            Real::Held(obj) if flags & libc::O_PATH != 0 => obj.try_clone(),
+            Real::Held(obj) if flags & c::O_PATH != 0 => obj.try_clone(),
             // The object itself, whatever its names.
-            Real::Held(obj) => ops::reopen(obj.as_fd(), flags & !libc::O_NOFOLLOW),
+            Real::Held(obj) => ops::reopen(obj.as_fd(), flags & !c::O_NOFOLLOW),
             Real::Upper => {
                 let rel = self.upper_rel(node)?;
                 sys::open_beneath(self.upper()?.root(), &sys::cstr(&rel)?, flags, 0)
             }
             Real::Index(idx) => sys::open_beneath(self.upper()?.index(), &idx, flags, 0),
             Real::Lower(lower) => lower.open(&self.layers, flags),
-            Real::Gone => Err(errno(libc::ENOENT)),
+            Real::Gone => Err(errno(c::ENOENT)),
         }
     }
 
     /// The node's lower reference with its data location known (looked at once, then kept).
     pub(super) fn lower_with_data(&self, node: &Node) -> io::Result<LowerRef> {
-        let lower = node.inner.read().lower.clone().ok_or(errno(libc::ENOENT))?;
+        let lower = node.inner.read().lower.clone().ok_or(errno(c::ENOENT))?;
         if node.kind != Kind::File || lower.data.is_some() {
             return Ok(lower);
         }
-        let data = crate::lowerwalk::lower_data(&self.layers, &lower);
-        if data == crate::inode::LowerData::Missing {
+        let data = crate::union::lowerwalk::lower_data(&self.layers, &lower);
+        if data == crate::union::inode::LowerData::Missing {
             log::warn!(
                 "{:?}: metacopy file whose data no lower layer holds",
                 String::from_utf8_lossy(&lower.rel)

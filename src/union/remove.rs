@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use super::copy_up::Data;
 use super::{errno, Union};
-use crate::attr::Kind;
-use crate::dirstate::{DirState, Resolved};
-use crate::inode::{Link, Node};
 use crate::sys;
+use crate::sys::c;
 use crate::sys::ops;
+use crate::union::attr::Kind;
+use crate::union::dirstate::{DirState, Resolved};
+use crate::union::inode::{Link, Node};
 
 impl Union {
     /// A node for `name` without counting a kernel reference (for internal use).
@@ -43,18 +44,18 @@ impl Union {
         self.copy_up_linked_lower(&parent_node, name)?;
         let state_lock = self.dir_state(&parent_node)?;
         let mut state = state_lock.write();
-        let resolved = state.resolve(name).ok_or(errno(libc::ENOENT))?;
+        let resolved = state.resolve(name).ok_or(errno(c::ENOENT))?;
         let kind = resolved.kind();
         match (is_dir, kind == Kind::Dir) {
-            (true, false) => return Err(errno(libc::ENOTDIR)),
-            (false, true) => return Err(errno(libc::EISDIR)),
+            (true, false) => return Err(errno(c::ENOTDIR)),
+            (false, true) => return Err(errno(c::EISDIR)),
             _ => {}
         }
         let child = self.peek_node(&parent_node, &state, name, resolved)?;
         if is_dir {
             let child_state = self.dir_state(&child)?;
             if !child_state.read().is_empty() {
-                return Err(errno(libc::ENOTEMPTY));
+                return Err(errno(c::ENOTEMPTY));
             }
         }
         let dir = upper.open_dir(&self.upper_rel(&parent_node)?)?;
@@ -83,7 +84,7 @@ impl Union {
         done?;
         if let Some(idx) = indexed_name {
             // A lower name of a copied-up hard link is gone: one name less.
-            crate::ovl::adjust_nlink(upper.index(), self.format.ns, &idx, -1);
+            crate::union::ovl::adjust_nlink(upper.index(), self.format.ns, &idx, -1);
         }
         state.remove_name(name);
         drop(state);
@@ -117,17 +118,17 @@ impl Union {
     fn check_removable(&self, parent: &Arc<Node>, name: &[u8], is_dir: bool) -> io::Result<()> {
         let state_lock = self.dir_state(parent)?;
         let state = state_lock.read();
-        let resolved = state.resolve(name).ok_or(errno(libc::ENOENT))?;
+        let resolved = state.resolve(name).ok_or(errno(c::ENOENT))?;
         match (is_dir, resolved.kind() == Kind::Dir) {
-            (true, false) => return Err(errno(libc::ENOTDIR)),
-            (false, true) => return Err(errno(libc::EISDIR)),
+            (true, false) => return Err(errno(c::ENOTDIR)),
+            (false, true) => return Err(errno(c::EISDIR)),
             _ => {}
         }
         if is_dir {
             let child = self.peek_node(parent, &state, name, resolved)?;
             drop(state);
             if !self.dir_state(&child)?.read().is_empty() {
-                return Err(errno(libc::ENOTEMPTY));
+                return Err(errno(c::ENOTEMPTY));
             }
         }
         Ok(())

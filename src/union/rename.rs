@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use super::copy_up::Data;
 use super::{errno, Union};
-use crate::attr::Kind;
-use crate::dirstate::{DirState, UpperEntry};
-use crate::inode::{Link, Node};
-use crate::ovl::{self, Marker};
 use crate::sys;
+use crate::sys::c;
 use crate::sys::ops;
+use crate::union::attr::Kind;
+use crate::union::dirstate::{DirState, UpperEntry};
+use crate::union::inode::{Link, Node};
+use crate::union::ovl::{self, Marker};
 
 /// The flags of rename(2).
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,7 +57,7 @@ impl Union {
             whiteout,
         } = mode;
         if whiteout || (exchange && noreplace) {
-            return Err(errno(libc::EINVAL));
+            return Err(errno(c::EINVAL));
         }
         let upper = self.writable_upper()?;
         let src_parent = self.node(parent)?;
@@ -78,7 +79,7 @@ impl Union {
         let src_node = {
             let st = self.dir_state(&src_parent)?;
             let st = st.read();
-            let r = st.resolve(name).ok_or(errno(libc::ENOENT))?;
+            let r = st.resolve(name).ok_or(errno(c::ENOENT))?;
             self.peek_node(&src_parent, &st, name, r)?
         };
         let src_link = Link {
@@ -97,7 +98,7 @@ impl Union {
             }
         };
         if exchange {
-            let dst = dst_node.as_ref().ok_or(errno(libc::ENOENT))?;
+            let dst = dst_node.as_ref().ok_or(errno(c::ENOENT))?;
             let dst_link = Link {
                 parent: dst_parent.clone(),
                 name: newname.to_vec(),
@@ -123,9 +124,9 @@ impl Union {
         }
 
         // Re-check under the locks: another request may have changed either name.
-        let src_now = src_state.resolve(name).ok_or(errno(libc::ENOENT))?;
+        let src_now = src_state.resolve(name).ok_or(errno(c::ENOENT))?;
         if src_now.ino() != src_node.ino {
-            return Err(errno(libc::EAGAIN));
+            return Err(errno(c::EAGAIN));
         }
         let src_is_dir = src_node.kind == Kind::Dir;
         let dst_now = match &dst_state_guard {
@@ -141,25 +142,25 @@ impl Union {
                 return Ok(());
             }
             if noreplace {
-                return Err(errno(libc::EEXIST));
+                return Err(errno(c::EEXIST));
             }
             if !exchange {
                 let dst_is_dir = dst_kind == Kind::Dir;
                 if src_is_dir && !dst_is_dir {
-                    return Err(errno(libc::ENOTDIR));
+                    return Err(errno(c::ENOTDIR));
                 }
                 if !src_is_dir && dst_is_dir {
-                    return Err(errno(libc::EISDIR));
+                    return Err(errno(c::EISDIR));
                 }
                 if dst_is_dir {
-                    let dn = dst_node.as_ref().ok_or(errno(libc::EIO))?;
+                    let dn = dst_node.as_ref().ok_or(errno(c::EIO))?;
                     if !self.dir_state(dn)?.read().is_empty() {
-                        return Err(errno(libc::ENOTEMPTY));
+                        return Err(errno(c::ENOTEMPTY));
                     }
                 }
             }
         } else if exchange {
-            return Err(errno(libc::ENOENT));
+            return Err(errno(c::ENOENT));
         }
 
         let src_dir = upper.open_dir(&self.upper_rel(&src_parent)?)?;
@@ -243,7 +244,7 @@ impl Union {
 
         // Disk is done: now the in-memory view.
         if exchange {
-            let dn = dst_node.clone().ok_or(errno(libc::EIO))?;
+            let dn = dst_node.clone().ok_or(errno(c::EIO))?;
             let dir_lower = |n: &Node| {
                 n.inner
                     .read()
@@ -325,7 +326,7 @@ impl Union {
             .as_ref()
             .is_some_and(|l| !l.dir_layers.is_empty());
         if has_lower {
-            return Err(errno(libc::EXDEV));
+            return Err(errno(c::EXDEV));
         }
         Ok(())
     }
@@ -408,7 +409,7 @@ impl Union {
         let (src_ino, src_kind) = {
             let st = self.dir_state(src_parent)?;
             let st = st.read();
-            let r = st.resolve(name).ok_or(errno(libc::ENOENT))?;
+            let r = st.resolve(name).ok_or(errno(c::ENOENT))?;
             (r.ino(), r.kind())
         };
         let dst = {
@@ -425,7 +426,7 @@ impl Union {
         };
         let Some((dst_ino, dst_kind, dst_node)) = dst else {
             return if exchange {
-                Err(errno(libc::ENOENT))
+                Err(errno(c::ENOENT))
             } else {
                 Ok(())
             };
@@ -434,18 +435,18 @@ impl Union {
             return Ok(());
         }
         if noreplace {
-            return Err(errno(libc::EEXIST));
+            return Err(errno(c::EEXIST));
         }
         let src_is_dir = src_kind == Kind::Dir;
         let dst_is_dir = dst_kind == Kind::Dir;
         if src_is_dir && !dst_is_dir {
-            return Err(errno(libc::ENOTDIR));
+            return Err(errno(c::ENOTDIR));
         }
         if !src_is_dir && dst_is_dir {
-            return Err(errno(libc::EISDIR));
+            return Err(errno(c::EISDIR));
         }
         if dst_is_dir && !self.dir_state(&dst_node)?.read().is_empty() {
-            return Err(errno(libc::ENOTEMPTY));
+            return Err(errno(c::ENOTEMPTY));
         }
         Ok(())
     }

@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use super::real::Real;
 use super::{errno, Entry, Union};
-use crate::attr::{Attr, Kind};
-use crate::dirstate::{DirState, Resolved};
-use crate::inode::{lower_ino, Node, NodeInner, ROOT_INO};
-use crate::ovl::{self, Marker};
 use crate::sys;
+use crate::sys::c;
+use crate::union::attr::{Attr, Kind};
+use crate::union::dirstate::{DirState, Resolved};
+use crate::union::inode::{lower_ino, Node, NodeInner, ROOT_INO};
+use crate::union::ovl::{self, Marker};
 
 impl Union {
     /// Resolves `name` in `parent` and counts a reference on the result.
@@ -20,12 +21,12 @@ impl Union {
         // Like the kernel's ovl_lookup: such a name is refused, not merely absent, so every
         // call on it (chmod, unlink, rename, ...) fails with ENAMETOOLONG.
         if name.len() > super::NAME_MAX {
-            return Err(errno(libc::ENAMETOOLONG));
+            return Err(errno(c::ENAMETOOLONG));
         }
         let parent_node = self.node(parent)?;
         let state = self.dir_state(&parent_node)?;
         let state = state.read();
-        let resolved = state.resolve(name).ok_or(errno(libc::ENOENT))?;
+        let resolved = state.resolve(name).ok_or(errno(c::ENOENT))?;
         let node = self.node_for(&parent_node, &state, name, resolved)?;
         self.entry(&node)
     }
@@ -125,7 +126,7 @@ impl Union {
         });
         // One more name of a hard link, or the first name of a new node.
         let mut inner = node.inner.write();
-        if inner.links.is_empty() && node.ino != crate::inode::ROOT_INO {
+        if inner.links.is_empty() && node.ino != crate::union::inode::ROOT_INO {
             // A node whose known names were all removed is reached by a name that exists: a
             // hard link the daemon had not seen. What the name shows is the node now.
             inner.upper |= is_upper;
@@ -168,14 +169,14 @@ impl Union {
         let mut parts: Vec<Vec<u8>> = Vec::new();
         let mut cur = {
             let inner = node.inner.read();
-            let link = inner.any_link().ok_or(errno(libc::ENOENT))?;
+            let link = inner.any_link().ok_or(errno(c::ENOENT))?;
             parts.push(link.name.clone());
             link.parent.clone()
         };
         while cur.ino != ROOT_INO {
             let next = {
                 let inner = cur.inner.read();
-                let link = inner.any_link().ok_or(errno(libc::ENOENT))?;
+                let link = inner.any_link().ok_or(errno(c::ENOENT))?;
                 parts.push(link.name.clone());
                 link.parent.clone()
             };
@@ -247,7 +248,7 @@ impl Union {
     /// for hard-linked copies of lower files.
     fn object_attr(&self, obj: &OwnedFd, lower_nlink: u32) -> io::Result<Attr> {
         let mut attr = Attr::from_stat(&sys::fstat(obj.as_fd())?);
-        let is_file = attr.mode & libc::S_IFMT == libc::S_IFREG;
+        let is_file = attr.mode & c::S_IFMT == c::S_IFREG;
         if is_file && attr.nlink > 1 {
             attr.nlink = self.merged_nlink(obj, attr.nlink, lower_nlink);
         }
@@ -273,6 +274,6 @@ impl Union {
     /// An O_PATH fd of the node's current object (upper copy if any, else lower), never
     /// following a symlink.
     pub(super) fn open_node_path(&self, node: &Node) -> io::Result<OwnedFd> {
-        self.open_real(node, libc::O_PATH)
+        self.open_real(node, c::O_PATH)
     }
 }

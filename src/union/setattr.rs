@@ -7,9 +7,10 @@ use std::os::fd::AsFd;
 
 use super::copy_up::Data;
 use super::Union;
-use crate::attr::{Attr, Kind};
 use crate::sys;
+use crate::sys::c;
 use crate::sys::ops;
+use crate::union::attr::{Attr, Kind};
 
 /// A time to set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,7 +93,7 @@ impl Union {
         if let Some(size) = change.size {
             let truncated = open.is_some_and(|file| ops::ftruncate(file.as_fd(), size).is_ok());
             if !truncated {
-                let f = ops::reopen(obj, libc::O_WRONLY)?;
+                let f = ops::reopen(obj, c::O_WRONLY)?;
                 ops::ftruncate(f.as_fd(), size)?;
             }
         }

@@ -9,14 +9,15 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{Caller, Change, NewObject, RenameMode, Union};
-use crate::attr::Kind;
-use crate::idmap::Ownership;
-use crate::inode::{lower_ino, upper_ino, ROOT_INO};
-use crate::layer::Layer;
-use crate::ovl::{self, Marker, Namespace};
-use crate::rootless::Format;
-use crate::upper::Upper;
-use crate::volume::testutil::TempDir;
+use crate::sys::c;
+use crate::testutil::TempDir;
+use crate::union::attr::Kind;
+use crate::union::idmap::Ownership;
+use crate::union::inode::{lower_ino, upper_ino, ROOT_INO};
+use crate::union::layer::Layer;
+use crate::union::ovl::{self, Marker, Namespace};
+use crate::union::rootless::Format;
+use crate::union::upper::Upper;
 
 /// Lower layers `l0` (bottom), `l1`, ... and an upper dir with its work dir, under one temp dir.
 struct Stack {
@@ -97,7 +98,7 @@ fn names(union: &Union, path: &str) -> Vec<String> {
 
 fn read_all(union: &Union, path: &str) -> String {
     let opened = union
-        .open(resolve(union, path).unwrap(), libc::O_RDONLY, |_| false)
+        .open(resolve(union, path).unwrap(), c::O_RDONLY, |_| false)
         .unwrap();
     let mut buf = vec![0; 4096];
     let n = opened.file.read_at(&mut buf, 0).unwrap();
@@ -129,7 +130,7 @@ fn the_top_layer_wins_a_name_and_directories_merge() {
     assert_eq!(read_all(&u, "a/x"), "from l0");
     let g = u.lookup(ROOT_INO, b"g").unwrap();
     assert_eq!(g.attr.kind(), Kind::File);
-    assert_eq!(errno_of(u.list_dir(g.ino)), libc::ENOTDIR);
+    assert_eq!(errno_of(u.list_dir(g.ino)), c::ENOTDIR);
     // A merged directory reports one link, like the kernel's.
     assert_eq!(u.lookup(ROOT_INO, b"a").unwrap().attr.nlink, 1);
 }
@@ -151,9 +152,9 @@ fn whiteouts_and_opaque_directories_hide_what_lies_below() {
     write(&s.upper().join(".wh.kept"), "");
     let u = s.union();
 
-    assert_eq!(errno_of(u.lookup(ROOT_INO, b"gone")), libc::ENOENT);
-    assert_eq!(errno_of(u.lookup(ROOT_INO, b"kept")), libc::ENOENT);
-    assert_eq!(errno_of(u.lookup(ROOT_INO, b".wh.gone")), libc::ENOENT);
+    assert_eq!(errno_of(u.lookup(ROOT_INO, b"gone")), c::ENOENT);
+    assert_eq!(errno_of(u.lookup(ROOT_INO, b"kept")), c::ENOENT);
+    assert_eq!(errno_of(u.lookup(ROOT_INO, b".wh.gone")), c::ENOENT);
     assert_eq!(names(&u, ""), ["d", "e"]);
     assert_eq!(names(&u, "d"), ["new"]);
     assert_eq!(names(&u, "e"), ["new"]);
@@ -256,9 +257,7 @@ fn copy_up_brings_the_parents_and_leaves_the_lower_layer_alone() {
 
     // An open with O_TRUNC copies no data up; writes go to the copy only.
     let t = resolve(&u, "a/b/t").unwrap();
-    let opened = u
-        .open(t, libc::O_WRONLY | libc::O_TRUNC, |_| false)
-        .unwrap();
+    let opened = u.open(t, c::O_WRONLY | c::O_TRUNC, |_| false).unwrap();
     assert!(!opened.lower);
     assert_eq!(fs::metadata(s.upper().join("a/b/t")).unwrap().len(), 0);
     opened.file.write_at(b"upper", 0).unwrap();
@@ -272,7 +271,7 @@ fn copy_up_brings_the_parents_and_leaves_the_lower_layer_alone() {
     write(&s.lower(0).join("r"), "read");
     let u = s.union();
     let r = resolve(&u, "r").unwrap();
-    assert!(u.open(r, libc::O_RDONLY, |_| false).unwrap().lower);
+    assert!(u.open(r, c::O_RDONLY, |_| false).unwrap().lower);
     assert!(!s.upper().join("r").exists());
 }
 
@@ -294,20 +293,20 @@ fn names_made_and_removed_in_the_upper_layer() {
         mode: 0o755,
         umask: 0,
     };
-    assert_eq!(errno_of(u.create(d, b"link", spec, me())), libc::EEXIST);
+    assert_eq!(errno_of(u.create(d, b"link", spec, me())), c::EEXIST);
     // `.wh.` names are whiteouts in every format: refused as new names.
     let spec = NewObject::Dir {
         mode: 0o755,
         umask: 0,
     };
-    assert_eq!(errno_of(u.create(d, b".wh.x", spec, me())), libc::EINVAL);
+    assert_eq!(errno_of(u.create(d, b".wh.x", spec, me())), c::EINVAL);
     // A char device 0:0 would be a whiteout after a remount: refused too.
     let spec = NewObject::Node {
-        mode: libc::S_IFCHR | 0o644,
+        mode: c::S_IFCHR | 0o644,
         umask: 0,
         rdev: 0,
     };
-    assert_eq!(errno_of(u.create(d, b"wh", spec, me())), libc::EPERM);
+    assert_eq!(errno_of(u.create(d, b"wh", spec, me())), c::EPERM);
 
     u.rename(d, b"link", d, b"renamed", RenameMode::default())
         .unwrap();
@@ -318,19 +317,19 @@ fn names_made_and_removed_in_the_upper_layer() {
     };
     assert_eq!(
         errno_of(u.rename(d, b"renamed", d, b"lower", noreplace)),
-        libc::EEXIST
+        c::EEXIST
     );
     // Without directory redirects (userxattr) a directory with lower content cannot move.
     assert_eq!(
         errno_of(u.rename(ROOT_INO, b"d", ROOT_INO, b"e", RenameMode::default())),
-        libc::EXDEV
+        c::EXDEV
     );
 
     u.remove(d, b"renamed", false).unwrap();
     assert_eq!(names(&u, "d"), ["lower"]);
     assert!(!s.upper().join("d/renamed").exists());
-    assert_eq!(errno_of(u.remove(ROOT_INO, b"d", true)), libc::ENOTEMPTY);
-    assert_eq!(errno_of(u.remove(d, b"lower", true)), libc::ENOTDIR);
+    assert_eq!(errno_of(u.remove(ROOT_INO, b"d", true)), c::ENOTEMPTY);
+    assert_eq!(errno_of(u.remove(d, b"lower", true)), c::ENOTDIR);
 }
 
 #[test]
@@ -351,10 +350,7 @@ fn xattrs_of_the_file_hide_the_union_markers() {
         .filter(|n| !n.is_empty())
         .collect();
     assert_eq!(listed, [&b"user.mine"[..]]);
-    assert_eq!(
-        errno_of(u.getxattr(f, b"user.overlay.origin")),
-        libc::ENODATA
-    );
+    assert_eq!(errno_of(u.getxattr(f, b"user.overlay.origin")), c::ENODATA);
     // A user attribute under the marker prefix is escaped, never taken for the marker.
     let origin = ovl::get(copy.as_fd(), Marker::Origin).unwrap();
     u.setxattr(f, b"user.overlay.origin", Some((b"x", 0)))
@@ -364,6 +360,6 @@ fn xattrs_of_the_file_hide_the_union_markers() {
     // fuse-overlayfs's own namespace is refused outright.
     assert_eq!(
         errno_of(u.setxattr(f, b"user.fuseoverlayfs.x", Some((b"x", 0)))),
-        libc::EPERM
+        c::EPERM
     );
 }

@@ -7,15 +7,16 @@ use std::os::fd::AsFd;
 
 use super::copy_up::Data;
 use super::{errno, Union};
-use crate::ovl;
 use crate::sys;
+use crate::sys::c;
+use crate::union::ovl;
 
 /// The stored name for a user-visible one, as a C string; EPERM for a name reserved to the
 /// union's format.
 fn stored_cname(visible: &[u8]) -> io::Result<std::ffi::CString> {
     match ovl::stored_name(visible) {
         ovl::StoredName::At(name) => sys::cstr(&name),
-        ovl::StoredName::Reserved => Err(errno(libc::EPERM)),
+        ovl::StoredName::Reserved => Err(errno(c::EPERM)),
     }
 }
 
@@ -28,12 +29,12 @@ impl Union {
         // A request that must fail fails before any copy-up, as in the kernel.
         let exists = sys::xattr::get(self.open_node_path(&node)?.as_fd(), &cname)?.is_some();
         match set {
-            None if !exists => return Err(errno(libc::ENODATA)),
-            Some((_, flags)) if flags & libc::XATTR_REPLACE != 0 && !exists => {
-                return Err(errno(libc::ENODATA))
+            None if !exists => return Err(errno(c::ENODATA)),
+            Some((_, flags)) if flags & c::XATTR_REPLACE != 0 && !exists => {
+                return Err(errno(c::ENODATA))
             }
-            Some((_, flags)) if flags & libc::XATTR_CREATE != 0 && exists => {
-                return Err(errno(libc::EEXIST))
+            Some((_, flags)) if flags & c::XATTR_CREATE != 0 && exists => {
+                return Err(errno(c::EEXIST))
             }
             _ => {}
         }
@@ -50,8 +51,8 @@ impl Union {
         let node = self.node(ino)?;
         let fd = self.open_node_path(&node)?;
         // A name reserved to the union is never the file's: it has no value to show.
-        let cname = stored_cname(name).map_err(|_| errno(libc::ENODATA))?;
-        sys::xattr::get(fd.as_fd(), &cname)?.ok_or(errno(libc::ENODATA))
+        let cname = stored_cname(name).map_err(|_| errno(c::ENODATA))?;
+        sys::xattr::get(fd.as_fd(), &cname)?.ok_or(errno(c::ENODATA))
     }
 
     /// The names of the file's own xattrs, each followed by a NUL (as listxattr(2) gives them).

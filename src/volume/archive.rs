@@ -21,6 +21,7 @@ use super::meta::{self, Meta};
 use super::name;
 use super::store::{make_dir, Entry, VolumeStore, DATA_DIR};
 use super::workdir::WorkDir;
+use crate::sys::c;
 use crate::sys::{self, ops};
 use crate::tarball::{self, Extracted, Packed, Progress};
 
@@ -107,7 +108,7 @@ impl VolumeStore {
                 meta::write(&staged, &Meta::new(BTreeMap::new(), false))
                     .context(|| format!("cannot write the metadata of volume {name}"))?;
                 rename_noreplace(&staged, &self.volume_dir(name)).map_err(|e| {
-                    if e.raw_os_error() == Some(libc::EEXIST) {
+                    if e.raw_os_error() == Some(c::EEXIST) {
                         VolumeError::Invalid(format!(
                             "volume {name} was created by someone else during the import; nothing was imported"
                         ))
@@ -177,10 +178,14 @@ impl VolumeStore {
             make_dir(&staged_data, 0o700)?;
             let dst_fd = sys::open_dir_path(&staged_data)?;
             let mut progress = Progress::on_terminal("cloned");
-            crate::treecopy::copy_tree_reporting(data.as_fd(), dst_fd.as_fd(), &mut |bytes| {
-                progress.bytes(bytes);
-                progress.file();
-            })
+            crate::union::treecopy::copy_tree_reporting(
+                data.as_fd(),
+                dst_fd.as_fd(),
+                &mut |bytes| {
+                    progress.bytes(bytes);
+                    progress.file();
+                },
+            )
         })();
         copied.context(|| format!("cannot copy volume {src} to {dst}"))?;
         sync_fs(&staged_data)?;
@@ -201,7 +206,7 @@ impl VolumeStore {
         self.existing_dir(name)?;
         let dir = self.volume_dir(name);
         let vol = sys::open_dir_path(&dir).context(|| dir.display().to_string())?;
-        sys::open_beneath(vol.as_fd(), c"_data", libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|e| {
+        sys::open_beneath(vol.as_fd(), c"_data", c::O_PATH | c::O_DIRECTORY, 0).map_err(|e| {
             VolumeError::Damaged {
                 name: name.to_string(),
                 problem: format!("{DATA_DIR} cannot be opened as a directory ({e})"),

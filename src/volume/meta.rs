@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::c;
+
 pub const META_FILE: &str = "meta.json";
 /// The format this code writes; a newer one is reported, never rewritten.
 pub const META_VERSION: u32 = 1;
@@ -54,14 +56,14 @@ pub fn read(dir: &Path) -> Result<Meta, String> {
     let path = dir.join(META_FILE);
     let mut file = match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(c::O_NOFOLLOW)
         .open(&path)
     {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(format!("{META_FILE} is missing"))
         }
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+        Err(e) if e.raw_os_error() == Some(c::ELOOP) => {
             return Err(format!("{META_FILE} is a symlink"))
         }
         Err(e) => return Err(format!("cannot open {META_FILE}: {e}")),
@@ -101,7 +103,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(c::O_NOFOLLOW)
         .open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
@@ -147,7 +149,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::testutil::TempDir;
+    use crate::testutil::TempDir;
     use std::time::Duration;
 
     fn at(secs: u64) -> String {

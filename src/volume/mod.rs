@@ -47,7 +47,7 @@
 //! ```
 //!
 //! `acquire` creates the volume on first use, records the usage and returns the data dir and
-//! whether it was empty. `crate::volattach` wraps this as the daemon's `VolumeProvider`.
+//! whether it was empty. `crate::spec::volattach` wraps this as the daemon's `VolumeProvider`.
 
 mod archive;
 mod archive_cli;
@@ -58,8 +58,6 @@ mod meta;
 pub(crate) use meta::rfc3339_utc;
 mod name;
 mod store;
-#[cfg(test)]
-pub(crate) mod testutil;
 mod usage;
 mod workdir;
 

@@ -12,6 +12,8 @@ use super::meta::{self, Meta};
 use super::name;
 use super::usage::{self, Liveness, UsageRecord};
 
+use crate::sys::c;
+
 const VOLUMES_DIR: &str = "volumes";
 const LEASES_DIR: &str = "leases";
 const LOCK_FILE: &str = "volumes.lock";
@@ -194,7 +196,7 @@ impl VolumeStore {
             .write(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
             .open(&path)
             .or_else(|e| {
                 // A reader without write access to the state dir may still read it.
@@ -203,7 +205,7 @@ impl VolumeStore {
                 }
                 OpenOptions::new()
                     .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
                     .open(&path)
             })
             .context(|| format!("cannot open the lock file {}", path.display()))?;
@@ -343,8 +345,8 @@ impl VolumeStore {
     /// mountpoint (what `stratafs umount` takes).
     fn holders(&self, name: &str, users: &BTreeMap<String, Vec<PathBuf>>) -> Vec<PathBuf> {
         let mut holders = users.get(name).cloned().unwrap_or_default();
-        for bind in crate::mountinfo::binds_of(&self.volume_dir(name)) {
-            let union = crate::mountinfo::union_above(&bind);
+        for bind in crate::sys::mountinfo::binds_of(&self.volume_dir(name)) {
+            let union = crate::sys::mountinfo::union_above(&bind);
             if !holders.contains(&union) {
                 holders.push(union);
             }
@@ -637,7 +639,7 @@ pub fn disk_usage(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::testutil::TempDir;
+    use crate::testutil::TempDir;
 
     fn store(dir: &TempDir) -> VolumeStore {
         VolumeStore::open(&dir.path().join("state")).unwrap()

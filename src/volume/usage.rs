@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys::c;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageRecord {
     pub volume: String,
@@ -57,7 +59,7 @@ pub struct Liveness {
 impl Liveness {
     pub fn now() -> Liveness {
         Liveness {
-            mounted: crate::mountinfo::mounts()
+            mounted: crate::sys::mountinfo::mounts()
                 .into_iter()
                 .map(|m| m.mount_point)
                 .collect(),
@@ -137,7 +139,7 @@ fn read_record(path: &Path) -> Result<UsageRecord, String> {
     let mut text = String::new();
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(c::O_NOFOLLOW)
         .open(path)
         .and_then(|f| io::Read::read_to_string(&mut io::Read::take(f, 64 * 1024), &mut text))
         .map_err(|e| e.to_string())?;
@@ -155,8 +157,8 @@ fn remove_quietly(path: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use crate::volume::meta::write_atomic;
-    use crate::volume::testutil::TempDir;
 
     fn write(dir: &Path, id: &str, rec: &UsageRecord) {
         write_atomic(

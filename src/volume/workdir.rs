@@ -81,7 +81,7 @@ pub fn sweep(volumes_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::volume::testutil::TempDir;
+    use crate::testutil::TempDir;
 
     #[test]
     fn sweep_removes_only_abandoned_work_dirs() {
