@@ -5,6 +5,7 @@
 
 pub mod c;
 pub mod dir;
+pub mod lockfile;
 pub mod mountinfo;
 pub mod ops;
 pub mod splice;
