@@ -5,6 +5,8 @@
 
 pub mod c;
 pub mod dir;
+#[cfg(test)]
+pub mod heapcount;
 pub mod mountinfo;
 pub mod ops;
 pub mod splice;
