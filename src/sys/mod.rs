@@ -7,6 +7,7 @@ pub mod c;
 pub mod dir;
 #[cfg(test)]
 pub mod heapcount;
+pub mod lockfile;
 pub mod mountinfo;
 pub mod ops;
 pub mod splice;
