@@ -5,6 +5,9 @@
 
 pub mod c;
 pub mod dir;
+#[cfg(test)]
+pub mod heapcount;
+pub mod lockfile;
 pub mod mountinfo;
 pub mod ops;
 pub mod splice;

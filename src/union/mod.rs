@@ -67,13 +67,13 @@ use crate::sys;
 use crate::sys::c;
 use crate::union::attr::{Attr, Kind};
 use crate::union::dirstate::DirState;
-use crate::union::inode::{LowerRef, Node, NodeInner, NodeTable, ROOT_INO};
+use crate::union::inode::{LowerRef, Node, NodeAttr, NodeInner, NodeTable, ROOT_INO};
 use crate::union::layer::Layer;
 use crate::union::sharded::ShardedMap;
 use crate::union::upper::Upper;
 
 pub use create::NewObject;
-pub use open::OpenFile;
+pub use open::{read_only_open, OpenFile};
 pub use readdir::DirSnapshot;
 pub use rename::RenameMode;
 pub use setattr::{Change, SetTime};
@@ -163,10 +163,10 @@ impl Union {
             ROOT_INO,
             Kind::Dir,
             NodeInner {
-                links: Vec::new(),
+                links: Default::default(),
                 lower: Some(LowerRef {
                     slot: top_slot,
-                    rel: b".".to_vec(),
+                    rel: b".".to_vec().into(),
                     dir_layers: all_layers.into(),
                     ..LowerRef::default()
                 }),
@@ -174,7 +174,7 @@ impl Union {
                 object: None,
                 metacopy: false,
                 index: None,
-                attr: Attr::from_stat(&root_stat),
+                attr: NodeAttr::Own(Some(Box::new(Attr::from_stat(&root_stat)))),
             },
         ));
         Ok(union)
@@ -200,9 +200,10 @@ impl Union {
         self.deny_writes.clone()
     }
 
-    /// The kernel dropped `n` references to `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// Drops `n` kernel references to `ino`; true when the kernel no longer knows the node.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
         self.nodes.forget(ino, n);
+        self.nodes.get(ino).is_none()
     }
 
     /// The generation of node `ino` (0 if unknown).
