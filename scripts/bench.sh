@@ -1014,7 +1014,7 @@ rl_cold_walk() {
 }
 bench_rl_walk() {
     rl_repeat rl_cold_walk "$1"
-    [ ! -s "$RL_DIR/run/entries-$1" ] || cp "$RL_DIR/run/entries-$1" "$RESULTS/$1.entries"
+    [ ! -s "$RL_DIR/run/entries-$1" ] || cp "$RL_DIR/run/entries-$1" "$RESULTS/$1.rl_entries"
 }
 
 # 2. Untar ~20 MB of small files on a fresh upper; the clock runs to the end of umount + sync.
@@ -1292,14 +1292,19 @@ print_table() {
             "$(ratio "$s" "$k")" "$(ratio "$f" "$k")" "$(ratio "$s" "$f")"
     done
     printf '\nMedians of %s runs. Ratios compare times (and RSS): above 1 means slower (bigger).\n' "$REPEAT"
-    local fs counts=() distinct
-    for fs in kernel fuse-overlayfs stratafs; do
-        [ -s "$RESULTS/$fs.entries" ] && counts+=("$fs $(cat "$RESULTS/$fs.entries")")
+    # The read stack (read, memory) and the rootless stack are counted apart: one count each.
+    local fs stack counts distinct
+    for stack in entries:read rl_entries:rootless; do
+        counts=()
+        for fs in kernel fuse-overlayfs stratafs; do
+            [ -s "$RESULTS/$fs.${stack%%:*}" ] && counts+=("$fs $(cat "$RESULTS/$fs.${stack%%:*}")")
+        done
+        [ "${#counts[@]}" -gt 0 ] || continue
+        printf 'Entries seen by find on the %s stack: %s\n' "${stack#*:}" "$(join_comma "${counts[@]}")"
+        distinct=$(printf '%s\n' "${counts[@]}" | awk '{ print $2 }' | sort -u | wc -l)
+        [ "$distinct" -le 1 ] ||
+            printf 'WARNING: the filesystems show different trees (entry counts differ)\n'
     done
-    [ "${#counts[@]}" -gt 0 ] || return 0
-    printf 'Entries seen by find: %s\n' "$(join_comma "${counts[@]}")"
-    distinct=$(printf '%s\n' "${counts[@]}" | awk '{ print $2 }' | sort -u | wc -l)
-    [ "$distinct" -le 1 ] || printf 'WARNING: the filesystems show different trees (entry counts differ)\n'
 }
 
 print_write_notes() {

@@ -6,8 +6,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::image::ImageError;
 use crate::spec::overlap::Relation;
-use crate::tarball::error::ArchiveError;
 use crate::volume::VolumeError;
 
 #[derive(Debug)]
@@ -84,15 +84,9 @@ pub enum Error {
     Daemon(String),
     /// The background daemon exited without saying whether the mount is ready.
     DaemonGone,
-    /// A layer tarball could not be unpacked; `dir` was not created.
-    Unpack {
-        tar: PathBuf,
-        dir: PathBuf,
-        source: ArchiveError,
-    },
     Volume(VolumeError),
-    /// `diff`, `commit` and `image` failures, worded by the image module.
-    Image(String),
+    /// `diff`, `commit`, `layer` and `image` failures, worded by the image module.
+    Image(ImageError),
     /// A system call or file operation failed: `context` says on what and doing what, `fix`
     /// (if any) what to do about it.
     Io {
@@ -142,7 +136,7 @@ fn show(path: &Path) -> std::path::Display<'_> {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(text) | Error::Daemon(text) | Error::Image(text) => f.write_str(text),
+            Error::Usage(text) | Error::Daemon(text) => f.write_str(text),
             Error::SubMountSpec {
                 option,
                 spec,
@@ -236,13 +230,8 @@ impl fmt::Display for Error {
                 show(union)
             ),
             Error::DaemonGone => f.write_str("the daemon exited before the mount was ready"),
-            Error::Unpack { tar, dir, source } => write!(
-                f,
-                "unpack of {}: {source}; {} was not created",
-                show(tar),
-                show(dir)
-            ),
             Error::Volume(e) => e.fmt(f),
+            Error::Image(e) => e.fmt(f),
             Error::Io {
                 context,
                 source,
@@ -262,8 +251,8 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            Error::Unpack { source, .. } => Some(source),
             Error::Volume(e) => Some(e),
+            Error::Image(e) => Some(e),
             _ => None,
         }
     }
@@ -272,6 +261,12 @@ impl std::error::Error for Error {
 impl From<VolumeError> for Error {
     fn from(e: VolumeError) -> Error {
         Error::Volume(e)
+    }
+}
+
+impl From<ImageError> for Error {
+    fn from(e: ImageError) -> Error {
+        Error::Image(e)
     }
 }
 

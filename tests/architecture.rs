@@ -90,10 +90,10 @@ fn may_import(part: &str) -> &'static [&'static str] {
         "fs" => &["union"],
         "tarball" => &["union", "sys", "testutil"],
         "volume" => &["tarball", "union", "sys", "testutil"],
-        "image" => &["volume", "tarball", "union", "sys", "error", "testutil"],
+        "image" => &["volume", "tarball", "union", "sys", "testutil"],
         "daemon" => &["spec", "fs", "union", "sys", "error", "volume"],
         "spec" => &["union", "sys", "error", "volume"],
-        "error" => &["spec", "volume", "tarball", "sys"],
+        "error" => &["spec", "image", "volume", "sys"],
         "cli" => &[
             "spec",
             "daemon",

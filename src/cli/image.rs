@@ -5,12 +5,14 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::error::{Error, IoContext};
 use crate::image::blob::{BlobWriter, Compression, Digests};
 use crate::image::layout_write::{
     self, creation_time, Base, LayerBlob, Provenance, TargetLayout, TargetRef,
 };
 use crate::image::lease::Lease;
 use crate::image::lower::LowerStack;
+use crate::image::ImageError;
 use crate::tarball::Progress;
 
 const IO_BUFFER: usize = 1 << 20;
@@ -36,7 +38,7 @@ pub struct ContainerArgs {
 impl ContainerArgs {
     /// The image's layers merged; with --image, also the lease that keeps its stored layers
     /// from removal while they are read (release it when done).
-    fn open_stack(&self, command: &str) -> Result<(LowerStack, Option<Lease>), String> {
+    fn open_stack(&self, command: &str) -> Result<(LowerStack, Option<Lease>), ImageError> {
         match &self.image {
             None => Ok((LowerStack::open(&self.layers)?, None)),
             Some(image) => {
@@ -98,14 +100,14 @@ pub struct CommitArgs {
     pub created_by: String,
 }
 
-pub fn diff(args: DiffArgs) -> Result<(), String> {
+pub fn diff(args: DiffArgs) -> Result<(), Error> {
     let json = match args.format.as_deref() {
         None => false,
         Some("json") => true,
         Some(other) => {
-            return Err(format!(
+            return Err(Error::usage(format!(
                 "unknown --format {other:?}: the only format is json (default: A/C/D lines)"
-            ))
+            )))
         }
     };
     let (mut stack, lease) = args.container.open_stack("diff")?;
@@ -122,10 +124,10 @@ pub fn diff(args: DiffArgs) -> Result<(), String> {
     };
     written
         .and_then(|()| out.flush())
-        .map_err(|e| format!("cannot write the changes to stdout: {e}"))
+        .context(|| "cannot write the changes to stdout".into())
 }
 
-pub fn commit(args: CommitArgs) -> Result<(), String> {
+pub fn commit(args: CommitArgs) -> Result<(), Error> {
     let compression = match &args.output {
         Some(path) => Compression::from_name(path)?,
         None => Compression::Gzip,
@@ -185,33 +187,32 @@ fn write_layer(
     stack: &mut LowerStack,
     path: &Path,
     compression: Compression,
-) -> Result<Digests, String> {
+) -> Result<Digests, Error> {
     let partial = partial_name(path);
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o644)
         .open(&partial)
-        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let written = (|| -> Result<Digests, String> {
+        .context(|| format!("cannot create {}", partial.display()))?;
+    let written = (|| -> Result<Digests, Error> {
         let out = BlobWriter::new(BufWriter::with_capacity(IO_BUFFER, file), compression)
-            .map_err(|e| format!("cannot start the compressor: {e}"))?;
+            .context(|| "cannot start the compressor".into())?;
         let mut progress = Progress::on_terminal("committed");
         let (out, report) = crate::image::commit::commit(upper, stack, out, &mut progress)?;
         drop(progress);
         for w in &report.warnings {
             eprintln!("stratafs: warning: {w}");
         }
-        let (digests, buffered) = out
-            .finish()
-            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+        let cannot_write = || format!("cannot write {}", partial.display());
+        let (digests, buffered) = out.finish().context(cannot_write)?;
         let file: File = buffered
             .into_inner()
-            .map_err(|e| format!("cannot write {}: {}", partial.display(), e.error()))?;
-        file.sync_all()
-            .map_err(|e| format!("cannot write {}: {e}", partial.display()))?;
+            .map_err(|e| e.into_error())
+            .context(cannot_write)?;
+        file.sync_all().context(cannot_write)?;
         std::fs::rename(&partial, path)
-            .map_err(|e| format!("cannot move the layer to {}: {e}", path.display()))?;
+            .context(|| format!("cannot move the layer to {}", path.display()))?;
         Ok(digests)
     })();
     if written.is_err() {

@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use crate::cli::MountOptions;
 use crate::daemon::{self, Role};
 use crate::error::Error;
+use crate::image::error::Result;
 use crate::image::fetch::{recorded_name, stored_image};
 use crate::image::oci::ImageRef;
 use crate::image::store::{in_use_by, ImageRecord, LayerStore};
+use crate::image::ImageError;
 use crate::volume::cli::human_size;
 use crate::volume::resolve_state_dir;
 
@@ -73,7 +75,7 @@ pub fn init_logging(args: &ImageArgs) {
     }
 }
 
-pub fn run(args: ImageArgs) -> Result<(), Error> {
+pub fn run(args: ImageArgs) -> std::result::Result<(), Error> {
     let managed = match args.command {
         ImageCommand::Mount(m) => return mount(m),
         ImageCommand::Ls { layers, state } => existing_store(&state).and_then(|s| match s {
@@ -87,26 +89,25 @@ pub fn run(args: ImageArgs) -> Result<(), Error> {
         ImageCommand::Rm { images, state } => open_store(&state).and_then(|s| remove(&s, &images)),
         ImageCommand::Prune { state } => open_store(&state).and_then(|s| prune(&s)),
     };
-    managed.map_err(Error::Image)
+    Ok(managed?)
 }
 
-fn open_store(state: &StateDirArg) -> Result<LayerStore, String> {
+fn open_store(state: &StateDirArg) -> Result<LayerStore> {
     LayerStore::open(&resolve_state_dir(state.state_dir.as_deref())?)
 }
 
-fn existing_store(state: &StateDirArg) -> Result<Option<LayerStore>, String> {
+fn existing_store(state: &StateDirArg) -> Result<Option<LayerStore>> {
     LayerStore::open_existing(&resolve_state_dir(state.state_dir.as_deref())?)
 }
 
-fn mount(args: ImageMountArgs) -> Result<(), Error> {
+fn mount(args: ImageMountArgs) -> std::result::Result<(), Error> {
     let mountpoint = std::path::absolute(&args.mountpoint)
         .map_err(|e| Error::io(format!("mountpoint {}", args.mountpoint.display()), e))?;
     let stored = stored_image(
         &args.image,
         args.options.state_dir.as_deref(),
         &format!("mount {}", mountpoint.display()),
-    )
-    .map_err(Error::Image)?;
+    )?;
     let detach = args.options.detach();
     let spec = match args.options.spec(stored.layers, args.mountpoint) {
         Ok(spec) => spec,
@@ -124,7 +125,7 @@ fn mount(args: ImageMountArgs) -> Result<(), Error> {
     served.map(drop)
 }
 
-fn list(store: &LayerStore, layers: bool) -> Result<(), String> {
+fn list(store: &LayerStore, layers: bool) -> Result<()> {
     let leases = store.leases()?;
     let users = in_use_by(&leases);
     let records = store.images()?;
@@ -222,7 +223,7 @@ fn print_table(rows: Vec<[String; 4]>) {
 
 /// The record `name` designates: its reference as listed, the same layout and tag given
 /// another way (a relative path), or its manifest digest or a prefix of its hex.
-fn find_record<'a>(records: &'a [ImageRecord], name: &str) -> Result<&'a ImageRecord, String> {
+fn find_record<'a>(records: &'a [ImageRecord], name: &str) -> Result<&'a ImageRecord> {
     let as_recorded = recorded_name(&ImageRef::parse(name));
     let hex = name.strip_prefix("sha256:").unwrap_or(name);
     let matches: Vec<&ImageRecord> = records
@@ -235,27 +236,21 @@ fn find_record<'a>(records: &'a [ImageRecord], name: &str) -> Result<&'a ImageRe
         .collect();
     match matches.as_slice() {
         [one] => Ok(one),
-        [] => Err(format!(
-            "no image {name:?} in the store; `stratafs image ls` lists them"
-        )),
-        many => Err(format!(
-            "{name:?} names {} images ({}); give more of the digest",
-            many.len(),
-            many.iter()
-                .map(|r| r.reference.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        [] => Err(ImageError::NoSuchImage(name.to_string())),
+        many => Err(ImageError::AmbiguousImage {
+            name: name.to_string(),
+            matches: many.iter().map(|r| r.reference.clone()).collect(),
+        }),
     }
 }
 
-fn remove(store: &LayerStore, names: &[String]) -> Result<(), String> {
+fn remove(store: &LayerStore, names: &[String]) -> Result<()> {
     let records = store.images()?;
     // Every name must resolve before anything is removed.
     let chosen = names
         .iter()
         .map(|n| find_record(&records, n).cloned())
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let mut failed = Vec::new();
     for record in chosen {
         match store.remove_image(&record) {
@@ -268,14 +263,14 @@ fn remove(store: &LayerStore, names: &[String]) -> Result<(), String> {
             Err(e) => failed.push(e),
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(failed.join("\n"))
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        _ => Err(ImageError::Several(failed)),
     }
 }
 
-fn prune(store: &LayerStore) -> Result<(), String> {
+fn prune(store: &LayerStore) -> Result<()> {
     let report = store.prune()?;
     for image in &report.images {
         println!("removed image {image}");

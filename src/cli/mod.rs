@@ -178,9 +178,9 @@ pub fn run(args: Vec<OsString>) -> Result<(), Error> {
         Command::Umount { force, mountpoint } => daemon::umount(&mountpoint, force),
         Command::Demo { mountpoint } => demo::run(&mountpoint),
         Command::Volume(args) => Ok(crate::volume::cli::run(args)?),
-        Command::Diff(args) => crate::cli::image::diff(args).map_err(Error::Image),
-        Command::Commit(args) => crate::cli::image::commit(args).map_err(Error::Image),
-        Command::Layer(args) => crate::image::unpack::run(args),
+        Command::Diff(args) => crate::cli::image::diff(args),
+        Command::Commit(args) => crate::cli::image::commit(args),
+        Command::Layer(args) => Ok(crate::image::unpack::run(args)?),
         Command::Image(args) => crate::cli::image_store::run(args),
     }
 }

@@ -36,6 +36,19 @@ impl StrataFs {
         ))
     }
 
+    /// The entries "." and ".." that a read of directory `ino` at `offset` still lists, each
+    /// as (offset after it, name, node).
+    fn dot_entries(
+        &self,
+        ino: INodeNo,
+        offset: u64,
+    ) -> impl Iterator<Item = (u64, &'static str, u64)> + '_ {
+        (offset..DOT_ENTRIES).map(move |off| match off {
+            0 => (1, ".", ino.0),
+            _ => (2, "..", self.union.parent_ino(ino.0)),
+        })
+    }
+
     pub(super) fn fill_dir(
         &self,
         ino: INodeNo,
@@ -48,23 +61,16 @@ impl StrataFs {
             Err(e) => return reply.error(e),
         };
         let snap = &handle.snapshot;
-        let mut off = offset;
-        while off < DOT_ENTRIES {
-            let (name, target) = if off == 0 {
-                (".", ino.0)
-            } else {
-                ("..", self.union.parent_ino(ino.0))
-            };
-            if reply.add(INodeNo(target), off + 1, fuser::FileType::Directory, name) {
+        for (next, name, target) in self.dot_entries(ino, offset) {
+            if reply.add(INodeNo(target), next, fuser::FileType::Directory, name) {
                 return reply.ok();
             }
-            off += 1;
         }
-        for i in (off - DOT_ENTRIES) as usize..snap.len() {
+        for i in first_listed(offset)..snap.len() {
             let (name, d_ino, kind) = snap.get(i);
             if reply.add(
                 INodeNo(d_ino),
-                DOT_ENTRIES + i as u64 + 1,
+                offset_after(i),
                 file_type(kind),
                 OsStr::from_bytes(name),
             ) {
@@ -86,14 +92,8 @@ impl StrataFs {
             Err(e) => return reply.error(e),
         };
         let snap = &handle.snapshot;
-        let mut off = offset;
-        while off < DOT_ENTRIES {
-            // "." and ".." carry attributes but are not lookups (the kernel takes no reference).
-            let target = if off == 0 {
-                ino.0
-            } else {
-                self.union.parent_ino(ino.0)
-            };
+        // "." and ".." carry attributes but are not lookups (the kernel takes no reference).
+        for (next, name, target) in self.dot_entries(ino, offset) {
             let attr = self
                 .union
                 .getattr(target, None)
@@ -104,10 +104,9 @@ impl StrataFs {
                 Ok(a) => a,
                 Err(e) => return reply.error(e),
             };
-            let name = if off == 0 { "." } else { ".." };
             if reply.add(
                 INodeNo(target),
-                off + 1,
+                next,
                 name,
                 &TTL,
                 &self.file_attr(attr_ino, &attr),
@@ -115,9 +114,8 @@ impl StrataFs {
             ) {
                 return reply.ok();
             }
-            off += 1;
         }
-        for i in (off - DOT_ENTRIES) as usize..snap.len() {
+        for i in first_listed(offset)..snap.len() {
             let (name, _, _) = snap.get(i);
             // The snapshot may be older than the directory: names that are gone are skipped.
             // The entry counts as a lookup once it is sent; the reference taken here is given
@@ -127,7 +125,7 @@ impl StrataFs {
             };
             if reply.add(
                 INodeNo(entry.ino),
-                DOT_ENTRIES + i as u64 + 1,
+                offset_after(i),
                 OsStr::from_bytes(name),
                 &self.attr_ttl(entry.ino),
                 &self.file_attr(entry.ino, &entry.attr),
@@ -139,4 +137,14 @@ impl StrataFs {
         }
         reply.ok()
     }
+}
+
+/// The first listing entry a read at `offset` lists (offsets 0 to 2 cover "." and "..").
+fn first_listed(offset: u64) -> usize {
+    offset.saturating_sub(DOT_ENTRIES) as usize
+}
+
+/// The offset after listing entry `i`, where a read resumes.
+fn offset_after(i: usize) -> u64 {
+    DOT_ENTRIES + i as u64 + 1
 }

@@ -24,9 +24,9 @@ use fuser::{
 };
 
 use crate::union::attr::Attr;
-use crate::union::{Caller, Change, Entry, NewObject, RenameMode, Union};
+use crate::union::{Caller, Change, Entry, NewObject, OpenFile, RenameMode, Union};
 use handles::{BackingCache, HandleTable, OpenDirHandle, OpenFileHandle};
-use reply::{set_time, ToErrno};
+use reply::{reply_empty, set_time, ToErrno};
 pub use splice::{ReadSplicer, Spliced};
 
 /// Lower layers never change while mounted and every change goes through the daemon, so the
@@ -116,6 +116,19 @@ impl StrataFs {
             &self.file_attr(entry.ino, &entry.attr),
             Generation(entry.generation),
         )
+    }
+
+    /// Runs `call` on the file open under handle `fh` (EBADF when there is none), its error
+    /// turned into the errno of `op`.
+    fn on_open_file<T>(
+        &self,
+        fh: FileHandle,
+        op: &str,
+        call: impl FnOnce(&OpenFile) -> std::io::Result<T>,
+    ) -> Result<T, Errno> {
+        self.files
+            .get(fh.0)
+            .and_then(|h| call(&h.file).or_errno(op))
     }
 
     fn create_reply(
@@ -286,25 +299,19 @@ impl Filesystem for StrataFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
+        let removed = self
             .union
             .remove(parent.0, name.as_bytes(), false)
-            .or_errno("unlink")
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            .or_errno("unlink");
+        reply_empty(reply, removed)
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
+        let removed = self
             .union
             .remove(parent.0, name.as_bytes(), true)
-            .or_errno("rmdir")
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            .or_errno("rmdir");
+        reply_empty(reply, removed)
     }
 
     fn symlink(
@@ -336,7 +343,7 @@ impl Filesystem for StrataFs {
             noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
             whiteout: flags.contains(RenameFlags::RENAME_WHITEOUT),
         };
-        match self
+        let renamed = self
             .union
             .rename(
                 parent.0,
@@ -345,11 +352,8 @@ impl Filesystem for StrataFs {
                 newname.as_bytes(),
                 mode,
             )
-            .or_errno("rename")
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            .or_errno("rename");
+        reply_empty(reply, renamed)
     }
 
     fn link(
@@ -438,10 +442,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let written = self
-            .files
-            .get(fh.0)
-            .and_then(|h| h.file.write_at(data, offset).or_errno("write"));
+        let written = self.on_open_file(fh, "write", |f| f.write_at(data, offset));
         match written {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(e),
@@ -484,14 +485,8 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let synced = self
-            .files
-            .get(fh.0)
-            .and_then(|h| self.union.fsync(&h.file, datasync).or_errno("fsync"));
-        match synced {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let synced = self.on_open_file(fh, "fsync", |f| self.union.fsync(f, datasync));
+        reply_empty(reply, synced)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -554,10 +549,8 @@ impl Filesystem for StrataFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.union.fsyncdir(ino.0, datasync).or_errno("fsyncdir") {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let synced = self.union.fsyncdir(ino.0, datasync).or_errno("fsyncdir");
+        reply_empty(reply, synced)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -586,14 +579,11 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self
+        let set = self
             .union
             .setxattr(ino.0, name.as_bytes(), Some((value, flags)))
-            .or_errno("setxattr")
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            .or_errno("setxattr");
+        reply_empty(reply, set)
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -615,22 +605,16 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self
+        let removed = self
             .union
             .setxattr(ino.0, name.as_bytes(), None)
-            .or_errno("removexattr")
-        {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+            .or_errno("removexattr");
+        reply_empty(reply, removed)
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let write = mask.contains(AccessFlags::W_OK);
-        match self.union.access(ino.0, write).or_errno("access") {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply_empty(reply, self.union.access(ino.0, write).or_errno("access"))
     }
 
     fn create(
@@ -683,14 +667,8 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let done = self
-            .files
-            .get(fh.0)
-            .and_then(|h| h.file.fallocate(offset, length, mode).or_errno("fallocate"));
-        match done {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        let done = self.on_open_file(fh, "fallocate", |f| f.fallocate(offset, length, mode));
+        reply_empty(reply, done)
     }
 
     fn lseek(
@@ -702,10 +680,7 @@ impl Filesystem for StrataFs {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let sought = self
-            .files
-            .get(fh.0)
-            .and_then(|h| h.file.lseek(offset, whence).or_errno("lseek"));
+        let sought = self.on_open_file(fh, "lseek", |f| f.lseek(offset, whence));
         match sought {
             Ok(off) => reply.offset(off),
             Err(e) => reply.error(e),

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
+use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyEmpty, TimeOrNow};
 
 use crate::union::attr::{Attr, Kind};
 use crate::union::idmap::Ownership;
@@ -23,6 +23,14 @@ impl<T> ToErrno<T> for std::io::Result<T> {
             log::debug!("{op} failed: errno {}", errno.code());
             errno
         })
+    }
+}
+
+/// Replies to a request whose only answer is success or an errno.
+pub fn reply_empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+    match result {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(e),
     }
 }
 

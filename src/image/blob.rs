@@ -7,6 +7,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+use super::error::ImageError;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compression {
     None,
@@ -16,7 +18,7 @@ pub enum Compression {
 
 impl Compression {
     /// From the output name: `.tar`, `.tar.gz` / `.tgz`, `.tar.zst`.
-    pub fn from_name(path: &Path) -> Result<Compression, String> {
+    pub fn from_name(path: &Path) -> Result<Compression, ImageError> {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy())
@@ -28,10 +30,7 @@ impl Compression {
         } else if name.ends_with(".tar") {
             Ok(Compression::None)
         } else {
-            Err(format!(
-                "{}: name the output LAYER.tar, LAYER.tar.gz or LAYER.tar.zst (the extension picks the compression)",
-                path.display()
-            ))
+            Err(ImageError::OutputName(path.to_path_buf()))
         }
     }
 
@@ -231,10 +230,14 @@ mod tests {
     #[test]
     fn the_extension_picks_the_compression() {
         let c = |n: &str| Compression::from_name(Path::new(n));
-        assert_eq!(c("/x/layer.tar"), Ok(Compression::None));
-        assert_eq!(c("layer.tar.gz"), Ok(Compression::Gzip));
-        assert_eq!(c("layer.tgz"), Ok(Compression::Gzip));
-        assert_eq!(c("layer.tar.zst"), Ok(Compression::Zstd));
-        assert!(c("layer.zip").unwrap_err().contains("LAYER.tar.gz"));
+        assert_eq!(c("/x/layer.tar").unwrap(), Compression::None);
+        assert_eq!(c("layer.tar.gz").unwrap(), Compression::Gzip);
+        assert_eq!(c("layer.tgz").unwrap(), Compression::Gzip);
+        assert_eq!(c("layer.tar.zst").unwrap(), Compression::Zstd);
+        let refused = c("layer.zip").unwrap_err().to_string();
+        assert!(
+            refused.contains("layer.zip: name the output LAYER.tar, LAYER.tar.gz"),
+            "{refused}"
+        );
     }
 }

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use tar::{Builder, EntryType, Header};
 
+use super::error::{ImageError, Result};
 use super::lower::{LowerDir, LowerStack};
 use super::tree::{self, Source};
 use super::upper_dir::{UpperDir, UpperEntry};
@@ -61,14 +62,9 @@ pub fn commit<W: Write>(
         )?;
     }
     c.dir(b"", Some(&root), Some(&lower_root), false)?;
-    c.builder
-        .finish()
-        .map_err(|e| write_error(b"", e).to_string())?;
+    c.builder.finish().map_err(|e| write_error(b"", e))?;
     let report = std::mem::take(&mut c.report);
-    let out = c
-        .builder
-        .into_inner()
-        .map_err(|e| ArchiveError::Write(e).to_string())?;
+    let out = c.builder.into_inner().map_err(ArchiveError::Write)?;
     Ok((out, report))
 }
 
@@ -80,8 +76,6 @@ struct Committer<'s, 'p, W: Write> {
     report: Committed,
     progress: &'p mut Progress,
 }
-
-type Result<T> = std::result::Result<T, String>;
 
 impl<W: Write> Committer<'_, '_, W> {
     /// Archives the new tree's directory `prefix` ("" for the root): its upper dir (if any)
@@ -194,11 +188,11 @@ impl<W: Write> Committer<'_, '_, W> {
             if let Some(first) = self.first_names.get(&(st.st_dev, st.st_ino)) {
                 let first = first.clone();
                 let mut header = header_for(st, EntryType::Link, 0);
-                return self
-                    .builder
+                self.builder
                     .append_link(&mut header, as_path(path), as_path(&first))
-                    .map_err(|e| write_error(path, e).to_string())
-                    .map(|()| self.counted());
+                    .map_err(|e| write_error(path, e))?;
+                self.counted();
+                return Ok(());
             }
             self.first_names
                 .insert((st.st_dev, st.st_ino), path.to_vec());
@@ -216,8 +210,7 @@ impl<W: Write> Committer<'_, '_, W> {
                     data_fd,
                     &data_st,
                     self.progress,
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 if changed {
                     self.report.warnings.push(format!(
                         "{}: changed while being committed; the layer holds a mix of old and new data",
@@ -232,7 +225,7 @@ impl<W: Write> Committer<'_, '_, W> {
                 let mut header = header_for(st, EntryType::Symlink, 0);
                 self.builder
                     .append_link(&mut header, as_path(path), as_path(&target))
-                    .map_err(|e| write_error(path, e).to_string())?;
+                    .map_err(|e| write_error(path, e))?;
                 self.counted();
                 Ok(())
             }
@@ -260,7 +253,7 @@ impl<W: Write> Committer<'_, '_, W> {
     fn append(&mut self, header: &mut Header, path: &[u8], data: impl io::Read) -> Result<()> {
         self.builder
             .append_data(header, as_path(path), data)
-            .map_err(|e| write_error(path, e).to_string())?;
+            .map_err(|e| write_error(path, e))?;
         self.counted();
         Ok(())
     }
@@ -275,11 +268,10 @@ impl<W: Write> Committer<'_, '_, W> {
                 continue;
             };
             let Ok(text) = std::str::from_utf8(&visible) else {
-                return Err(format!(
-                    "{}: xattr {:?} has a name that is not UTF-8, which a PAX record cannot hold",
-                    show(path),
-                    String::from_utf8_lossy(&visible)
-                ));
+                return Err(ImageError::XattrName {
+                    path: show(path),
+                    name: String::from_utf8_lossy(&visible).into_owned(),
+                });
             };
             let key = sys::cstr(&stored).map_err(|e| io_error(path, e))?;
             if let Some(value) = xattr::get(fd, &key).map_err(|e| io_error(path, e))? {
@@ -296,7 +288,8 @@ impl<W: Write> Committer<'_, '_, W> {
         let pairs = records.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
         self.builder
             .append_pax_extensions(pairs)
-            .map_err(|e| write_error(path, e).to_string())
+            .map_err(|e| write_error(path, e))?;
+        Ok(())
     }
 
     fn counted(&mut self) {
@@ -337,6 +330,9 @@ fn show(path: &[u8]) -> String {
     crate::tarball::error::show(path)
 }
 
-fn io_error(path: &[u8], e: io::Error) -> String {
-    format!("{}: {e}", show(path))
+fn io_error(path: &[u8], source: io::Error) -> ImageError {
+    ImageError::Entry {
+        path: show(path),
+        source,
+    }
 }

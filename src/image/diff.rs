@@ -17,6 +17,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::error::{ImageError, Result};
 use super::lower::{Found, LowerDir, LowerStack};
 use super::tree::{self, Source};
 use super::upper_dir::{UpperDir, UpperEntry};
@@ -47,7 +48,7 @@ pub struct Change {
 }
 
 /// The changes of upper dir `upper` over `stack`.
-pub fn changes(upper: &Path, stack: &mut LowerStack) -> Result<Vec<Change>, String> {
+pub fn changes(upper: &Path, stack: &mut LowerStack) -> Result<Vec<Change>> {
     let root = super::open_upper_root(upper)?;
     let lower_root = stack.root();
     let mut differ = Differ {
@@ -83,7 +84,7 @@ impl Differ<'_> {
         before: Option<&LowerDir>,
         source: Option<&LowerDir>,
         moved: bool,
-    ) -> Result<(), String> {
+    ) -> Result<()> {
         let names =
             tree::names(self.stack, upper, source, moved).map_err(|e| lower_error(path, e))?;
         for (name, src) in names {
@@ -208,12 +209,18 @@ fn show(path: &[u8]) -> String {
     String::from_utf8_lossy(path).into_owned()
 }
 
-fn upper_error(path: &[u8], e: std::io::Error) -> String {
-    format!("cannot read {} in the upper dir: {e}", show(path))
+fn upper_error(path: &[u8], source: std::io::Error) -> ImageError {
+    ImageError::Upper {
+        path: show(path),
+        source,
+    }
 }
 
-fn lower_error(path: &[u8], e: std::io::Error) -> String {
-    format!("cannot read {} in the layers: {e}", show(path))
+fn lower_error(path: &[u8], source: std::io::Error) -> ImageError {
+    ImageError::Lower {
+        path: show(path),
+        source,
+    }
 }
 
 /// `A /path` lines, as `podman diff` prints them.

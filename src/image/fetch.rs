@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::Result;
 use super::lease::Lease;
 use super::oci::{Image, ImageRef, Layout};
 use super::store::{Fetched, LayerStore};
@@ -18,11 +19,7 @@ pub struct StoredImage {
 
 /// Resolves `image` (`DIR[:TAG]`), takes a lease for `holder` on its layers and gets each
 /// into the store, saying on stderr which were unpacked and which were there already.
-pub fn stored_image(
-    image: &str,
-    state_dir: Option<&Path>,
-    holder: &str,
-) -> Result<StoredImage, String> {
+pub fn stored_image(image: &str, state_dir: Option<&Path>, holder: &str) -> Result<StoredImage> {
     let image_ref = ImageRef::parse(image);
     let layout = Layout::open(&image_ref.dir)?;
     let image = layout.resolve(image_ref.tag.as_deref())?;
@@ -42,11 +39,7 @@ pub fn recorded_name(image_ref: &ImageRef) -> String {
     .to_string()
 }
 
-fn fetch_layers(
-    store: &LayerStore,
-    layout: &Layout,
-    image: &Image,
-) -> Result<Vec<PathBuf>, String> {
+fn fetch_layers(store: &LayerStore, layout: &Layout, image: &Image) -> Result<Vec<PathBuf>> {
     let count = image.layers.len();
     let mut paths = Vec::with_capacity(count);
     let mut batch = store.batch();

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::blob::{sha256_id, Compression, Digests};
+use super::error::{ImageError, IoContext, Result};
 use super::oci::{
     digest_hex, media, Descriptor, History, Image, ImageConfig, ImageRef, Index, Layout, Manifest,
     OciLayoutFile, LAYOUT_VERSION, REF_NAME,
@@ -26,8 +27,6 @@ use crate::sys::c;
 /// The annotations podman and buildah put on a manifest to name the image it was built on.
 const BASE_NAME: &str = "org.opencontainers.image.base.name";
 const BASE_DIGEST: &str = "org.opencontainers.image.base.digest";
-
-type Result<T> = std::result::Result<T, String>;
 
 /// `--to-layout DIR:TAG`: where the new image goes. The directory need not exist yet, so the
 /// split is textual: at the last `:`, the tag holding no `/`.
@@ -44,9 +43,7 @@ impl TargetRef {
                 dir: dir.into(),
                 tag: tag.into(),
             }),
-            _ => Err(format!(
-                "--to-layout {s:?}: give DIR:TAG, the layout directory and the tag the new image gets (a tag is letters, digits, '.', '_', '-', without '/' or ':')"
-            )),
+            _ => Err(ImageError::BadTarget(s.to_string())),
         }
     }
 }
@@ -80,10 +77,9 @@ impl Base {
                 name: from.to_string(),
             });
         }
-        let layout = Layout::open(&target.dir).map_err(|e| {
-            format!(
-                "--from {from:?} is neither an OCI layout directory nor a tag of the target layout: {e}"
-            )
+        let layout = Layout::open(&target.dir).map_err(|source| ImageError::BadBase {
+            from: from.to_string(),
+            source,
         })?;
         let image = layout.resolve(Some(from))?;
         Ok(Base {
@@ -178,10 +174,7 @@ fn layer_media_type(manifest_type: &str, compression: Compression) -> Result<&'s
     match (manifest_type, compression) {
         (media::DOCKER_MANIFEST, Compression::None) => Ok(media::DOCKER_LAYER),
         (media::DOCKER_MANIFEST, Compression::Gzip) => Ok(media::DOCKER_LAYER_GZIP),
-        (media::DOCKER_MANIFEST, Compression::Zstd) => Err(
-            "the base image has a Docker manifest, which cannot hold a zstd layer: write the layer as .tar.gz or .tar"
-                .into(),
-        ),
+        (media::DOCKER_MANIFEST, Compression::Zstd) => Err(ImageError::ZstdInDockerManifest),
         (_, c) => Ok(c.media_type()),
     }
 }
@@ -237,32 +230,28 @@ impl TargetLayout {
         let empty = match std::fs::read_dir(dir) {
             Ok(mut entries) => entries.next().is_none(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                std::fs::create_dir(dir).map_err(|e| {
-                    format!("cannot create the layout directory {}: {e}", dir.display())
-                })?;
+                std::fs::create_dir(dir).context("create the layout directory", dir)?;
                 true
             }
-            Err(e) => return Err(format!("cannot read {}: {e}", dir.display())),
+            Err(e) => return Err(ImageError::io("read", dir, e)),
         };
         if !empty {
             Layout::open(dir)?;
-            std::fs::create_dir_all(target.blob_dir())
-                .map_err(|e| format!("cannot create {}: {e}", target.blob_dir().display()))?;
+            std::fs::create_dir_all(target.blob_dir()).context("create", &target.blob_dir())?;
             return Ok(target);
         }
-        std::fs::create_dir_all(target.blob_dir())
-            .map_err(|e| format!("cannot create {}: {e}", target.blob_dir().display()))?;
+        std::fs::create_dir_all(target.blob_dir()).context("create", &target.blob_dir())?;
         // The index first, the marker last: a directory with a marker is a whole layout.
         let index = Index {
             schema_version: 2,
             media_type: Some(media::OCI_INDEX.into()),
             ..Default::default()
         };
-        target.replace_file("index.json", &to_json(&index)?)?;
+        target.replace_file("index.json", &to_json(&index, "index")?)?;
         let marker = OciLayoutFile {
             image_layout_version: LAYOUT_VERSION.into(),
         };
-        target.replace_file("oci-layout", &to_json(&marker)?)?;
+        target.replace_file("oci-layout", &to_json(&marker, "layout marker")?)?;
         Ok(target)
     }
 
@@ -283,16 +272,16 @@ impl TargetLayout {
 
     /// Exclusive flock on the layout directory, for as long as the file lives.
     fn lock(&self) -> Result<File> {
-        let dir = File::open(&self.dir)
-            .map_err(|e| format!("cannot open {}: {e}", self.dir.display()))?;
-        dir.lock()
-            .map_err(|e| format!("cannot lock {}: {e}", self.dir.display()))?;
+        let dir = File::open(&self.dir).context("open", &self.dir)?;
+        dir.lock().context("lock", &self.dir)?;
         Ok(dir)
     }
 
     fn blob_path(&self, digest: &str) -> Result<PathBuf> {
-        let hex = digest_hex(digest)
-            .ok_or_else(|| format!("digest {digest:?} is not sha256:<64 hex digits>"))?;
+        let hex = digest_hex(digest).ok_or_else(|| ImageError::BadDigest {
+            what: "digest",
+            digest: digest.to_string(),
+        })?;
         Ok(self.blob_dir().join(hex))
     }
 
@@ -314,7 +303,7 @@ impl TargetLayout {
         self.write_then_rename(&dest, |out| io::copy(&mut src, out).map(|_| ()))?;
         if let Err(e) = src.finish() {
             let _ = std::fs::remove_file(&dest);
-            return Err(e.to_string());
+            return Err(e.into());
         }
         Ok(())
     }
@@ -323,16 +312,13 @@ impl TargetLayout {
     fn add_layer_file(&self, path: &Path, digest: &str) -> Result<()> {
         let dest = self.blob_path(digest)?;
         if path.parent() == Some(self.blob_dir().as_path()) {
-            return std::fs::rename(path, &dest).map_err(|e| {
-                format!(
-                    "cannot move the layer {} to {}: {e}",
-                    path.display(),
-                    dest.display()
-                )
+            return std::fs::rename(path, &dest).map_err(|source| ImageError::Rename {
+                from: path.to_path_buf(),
+                to: dest,
+                source,
             });
         }
-        let mut src = File::open(path)
-            .map_err(|e| format!("cannot open the layer {}: {e}", path.display()))?;
+        let mut src = File::open(path).context("open the layer", path)?;
         self.write_then_rename(&dest, |out| io::copy(&mut src, out).map(|_| ()))
     }
 
@@ -341,9 +327,9 @@ impl TargetLayout {
         &self,
         media_type: &str,
         value: &T,
-        what: &str,
+        what: &'static str,
     ) -> Result<Descriptor> {
-        let bytes = to_json(value).map_err(|e| format!("{what}: {e}"))?;
+        let bytes = to_json(value, what)?;
         let digest = sha256_id(Sha256::digest(&bytes).as_slice());
         let dest = self.blob_path(&digest)?;
         self.write_then_rename(&dest, |out| out.write_all(&bytes))?;
@@ -366,7 +352,7 @@ impl TargetLayout {
         let mut index = layout.index()?;
         index.manifests.retain(|d| d.ref_name() != Some(tag));
         index.manifests.push(manifest);
-        self.replace_file("index.json", &to_json(&index)?)
+        self.replace_file("index.json", &to_json(&index, "index")?)
     }
 
     /// Replaces `NAME` in the layout directory by rename from a synced temp file.
@@ -400,19 +386,20 @@ impl TargetLayout {
         })();
         written.map_err(|e| {
             let _ = std::fs::remove_file(&temp);
-            format!("cannot write {}: {e}", dest.display())
+            ImageError::io("write", dest, e)
         })
     }
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| format!("cannot serialize: {e}"))
+/// `value` as JSON; `what` names the document in the error.
+fn to_json<T: serde::Serialize>(value: &T, what: &'static str) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| ImageError::Serialize { what, source })
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+        .context("sync", dir)
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -428,7 +415,7 @@ pub fn creation_time() -> Result<String> {
         Ok(v) => v
             .trim()
             .parse::<u64>()
-            .map_err(|_| format!("SOURCE_DATE_EPOCH={v:?} is not a number of seconds"))?,
+            .map_err(|_| ImageError::SourceDateEpoch(v.clone()))?,
         Err(_) => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -673,7 +660,9 @@ mod tests {
             digests: &digests,
             compression: Compression::None,
         };
-        let err = append(&layout, "c1", &base, layer, &provenance("x")).unwrap_err();
+        let err = append(&layout, "c1", &base, layer, &provenance("x"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("corrupt"), "{err}");
         assert!(Layout::open(&dir).unwrap().tags().unwrap().is_empty());
         assert!(!layout
@@ -727,7 +716,9 @@ mod tests {
             digests: &digests,
             compression: Compression::None,
         };
-        let err = append(&layout, "v2", &base, layer, &provenance("x")).unwrap_err();
+        let err = append(&layout, "v2", &base, layer, &provenance("x"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("index.json"), "{err}");
         assert_eq!(std::fs::read(dir.join("index.json")).unwrap(), before);
         assert_whole(&dir, "v1");
@@ -737,20 +728,22 @@ mod tests {
 
     #[test]
     fn docker_manifests_get_docker_layer_types() {
+        let media_type = |m, c| layer_media_type(m, c).unwrap();
         assert_eq!(
-            layer_media_type(media::DOCKER_MANIFEST, Compression::Gzip),
-            Ok(media::DOCKER_LAYER_GZIP)
+            media_type(media::DOCKER_MANIFEST, Compression::Gzip),
+            media::DOCKER_LAYER_GZIP
         );
         assert_eq!(
-            layer_media_type(media::DOCKER_MANIFEST, Compression::None),
-            Ok(media::DOCKER_LAYER)
+            media_type(media::DOCKER_MANIFEST, Compression::None),
+            media::DOCKER_LAYER
         );
         assert!(layer_media_type(media::DOCKER_MANIFEST, Compression::Zstd)
             .unwrap_err()
+            .to_string()
             .contains(".tar.gz"));
         assert_eq!(
-            layer_media_type(media::OCI_MANIFEST, Compression::Zstd),
-            Ok(media::OCI_LAYER_ZSTD)
+            media_type(media::OCI_MANIFEST, Compression::Zstd),
+            media::OCI_LAYER_ZSTD
         );
     }
 
@@ -759,11 +752,15 @@ mod tests {
         let s = Scratch::new("nobase");
         let dir = s.0.join("layout");
         base_layout(&dir, &s.0, "v1");
-        let err = Base::resolve("v9", &target(&dir, "x")).err().unwrap();
+        let err = Base::resolve("v9", &target(&dir, "x"))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("\"v9\"") && err.contains("v1"), "{err}");
         let err = Base::resolve("v1", &target(&s.0.join("none"), "x"))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(err.contains("neither an OCI layout"), "{err}");
     }
 
@@ -771,7 +768,10 @@ mod tests {
     fn a_non_layout_directory_is_not_written_to() {
         let s = Scratch::new("notlayout");
         std::fs::write(s.0.join("file"), b"x").unwrap();
-        let err = TargetLayout::open_or_create(&s.0).err().unwrap();
+        let err = TargetLayout::open_or_create(&s.0)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("not an OCI image layout"), "{err}");
         assert!(!s.0.join("index.json").exists());
     }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::{ImageError, Result};
 use crate::sys::c;
 
 /// What a lease file says.
@@ -40,10 +41,9 @@ pub struct Lease {
 
 impl Lease {
     /// Writes and locks a lease in `dir`.
-    pub fn take(dir: &Path, record: &LeaseRecord) -> Result<Lease, String> {
+    pub fn take(dir: &Path, record: &LeaseRecord) -> Result<Lease> {
         let mut random = [0u8; 8];
-        crate::sys::random_bytes(&mut random)
-            .map_err(|e| format!("cannot read random bytes: {e}"))?;
+        crate::sys::random_bytes(&mut random).map_err(ImageError::Random)?;
         let id: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let temp = dir.join(format!(".{id}.tmp"));
         let path = dir.join(format!("{id}.json"));
@@ -64,7 +64,7 @@ impl Lease {
             Ok(lock) => Ok(Lease { _lock: lock, path }),
             Err(e) => {
                 let _ = std::fs::remove_file(&temp);
-                Err(format!("cannot write the lease {}: {e}", path.display()))
+                Err(ImageError::io("write the lease", &path, e))
             }
         }
     }

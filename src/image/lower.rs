@@ -8,6 +8,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::error::{ImageError, IoContext, Result};
 use crate::sys::c;
 use crate::union::inode::{LowerData, LowerRef};
 use crate::union::layer::{relpath, Layer};
@@ -44,22 +45,15 @@ impl Found {
 
 impl LowerStack {
     /// Opens `paths`, bottom layer first (the order of `--layer`).
-    pub fn open(paths: &[PathBuf]) -> Result<LowerStack, String> {
+    pub fn open(paths: &[PathBuf]) -> Result<LowerStack> {
         if paths.len() > usize::from(u16::MAX) {
-            return Err(format!(
-                "{} layers: at most {} are supported",
-                paths.len(),
-                u16::MAX
-            ));
+            return Err(ImageError::TooManyLayers(paths.len()));
         }
         let layers = paths
             .iter()
             .enumerate()
-            .map(|(slot, p)| {
-                Layer::open_root(slot as u16, p)
-                    .map_err(|e| format!("cannot open layer {}: {e}", p.display()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|(slot, p)| Layer::open_root(slot as u16, p).context("open layer", p))
+            .collect::<Result<Vec<_>>>()?;
         Ok(LowerStack {
             layers,
             listings: HashMap::new(),

@@ -200,6 +200,8 @@ pub enum LayoutError {
     },
     /// A document or descriptor says something stratafs cannot use.
     Invalid { path: PathBuf, reason: String },
+    /// A layer (blob `path`) of a media type that is no tar layer stratafs reads.
+    LayerMediaType { path: PathBuf, media_type: String },
     Io {
         path: PathBuf,
         action: &'static str,
@@ -242,6 +244,16 @@ impl std::fmt::Display for LayoutError {
                 path.display()
             ),
             LayoutError::Invalid { path, reason } => write!(f, "{}: {reason}", path.display()),
+            LayoutError::LayerMediaType { path, media_type } if media_type.contains("+encrypted") => write!(
+                f,
+                "{}: layer media type {media_type}: encrypted layers are not supported; decrypt the image first (skopeo copy --decryption-key)",
+                path.display()
+            ),
+            LayoutError::LayerMediaType { path, media_type } => write!(
+                f,
+                "{}: layer media type {media_type:?} is not a tar layer stratafs reads (OCI or Docker tar, tar+gzip, tar+zstd)",
+                path.display()
+            ),
             LayoutError::Io {
                 path,
                 action,
@@ -251,11 +263,12 @@ impl std::fmt::Display for LayoutError {
     }
 }
 
-impl std::error::Error for LayoutError {}
-
-impl From<LayoutError> for String {
-    fn from(e: LayoutError) -> String {
-        e.to_string()
+impl std::error::Error for LayoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LayoutError::Io { source, .. } => Some(source),
+            _ => None,
+        }
     }
 }
 
@@ -562,8 +575,12 @@ impl Layout {
                         reason: format!("diff_id {diff_id:?} is not sha256:<64 hex digits>"),
                     });
                 }
-                let compression = layer_compression(&desc.media_type)
-                    .map_err(|reason| LayoutError::Invalid { path, reason })?;
+                let compression = layer_compression(&desc.media_type).ok_or_else(|| {
+                    LayoutError::LayerMediaType {
+                        path,
+                        media_type: desc.media_type.clone(),
+                    }
+                })?;
                 Ok(ImageLayer {
                     descriptor: desc.clone(),
                     diff_id: diff_id.clone(),
@@ -624,21 +641,17 @@ fn pick_platform(manifests: &[Descriptor]) -> Option<&Descriptor> {
         })
 }
 
-/// The compression of a layer media type; encrypted and unknown types are refused.
-pub fn layer_compression(media_type: &str) -> std::result::Result<LayerCompression, String> {
+/// The compression of a layer media type; None for encrypted and unknown types (refused as
+/// [`LayoutError::LayerMediaType`]).
+pub fn layer_compression(media_type: &str) -> Option<LayerCompression> {
     use media::*;
     match media_type {
-        OCI_LAYER | OCI_LAYER_FOREIGN | DOCKER_LAYER => Ok(LayerCompression::None),
+        OCI_LAYER | OCI_LAYER_FOREIGN | DOCKER_LAYER => Some(LayerCompression::None),
         OCI_LAYER_GZIP | OCI_LAYER_FOREIGN_GZIP | DOCKER_LAYER_GZIP | DOCKER_LAYER_FOREIGN_GZIP => {
-            Ok(LayerCompression::Gzip)
+            Some(LayerCompression::Gzip)
         }
-        OCI_LAYER_ZSTD | OCI_LAYER_FOREIGN_ZSTD => Ok(LayerCompression::Zstd),
-        t if t.contains("+encrypted") => Err(format!(
-            "layer media type {t}: encrypted layers are not supported; decrypt the image first (skopeo copy --decryption-key)"
-        )),
-        t => Err(format!(
-            "layer media type {t:?} is not a tar layer stratafs reads (OCI or Docker tar, tar+gzip, tar+zstd)"
-        )),
+        OCI_LAYER_ZSTD | OCI_LAYER_FOREIGN_ZSTD => Some(LayerCompression::Zstd),
+        _ => None,
     }
 }
 
@@ -965,19 +978,33 @@ mod tests {
     fn media_types_give_the_compression() {
         assert_eq!(
             layer_compression(media::DOCKER_LAYER_GZIP),
-            Ok(LayerCompression::Gzip)
+            Some(LayerCompression::Gzip)
         );
         assert_eq!(
             layer_compression(media::OCI_LAYER_ZSTD),
-            Ok(LayerCompression::Zstd)
+            Some(LayerCompression::Zstd)
         );
         assert_eq!(
             layer_compression(media::DOCKER_LAYER),
-            Ok(LayerCompression::None)
+            Some(LayerCompression::None)
         );
-        let e = layer_compression("application/vnd.oci.image.layer.v1.tar+gzip+encrypted");
-        assert!(e.unwrap_err().contains("encrypted"));
-        assert!(layer_compression("text/plain").is_err());
+        let encrypted = "application/vnd.oci.image.layer.v1.tar+gzip+encrypted";
+        assert_eq!(layer_compression(encrypted), None);
+        assert_eq!(layer_compression("text/plain"), None);
+        let refused = |media_type: &str| {
+            LayoutError::LayerMediaType {
+                path: "/l/blobs/sha256/aa".into(),
+                media_type: media_type.into(),
+            }
+            .to_string()
+        };
+        let e = refused(encrypted);
+        assert!(
+            e.contains("encrypted") && e.contains("skopeo copy --decryption-key"),
+            "{e}"
+        );
+        let e = refused("text/plain");
+        assert!(e.contains("\"text/plain\" is not a tar layer"), "{e}");
     }
 
     #[test]

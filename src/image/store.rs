@@ -32,11 +32,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::blob::sha256_id;
+use super::error::{ImageError, IoContext, Result};
 use super::lease::{self, Lease, LeaseRecord};
 use super::oci::{digest_hex, Image, ImageLayer, Layout};
-use crate::image::unpack::{decompressed, sweep_abandoned, TempDir};
+use super::unpack::{decompressed, sweep_abandoned, TempDir};
 use crate::sys::c;
-use crate::sys::{self, ops};
+use crate::sys::{self, lockfile, ops};
 use crate::tarball::{self, Progress, Whiteouts};
 use crate::union::ovl::Namespace;
 
@@ -83,15 +84,15 @@ pub struct LayerStore {
 
 impl LayerStore {
     /// Opens (creating as needed, mode 0700) the store in `state_dir`.
-    pub fn open(state_dir: &Path) -> Result<LayerStore, String> {
+    pub fn open(state_dir: &Path) -> Result<LayerStore> {
         DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(state_dir)
-            .map_err(|e| format!("cannot create the state dir {}: {e}", state_dir.display()))?;
+            .context("create the state dir", state_dir)?;
         let root = state_dir
             .canonicalize()
-            .map_err(|e| format!("state dir {}: {e}", state_dir.display()))?;
+            .context("resolve the state dir", state_dir)?;
         let store = LayerStore { root };
         for dir in ["layers", LAYERS_DIR, IMAGES_DIR, LEASES_DIR] {
             ensure_private_dir(&store.root.join(dir))?;
@@ -100,7 +101,7 @@ impl LayerStore {
     }
 
     /// A store that may not exist: None when `state_dir` has no layer store (for listing).
-    pub fn open_existing(state_dir: &Path) -> Result<Option<LayerStore>, String> {
+    pub fn open_existing(state_dir: &Path) -> Result<Option<LayerStore>> {
         if !state_dir.join(LAYERS_DIR).is_dir() {
             return Ok(None);
         }
@@ -120,36 +121,26 @@ impl LayerStore {
     }
 
     /// Where the layer with `diff_id` lives (whether or not it is there yet).
-    pub fn layer_path(&self, diff_id: &str) -> Result<PathBuf, String> {
-        let hex =
-            digest_hex(diff_id).ok_or_else(|| format!("{diff_id:?} is not a sha256 diffID"))?;
+    pub fn layer_path(&self, diff_id: &str) -> Result<PathBuf> {
+        let hex = digest_hex(diff_id).ok_or_else(|| ImageError::BadDigest {
+            what: "diffID",
+            digest: diff_id.to_string(),
+        })?;
         Ok(self.layers_dir().join(hex))
     }
 
     /// The store-wide lock: shared to take a lease, exclusive to remove.
-    fn lock(&self, exclusive: bool) -> Result<File, String> {
+    fn lock(&self, exclusive: bool) -> Result<File> {
         let path = self.root.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        let locked = if exclusive {
-            file.lock()
-        } else {
-            file.lock_shared()
-        };
-        locked.map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        let file = lockfile::open(&path).context("open", &path)?;
+        lockfile::lock(&file, exclusive).context("lock", &path)?;
         Ok(file)
     }
 
     /// Records that `holder` uses `image`'s layers, for as long as the returned lease (or a
     /// process it is inherited by) lives. Taken before the layers are looked for, so a
     /// removal running meanwhile leaves them alone.
-    pub fn lease(&self, reference: &str, image: &Image, holder: &str) -> Result<Lease, String> {
+    pub fn lease(&self, reference: &str, image: &Image, holder: &str) -> Result<Lease> {
         let _shared = self.lock(false)?;
         let record = LeaseRecord {
             image: reference.to_string(),
@@ -167,14 +158,19 @@ impl LayerStore {
         Ok(lease)
     }
 
-    fn record_image(&self, record: &ImageRecord) -> Result<(), String> {
-        let hex = digest_hex(&record.manifest)
-            .ok_or_else(|| format!("manifest digest {:?} is not sha256", record.manifest))?;
+    fn record_image(&self, record: &ImageRecord) -> Result<()> {
+        let hex = digest_hex(&record.manifest).ok_or_else(|| ImageError::BadDigest {
+            what: "manifest digest",
+            digest: record.manifest.clone(),
+        })?;
         let path = self.images_dir().join(format!("{hex}.json"));
         let temp = self
             .images_dir()
             .join(format!(".{hex}.{}.tmp", std::process::id()));
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(|source| ImageError::Serialize {
+            what: "image record",
+            source,
+        })?;
         OpenOptions::new()
             .write(true)
             .create(true)
@@ -186,12 +182,12 @@ impl LayerStore {
             .and_then(|()| std::fs::rename(&temp, &path))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&temp);
-                format!("cannot write {}: {e}", path.display())
+                ImageError::io("write", &path, e)
             })
     }
 
     /// Every image recorded, by manifest digest.
-    pub fn images(&self) -> Result<Vec<ImageRecord>, String> {
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
         let dir = self.images_dir();
         for entry in read_dir(&dir)? {
@@ -214,7 +210,7 @@ impl LayerStore {
     }
 
     /// Diff IDs of every layer in the store.
-    pub fn layers(&self) -> Result<Vec<String>, String> {
+    pub fn layers(&self) -> Result<Vec<String>> {
         let mut out: Vec<String> = read_dir(&self.layers_dir())?
             .into_iter()
             .filter_map(|e| {
@@ -229,9 +225,9 @@ impl LayerStore {
     }
 
     /// Live leases (who uses which layers); stale ones are dropped on the way.
-    pub fn leases(&self) -> Result<Vec<LeaseRecord>, String> {
-        lease::live(&self.leases_dir())
-            .map_err(|e| format!("cannot read {}: {e}", self.leases_dir().display()))
+    pub fn leases(&self) -> Result<Vec<LeaseRecord>> {
+        let dir = self.leases_dir();
+        lease::live(&dir).context("read", &dir)
     }
 
     /// A batch of layers to get into the store; see [`Batch`].
@@ -243,37 +239,22 @@ impl LayerStore {
     }
 
     /// The per-layer unpack lock: Some(held), or None when another process holds it.
-    fn try_layer_lock(&self, hex: &str) -> Result<Option<File>, String> {
+    fn try_layer_lock(&self, hex: &str) -> Result<Option<File>> {
         let path = self.layer_lock_path(hex);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let file = lockfile::open(&path).context("open", &path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-            Err(std::fs::TryLockError::Error(e)) => {
-                Err(format!("cannot lock {}: {e}", path.display()))
-            }
+            Err(std::fs::TryLockError::Error(e)) => Err(ImageError::io("lock", &path, e)),
         }
     }
 
     /// The per-layer unpack lock, waited for.
-    fn layer_lock(&self, hex: &str) -> Result<File, String> {
+    fn layer_lock(&self, hex: &str) -> Result<File> {
         let path = self.layer_lock_path(hex);
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
-            .open(&path)
-            .and_then(|f| f.lock().map(|()| f))
-            .map_err(|e| format!("cannot lock {}: {e}", path.display()))
+        lockfile::open(&path)
+            .and_then(|f| lockfile::lock(&f, true).map(|()| f))
+            .context("lock", &path)
     }
 
     fn layer_lock_path(&self, hex: &str) -> PathBuf {
@@ -283,7 +264,7 @@ impl LayerStore {
     /// `image rm`: drops the record of `image` and deletes its layers that no other image
     /// lists. Refused, with nothing removed, when a live lease uses one of its layers; the
     /// error names who holds it. Returns each removed layer with the bytes it took.
-    pub fn remove_image(&self, image: &ImageRecord) -> Result<Vec<(String, u64)>, String> {
+    pub fn remove_image(&self, image: &ImageRecord) -> Result<Vec<(String, u64)>> {
         let _exclusive = self.lock(true)?;
         let leases = self.leases()?;
         let in_use = in_use_by(&leases);
@@ -298,23 +279,21 @@ impl LayerStore {
             .iter()
             .filter(|d| !listed_by_others.contains(*d))
             .collect();
-        let mut busy: Vec<String> = leases
+        let holders: Vec<String> = leases
             .iter()
             .filter(|l| l.manifest == image.manifest)
-            .map(|l| format!("it is in use by {}", l.holder))
+            .map(|l| l.holder.clone())
             .collect();
-        busy.extend(doomed.iter().filter_map(|d| {
-            in_use
-                .get(*d)
-                .map(|h| format!("layer {d} is in use by {}", h.join(", ")))
-        }));
-        busy.dedup();
-        if !busy.is_empty() {
-            return Err(format!(
-                "image {}: {}; unmount it first. Nothing was removed",
-                image.reference,
-                busy.join("; ")
-            ));
+        let busy_layers: Vec<(String, Vec<String>)> = doomed
+            .iter()
+            .filter_map(|d| in_use.get(*d).map(|h| ((*d).clone(), h.clone())))
+            .collect();
+        if !holders.is_empty() || !busy_layers.is_empty() {
+            return Err(ImageError::InUse {
+                image: image.reference.clone(),
+                holders,
+                layers: busy_layers,
+            });
         }
         self.drop_record(&image.manifest)?;
         let mut removed = Vec::new();
@@ -329,7 +308,7 @@ impl LayerStore {
     /// `image prune`: removes every image no live lease uses and every layer no live lease
     /// uses (the store is a cache of the layouts: a later mount unpacks again what it
     /// needs). What is kept is reported with who holds it.
-    pub fn prune(&self) -> Result<PruneReport, String> {
+    pub fn prune(&self) -> Result<PruneReport> {
         let _exclusive = self.lock(true)?;
         let leases = self.leases()?;
         let in_use = in_use_by(&leases);
@@ -353,12 +332,15 @@ impl LayerStore {
         Ok(report)
     }
 
-    fn drop_record(&self, manifest: &str) -> Result<(), String> {
-        let hex = digest_hex(manifest).ok_or_else(|| format!("{manifest:?} is not sha256"))?;
+    fn drop_record(&self, manifest: &str) -> Result<()> {
+        let hex = digest_hex(manifest).ok_or_else(|| ImageError::BadDigest {
+            what: "manifest digest",
+            digest: manifest.to_string(),
+        })?;
         let path = self.images_dir().join(format!("{hex}.json"));
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(format!("cannot remove {}: {e}", path.display()))
+                Err(ImageError::io("remove", &path, e))
             }
             _ => Ok(()),
         }
@@ -366,20 +348,18 @@ impl LayerStore {
 
     /// Deletes a layer (renamed out of its name first, so it is never seen half deleted)
     /// and its lock file; Some(bytes it took), or None when it was not there.
-    fn delete_layer(&self, diff_id: &str) -> Result<Option<u64>, String> {
+    fn delete_layer(&self, diff_id: &str) -> Result<Option<u64>> {
         let path = self.layer_path(diff_id)?;
         if !path.is_dir() {
             return Ok(None);
         }
         let size = crate::volume::disk_usage(&path);
         let mut random = [0u8; 8];
-        sys::random_bytes(&mut random).map_err(|e| format!("cannot read random bytes: {e}"))?;
+        sys::random_bytes(&mut random).map_err(ImageError::Random)?;
         let tag: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let trash = self.layers_dir().join(format!("{TRASH_PREFIX}{tag}"));
-        std::fs::rename(&path, &trash)
-            .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-        std::fs::remove_dir_all(&trash)
-            .map_err(|e| format!("cannot delete {}: {e}", trash.display()))?;
+        std::fs::rename(&path, &trash).context("remove", &path)?;
+        std::fs::remove_dir_all(&trash).context("delete", &trash)?;
         let _ = std::fs::remove_file(self.layer_lock_path(digest_hex(diff_id).unwrap_or_default()));
         Ok(Some(size))
     }
@@ -432,7 +412,7 @@ impl Batch<'_> {
         layout: &Layout,
         layer: &ImageLayer,
         what: &str,
-    ) -> Result<(PathBuf, Fetched), String> {
+    ) -> Result<(PathBuf, Fetched)> {
         let store = self.store;
         let dest = store.layer_path(&layer.diff_id)?;
         // An image may list one layer twice (empty layers often are).
@@ -454,7 +434,7 @@ impl Batch<'_> {
         }
         sweep_abandoned(&store.layers_dir(), hex);
         let start = Instant::now();
-        let temp = TempDir::new(&store.layers_dir(), hex).map_err(|e| e.to_string())?;
+        let temp = TempDir::new(&store.layers_dir(), hex)?;
         let blob_bytes = unpack_verified(layout, layer, what, temp.path())?;
         self.pending.push(Pending {
             temp,
@@ -471,16 +451,16 @@ impl Batch<'_> {
     }
 
     /// Makes every layer unpacked so far durable, then visible under its diffID.
-    pub fn publish(&mut self) -> Result<(), String> {
+    pub fn publish(&mut self) -> Result<()> {
         let Some(first) = self.pending.first() else {
             return Ok(());
         };
         File::open(first.temp.path())
             .and_then(|f| ops::syncfs(f.as_fd()))
-            .map_err(|e| format!("cannot sync {}: {e}", first.temp.path().display()))?;
+            .context("sync", first.temp.path())?;
         for p in self.pending.drain(..) {
             // The layer root keeps the mode the tar gave it (or 0755); the store is 0700.
-            p.temp.publish(&p.dest).map_err(|e| e.to_string())?;
+            p.temp.publish(&p.dest)?;
         }
         Ok(())
     }
@@ -503,14 +483,8 @@ pub fn in_use_by(leases: &[LeaseRecord]) -> BTreeMap<String, Vec<String>> {
 /// Reads the layer blob through the digest check, decompresses it (told by its magic) and
 /// extracts it into `dest`; fails unless both the blob's sha256 and the tar's (the diffID)
 /// are the ones the image names. Returns the blob bytes read.
-fn unpack_verified(
-    layout: &Layout,
-    layer: &ImageLayer,
-    what: &str,
-    dest: &Path,
-) -> Result<u64, String> {
-    let root =
-        sys::open_dir_path(dest).map_err(|e| format!("cannot open {}: {e}", dest.display()))?;
+fn unpack_verified(layout: &Layout, layer: &ImageLayer, what: &str, dest: &Path) -> Result<u64> {
+    let root = sys::open_dir_path(dest).context("open", dest)?;
     // trusted.* needs CAP_SYS_ADMIN in the initial user namespace: root in a user namespace
     // (rootless podman) writes the user.overlay.* markers, as kernel overlayfs reads them
     // with userxattr.
@@ -519,32 +493,38 @@ fn unpack_verified(
     } else {
         Namespace::User
     });
-    let mut blob = layout
-        .open_blob(&layer.descriptor, what)
-        .map_err(String::from)?;
+    let mut blob = layout.open_blob(&layer.descriptor, what)?;
     let mut warnings = Vec::new();
-    let extracted = (|| -> Result<String, String> {
-        let input = decompressed(BufReader::with_capacity(1 << 20, &mut blob))
-            .map_err(|e| format!("{what}: cannot read: {e}"))?;
+    let read_error = |source| ImageError::LayerRead {
+        layer: what.to_string(),
+        source,
+    };
+    let extracted = (|| -> Result<String> {
+        let input =
+            decompressed(BufReader::with_capacity(1 << 20, &mut blob)).map_err(read_error)?;
         let mut tar = HashingReader::new(input);
         let mut progress = Progress::on_terminal("unpacked");
         let report = tarball::extract_layer(&mut tar, root.as_fd(), whiteouts, &mut progress)
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|source| ImageError::LayerArchive {
+                layer: what.to_string(),
+                source,
+            })?;
         warnings = report.warnings;
         // The tar's end-of-archive blocks and padding count in the diffID too.
-        io::copy(&mut tar, &mut io::sink()).map_err(|e| format!("{what}: cannot read: {e}"))?;
+        io::copy(&mut tar, &mut io::sink()).map_err(read_error)?;
         Ok(tar.digest())
     })();
     let blob_bytes = blob.bytes_read();
+    let not_stored = |e: ImageError| ImageError::NothingStored(Box::new(e));
     // A corrupt blob explains any failure above better than what the tar reader made of it.
-    blob.finish()
-        .map_err(|e| format!("{e}; nothing was stored"))?;
-    let diff_id = extracted.map_err(|e| format!("{e}; nothing was stored"))?;
+    blob.finish().map_err(|e| not_stored(e.into()))?;
+    let diff_id = extracted.map_err(not_stored)?;
     if diff_id != layer.diff_id {
-        return Err(format!(
-            "{what}: the uncompressed layer is {diff_id}, but the image config says {}; the image is inconsistent, nothing was stored",
-            layer.diff_id
-        ));
+        return Err(ImageError::DiffIdMismatch {
+            layer: what.to_string(),
+            found: diff_id,
+            expected: layer.diff_id.clone(),
+        });
     }
     for w in warnings {
         eprintln!("stratafs: warning: {what}: {w}");
@@ -579,33 +559,30 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, String> {
+fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     std::fs::read_dir(dir)
         .and_then(|it| it.collect::<io::Result<Vec<_>>>())
-        .map_err(|e| format!("cannot read {}: {e}", dir.display()))
+        .context("read", dir)
 }
 
 /// Makes sure `path` is a real directory (never a symlink) not open to others, creating it.
-fn ensure_private_dir(path: &Path) -> Result<(), String> {
+fn ensure_private_dir(path: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
             if m.permissions().mode() & 0o022 != 0 {
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
+                    .context("set mode 0700 on", path)?;
             }
             Ok(())
         }
-        Ok(_) => Err(format!(
-            "{} is not a directory: stratafs never follows symlinks in its state dir; move it away",
-            path.display()
-        )),
+        Ok(_) => Err(ImageError::NotADirectory(path.to_path_buf())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             match DirBuilder::new().mode(0o700).create(path) {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => ensure_private_dir(path),
-                r => r.map_err(|e| format!("cannot create {}: {e}", path.display())),
+                r => r.context("create", path),
             }
         }
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(e) => Err(ImageError::io("look up", path, e)),
     }
 }

@@ -13,7 +13,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext};
+use super::error::{ImageError, IoContext, Result};
 use crate::sys::{self, ops};
 use crate::tarball::{self, Progress, Whiteouts};
 use crate::union::ovl::Namespace;
@@ -42,48 +42,36 @@ pub enum LayerCommand {
     },
 }
 
-pub fn run(args: LayerArgs) -> Result<(), Error> {
+pub fn run(args: LayerArgs) -> Result<()> {
     match args.command {
         LayerCommand::Unpack { tar, dir, keep_wh } => unpack(&tar, &dir, keep_wh),
     }
 }
 
-fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), Error> {
+fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<()> {
     let input: Box<dyn Read> = if tar.as_os_str() == "-" {
         if std::io::stdin().is_terminal() {
-            return Err(Error::usage(
-                "no layer on stdin: pass TAR or pipe a tarball in",
-            ));
+            return Err(ImageError::NoLayerOnStdin);
         }
         Box::new(std::io::stdin().lock())
     } else {
-        Box::new(File::open(tar).context(|| format!("cannot open {}", tar.display()))?)
+        Box::new(File::open(tar).context("open", tar)?)
     };
-    let input = decompressed(BufReader::with_capacity(1 << 20, input))
-        .context(|| format!("cannot read {}", tar.display()))?;
+    let input = decompressed(BufReader::with_capacity(1 << 20, input)).context("read", tar)?;
     let name = dir
         .file_name()
         .filter(|n| !n.as_bytes().starts_with(b"."))
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "{}: DIR must end in a name (not . or ..)",
-                dir.display()
-            ))
-        })?;
+        .ok_or_else(|| ImageError::UnpackDirName(dir.to_path_buf()))?;
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if std::fs::symlink_metadata(dir).is_ok() {
-        return Err(Error::Usage(format!(
-            "{} already exists: layer unpack makes a new directory; remove it or pick another name",
-            dir.display()
-        )));
+        return Err(ImageError::UnpackDirExists(dir.to_path_buf()));
     }
     sweep_abandoned(&parent, &name.to_string_lossy());
     let temp = TempDir::new(&parent, &name.to_string_lossy())?;
-    let root = sys::open_dir_path(temp.path())
-        .context(|| format!("cannot open {}", temp.path().display()))?;
+    let root = sys::open_dir_path(temp.path()).context("open", temp.path())?;
     let whiteouts = if keep_wh {
         Whiteouts::AsFiles
     } else if writes_trusted_xattrs() {
@@ -92,14 +80,13 @@ fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), Error> {
         Whiteouts::Overlay(Namespace::User)
     };
     let mut progress = Progress::on_terminal("unpacked");
-    let extracted =
-        tarball::extract_layer(input, root.as_fd(), whiteouts, &mut progress).map_err(|e| {
-            Error::Unpack {
-                tar: tar.to_path_buf(),
-                dir: dir.to_path_buf(),
-                source: e,
-            }
-        })?;
+    let extracted = tarball::extract_layer(input, root.as_fd(), whiteouts, &mut progress).map_err(
+        |source| ImageError::Unpack {
+            tar: tar.to_path_buf(),
+            dir: dir.to_path_buf(),
+            source,
+        },
+    )?;
     drop(progress);
     for w in &extracted.warnings {
         eprintln!("stratafs: warning: {w}");
@@ -107,7 +94,7 @@ fn unpack(tar: &Path, dir: &Path, keep_wh: bool) -> Result<(), Error> {
     // Complete on disk before the rename makes it visible under DIR.
     File::open(temp.path())
         .and_then(|f| ops::syncfs(f.as_fd()))
-        .context(|| format!("cannot sync {}", temp.path().display()))?;
+        .context("sync", temp.path())?;
     temp.publish(dir)
 }
 
@@ -140,17 +127,15 @@ pub(crate) struct TempDir {
 }
 
 impl TempDir {
-    pub(crate) fn new(parent: &Path, name: &str) -> Result<TempDir, Error> {
+    pub(crate) fn new(parent: &Path, name: &str) -> Result<TempDir> {
         let mut random = [0u8; 8];
-        File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut random))
-            .context(|| "cannot read /dev/urandom".into())?;
+        sys::random_bytes(&mut random).map_err(ImageError::Random)?;
         let tag: String = random.iter().map(|b| format!("{b:02x}")).collect();
         let path = parent.join(format!(".{name}{TEMP_TAG}{tag}"));
-        std::fs::create_dir(&path).context(|| format!("cannot create {}", path.display()))?;
+        std::fs::create_dir(&path).context("create", &path)?;
         let lock = File::open(&path)
             .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::other))
-            .context(|| format!("cannot lock {}", path.display()));
+            .context("lock", &path);
         match lock {
             Ok(lock) => Ok(TempDir {
                 path,
@@ -169,21 +154,25 @@ impl TempDir {
     }
 
     /// Renames the finished tree to `dir` (never over an existing one).
-    pub(crate) fn publish(mut self, dir: &Path) -> Result<(), Error> {
+    pub(crate) fn publish(mut self, dir: &Path) -> Result<()> {
         let parent = sys::open_dir_path(self.path.parent().unwrap_or(Path::new(".")))
-            .context(|| format!("cannot open the parent of {}", dir.display()))?;
-        let from = sys::cstr(self.path.file_name().unwrap_or_default().as_bytes())
-            .context(|| format!("{}", self.path.display()))?;
-        let to = sys::cstr(dir.file_name().unwrap_or_default().as_bytes())
-            .context(|| format!("{}", dir.display()))?;
-        ops::rename_at(
-            parent.as_fd(),
-            &from,
-            parent.as_fd(),
-            &to,
-            ops::RENAME_NOREPLACE,
-        )
-        .context(|| format!("cannot rename {} to {}", self.path.display(), dir.display()))?;
+            .context("open the parent of", dir)?;
+        let renamed = (|| {
+            let from = sys::cstr(self.path.file_name().unwrap_or_default().as_bytes())?;
+            let to = sys::cstr(dir.file_name().unwrap_or_default().as_bytes())?;
+            ops::rename_at(
+                parent.as_fd(),
+                &from,
+                parent.as_fd(),
+                &to,
+                ops::RENAME_NOREPLACE,
+            )
+        })();
+        renamed.map_err(|source| ImageError::Rename {
+            from: self.path.clone(),
+            to: dir.to_path_buf(),
+            source,
+        })?;
         self.published = true;
         let _ = File::open(self.path.parent().unwrap_or(Path::new("."))).and_then(|f| f.sync_all());
         Ok(())

@@ -6,6 +6,7 @@
 mod beneath;
 pub mod c;
 pub mod dir;
+pub mod lockfile;
 pub mod mountinfo;
 pub mod ops;
 pub mod splice;

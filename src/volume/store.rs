@@ -1,9 +1,9 @@
 //! The volume store: directories under the state dir, one lock, and the operations on them.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::error::{IoContext, Result, VolumeError};
@@ -12,7 +12,7 @@ use super::meta::{self, Meta};
 use super::name;
 use super::usage::{self, Liveness, UsageRecord};
 
-use crate::sys::c;
+use crate::sys::lockfile;
 
 const VOLUMES_DIR: &str = "volumes";
 const LEASES_DIR: &str = "leases";
@@ -191,30 +191,16 @@ impl VolumeStore {
     /// The store-wide lock: exclusive for changes, shared for reading.
     pub(super) fn lock(&self, exclusive: bool) -> Result<File> {
         let path = self.root.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
-            .open(&path)
+        let file = lockfile::open(&path)
             .or_else(|e| {
                 // A reader without write access to the state dir may still read it.
                 if exclusive || e.kind() != io::ErrorKind::PermissionDenied {
                     return Err(e);
                 }
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(c::O_NOFOLLOW | c::O_CLOEXEC)
-                    .open(&path)
+                lockfile::open_read_only(&path)
             })
             .context(|| format!("cannot open the lock file {}", path.display()))?;
-        let locked = if exclusive {
-            file.lock()
-        } else {
-            file.lock_shared()
-        };
-        locked.context(|| format!("cannot lock {}", path.display()))?;
+        lockfile::lock(&file, exclusive).context(|| format!("cannot lock {}", path.display()))?;
         Ok(file)
     }
 
