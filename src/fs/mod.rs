@@ -196,8 +196,9 @@ impl Filesystem for StrataFs {
     fn destroy(&mut self) {
         let (entries, bytes) = self.union.index_stats();
         log::info!(
-            "index: {entries} entries, {bytes} bytes, {} inodes",
-            self.union.node_count()
+            "index: {entries} entries, {bytes} bytes, {} inodes, {} lower backing files kept",
+            self.union.node_count(),
+            self.backing.kept_count()
         );
     }
 
@@ -218,12 +219,15 @@ impl Filesystem for StrataFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.union.forget(ino.0, nlookup);
+        if self.union.forget(ino.0, nlookup) {
+            // The kernel no longer holds the inode: nothing opens it again without a lookup.
+            self.backing.drop_kept(ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let open = self.open_file(fh);
-        let file = open.as_ref().map(|h| h.file.as_file());
+        let file = open.as_ref().and_then(|h| h.file.opened_file());
         match self.union.getattr(ino.0, file).or_errno("getattr") {
             Ok(attr) => reply.attr(&self.attr_ttl(ino.0), &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
@@ -257,7 +261,7 @@ impl Filesystem for StrataFs {
             mtime: set_time(mtime),
         };
         let open = self.open_file(fh);
-        let file = open.as_ref().map(|h| h.file.as_file());
+        let file = open.as_ref().and_then(|h| h.file.opened_file());
         match self.union.setattr(ino.0, file, change).or_errno("setattr") {
             Ok(attr) => reply.attr(&self.attr_ttl(ino.0), &self.file_attr(ino.0, &attr)),
             Err(e) => reply.error(e),
@@ -375,6 +379,13 @@ impl Filesystem for StrataFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.open_kept(ino.0, flags.0).or_errno("open") {
+            Ok(Some((fh, backing))) => {
+                return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &backing)
+            }
+            Ok(None) => {}
+            Err(e) => return reply.error(e),
+        }
         let opened = self
             .union
             .open(ino.0, flags.0, |ino| self.backing.live_lower(ino))

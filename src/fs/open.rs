@@ -9,7 +9,7 @@ use fuser::{BackingId, Errno, FileHandle, INodeNo};
 
 use super::handles::OpenFileHandle;
 use super::{StrataFs, TTL};
-use crate::union::OpenFile;
+use crate::union::{read_only_open, OpenFile};
 
 impl StrataFs {
     /// How long the kernel may keep the attributes of `ino`. Not at all while a passthrough
@@ -47,7 +47,7 @@ impl StrataFs {
         let backing = if self.passthrough.load(Ordering::Relaxed) {
             match self
                 .backing
-                .get_or_register(ino, lower, || register(file.as_file()))
+                .get_or_register(ino, lower, || register(file.as_file()?))
             {
                 Ok(b) => Some(b),
                 // The kernel wants CAP_SYS_ADMIN in the initial user namespace for a backing
@@ -81,6 +81,34 @@ impl StrataFs {
             _backing: backing.clone(),
         });
         (fh, backing)
+    }
+
+    /// A read-only open of `ino` served from its kept lower backing, with no system call:
+    /// the handle and the backing id to reply with. None when there is nothing kept or the
+    /// inode's data is no longer that lower file (then the kept backing goes).
+    pub(super) fn open_kept(
+        &self,
+        ino: u64,
+        flags: i32,
+    ) -> std::io::Result<Option<(u64, Arc<BackingId>)>> {
+        if !read_only_open(flags) || !self.passthrough.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        // Taken before the union looks at the node: a writer copying the file up meanwhile
+        // sees the backing in use and moves the name to a new inode (see `Union::open`).
+        let Some(backing) = self.backing.kept_lower(ino) else {
+            return Ok(None);
+        };
+        let Some(file) = self.union.open_lower_deferred(ino, flags)? else {
+            drop(backing);
+            self.backing.drop_kept(ino);
+            return Ok(None);
+        };
+        let fh = self.files.insert(OpenFileHandle {
+            file,
+            _backing: Some(backing.clone()),
+        });
+        Ok(Some((fh, backing)))
     }
 
     /// The open file of handle `fh`, for calls that may come with one (getattr, setattr).

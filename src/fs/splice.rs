@@ -38,7 +38,14 @@ impl StrataFs {
         let Some(splicer) = self.splice_device.get() else {
             return Some(reply);
         };
-        match splicer.reply_read(unique, file.as_file(), offset, size) {
+        let file = match file.as_file() {
+            Ok(f) => f,
+            Err(e) => {
+                reply.error(Errno::from(e));
+                return None;
+            }
+        };
+        match splicer.reply_read(unique, file, offset, size) {
             Spliced::NotSent => Some(reply),
             Spliced::Sent => {
                 // The reply went to the device directly; the ReplyData, unused, must not send

@@ -4,6 +4,7 @@ use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::sys;
 
@@ -11,7 +12,8 @@ pub struct Layer {
     /// Position in the stack, 0 = bottom. Part of every inode number the layer produces.
     pub slot: u16,
     pub path: PathBuf,
-    root: OwnedFd,
+    /// Shared with open files that open their host file on first use (see `OpenFile`).
+    root: Arc<OwnedFd>,
 }
 
 impl Layer {
@@ -26,12 +28,17 @@ impl Layer {
         Ok(Layer {
             slot,
             path: path.to_path_buf(),
-            root,
+            root: Arc::new(root),
         })
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
+    }
+
+    /// The layer root, for an open file that opens its host file later.
+    pub fn shared_root(&self) -> Arc<OwnedFd> {
+        self.root.clone()
     }
 
     /// Opens `rel` (a path relative to the layer root, "." for the root) without following any

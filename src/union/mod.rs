@@ -73,7 +73,7 @@ use crate::union::sharded::ShardedMap;
 use crate::union::upper::Upper;
 
 pub use create::NewObject;
-pub use open::OpenFile;
+pub use open::{read_only_open, OpenFile};
 pub use readdir::DirSnapshot;
 pub use rename::RenameMode;
 pub use setattr::{Change, SetTime};
@@ -200,9 +200,10 @@ impl Union {
         self.deny_writes.clone()
     }
 
-    /// The kernel dropped `n` references to `ino`.
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// Drops `n` kernel references to `ino`; true when the kernel no longer knows the node.
+    pub fn forget(&self, ino: u64, n: u64) -> bool {
         self.nodes.forget(ino, n);
+        self.nodes.get(ino).is_none()
     }
 
     /// The generation of node `ino` (0 if unknown).

@@ -4,24 +4,41 @@
 //! passthrough is read by the kernel itself; when such a file is copied up while those
 //! readers live, its name moves to a new inode (see [`Union::open`]), as the kernel allows
 //! one backing file per inode and would write through a read-only backing file.
+//!
+//! A read-only open of a lower file whose passthrough backing the adapter already holds
+//! needs no host file at all: [`Union::open_lower_deferred`] answers it without a system
+//! call, and the file is opened only if the daemon itself must do I/O on it (lseek,
+//! copy_file_range).
 
+use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
 
 use super::copy_up::Data;
 use super::{errno, Union};
 use crate::sys;
 use crate::sys::c;
 use crate::sys::ops;
-use crate::union::inode::{upper_ino, Node, OpenCount};
+use crate::union::inode::{upper_ino, Node, NodeInner, OpenCount};
+use crate::union::layer::relpath;
 
 /// A file opened for I/O. Reads and writes at an offset, as FUSE asks for them.
 pub struct OpenFile {
-    file: File,
+    /// The host file: set at the open, or on first use for a deferred open.
+    file: OnceLock<File>,
+    /// Where a deferred open finds its host file.
+    deferred: Option<DeferredOpen>,
     /// Counts the open file on its node (dropped after the file itself is closed).
     _open: OpenCount,
+}
+
+/// A lower data file to open on first use: its layer's root, its path there, the flags.
+struct DeferredOpen {
+    root: Arc<OwnedFd>,
+    path: CString,
+    flags: i32,
 }
 
 /// What an open returns: the file, and whether its content is lower content (which never
@@ -43,22 +60,48 @@ pub(super) fn host_open_flags(flags: i32) -> i32 {
     (flags & keep) | c::O_NOFOLLOW
 }
 
+/// An open(2) with `flags` only reads: a lower file stays lower.
+pub fn read_only_open(flags: i32) -> bool {
+    flags & c::O_ACCMODE == c::O_RDONLY && flags & c::O_TRUNC == 0
+}
+
+/// The node's data is a lower file (not copied up, or copied up as metadata only).
+fn data_is_lower(inner: &NodeInner) -> bool {
+    !((inner.upper && !inner.metacopy) || inner.index.is_some())
+}
+
 impl OpenFile {
     pub(super) fn new(file: File, open: OpenCount) -> OpenFile {
-        OpenFile { file, _open: open }
+        OpenFile {
+            file: OnceLock::from(file),
+            deferred: None,
+            _open: open,
+        }
     }
 
-    /// The file, for a passthrough backing registration.
-    pub fn as_file(&self) -> &File {
-        &self.file
+    /// The host file, opened now if the open was deferred.
+    pub fn as_file(&self) -> io::Result<&File> {
+        if let Some(file) = self.file.get() {
+            return Ok(file);
+        }
+        let d = self.deferred.as_ref().ok_or(errno(c::EBADF))?;
+        let fd = sys::open_beneath(d.root.as_fd(), &d.path, d.flags, 0)?;
+        // Two threads may race here: one file wins, the other is closed.
+        Ok(self.file.get_or_init(|| File::from(fd)))
+    }
+
+    /// The host file if it is open (a deferred open may not have needed it yet).
+    pub fn opened_file(&self) -> Option<&File> {
+        self.file.get()
     }
 
     /// Reads up to `buf.len()` bytes at `offset`: short only at end of file.
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let file = self.as_file()?;
         let mut done = 0;
         // pread may return short counts; FUSE expects a short reply only at end of file.
         while done < buf.len() {
-            match sys::pread(self.file.as_fd(), &mut buf[done..], offset + done as u64) {
+            match sys::pread(file.as_fd(), &mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -70,9 +113,10 @@ impl OpenFile {
 
     /// Writes `data` at `offset`; a failure after some bytes were written is a short write.
     pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<usize> {
+        let file = self.as_file()?;
         let mut done = 0;
         while done < data.len() {
-            match ops::pwrite(self.file.as_fd(), &data[done..], offset + done as u64) {
+            match ops::pwrite(file.as_fd(), &data[done..], offset + done as u64) {
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if done > 0 => {
@@ -86,11 +130,11 @@ impl OpenFile {
     }
 
     pub fn fallocate(&self, offset: u64, length: u64, mode: i32) -> io::Result<()> {
-        ops::fallocate(self.file.as_fd(), mode, offset, length)
+        ops::fallocate(self.as_file()?.as_fd(), mode, offset, length)
     }
 
     pub fn lseek(&self, offset: i64, whence: i32) -> io::Result<i64> {
-        ops::lseek(self.file.as_fd(), offset, whence)
+        ops::lseek(self.as_file()?.as_fd(), offset, whence)
     }
 
     /// Copies up to `len` bytes (at most 1 GiB per call) from this file to `out`.
@@ -102,14 +146,19 @@ impl OpenFile {
         len: u64,
     ) -> io::Result<usize> {
         let len = len.min(1 << 30) as usize;
-        ops::copy_file_range(self.file.as_fd(), off_in, out.file.as_fd(), off_out, len)
+        let (fin, fout) = (self.as_file()?, out.as_file()?);
+        ops::copy_file_range(fin.as_fd(), off_in, fout.as_fd(), off_out, len)
     }
 
     /// The daemon serves this file's reads and writes through its own buffers, which
     /// O_DIRECT's alignment rules would refuse (EINVAL); the kernel has already bypassed its
     /// page cache for an O_DIRECT open. (A passthrough file keeps the opener's flags.)
     pub fn for_daemon_io(&self) -> io::Result<()> {
-        ops::clear_o_direct(self.file.as_fd())
+        match self.file.get() {
+            Some(file) => ops::clear_o_direct(file.as_fd()),
+            // A deferred open never asks for O_DIRECT.
+            None => Ok(()),
+        }
     }
 }
 
@@ -127,8 +176,7 @@ impl Union {
         lower_backing_live: impl Fn(u64) -> bool,
     ) -> io::Result<Opened> {
         let node = self.node(ino)?;
-        let writes = flags & c::O_ACCMODE != c::O_RDONLY || flags & c::O_TRUNC != 0;
-        if writes {
+        if !read_only_open(flags) {
             let data = if flags & c::O_TRUNC != 0 {
                 Data::None
             } else {
@@ -144,14 +192,44 @@ impl Union {
         // Counted before the object is opened: a name removed meanwhile keeps the object.
         let open = node.opened();
         let file = File::from(self.open_realdata(&node, host_open_flags(flags))?);
-        let lower = {
-            let inner = node.inner.read();
-            !((inner.upper && !inner.metacopy) || inner.index.is_some())
-        };
+        let lower = data_is_lower(&node.inner.read());
         Ok(Opened {
             file: OpenFile::new(file, open),
             lower,
         })
+    }
+
+    /// A read-only open of `ino` whose data is still the lower file it had when the caller
+    /// kept what it needs to serve it (a passthrough backing): no system call, the host file
+    /// is opened only on first use by the daemon. None when the data is no longer lower (a
+    /// copy-up) or not yet located: the caller then opens with [`Union::open`].
+    pub fn open_lower_deferred(&self, ino: u64, flags: i32) -> io::Result<Option<OpenFile>> {
+        if !read_only_open(flags) {
+            return Ok(None);
+        }
+        let node = self.node(ino)?;
+        let (slot, path) = {
+            let inner = node.inner.read();
+            let Some(lower) = inner.lower.as_ref().filter(|_| data_is_lower(&inner)) else {
+                return Ok(None);
+            };
+            if lower.data.is_none() {
+                return Ok(None);
+            }
+            let (slot, path) = lower.data_source()?;
+            (slot, relpath::to_cstring(path)?)
+        };
+        // Read-only, and without O_DIRECT: only the daemon's own I/O goes through this file.
+        let ro = host_open_flags(flags) & !(c::O_ACCMODE | c::O_APPEND | c::O_DIRECT);
+        Ok(Some(OpenFile {
+            file: OnceLock::new(),
+            deferred: Some(DeferredOpen {
+                root: self.layers[slot as usize].shared_root(),
+                path,
+                flags: ro | c::O_RDONLY,
+            }),
+            _open: node.opened(),
+        }))
     }
 
     /// The copied-up object gets its own inode number, under the same name.
@@ -180,7 +258,12 @@ impl Union {
         if self.upper.as_ref().is_some_and(|u| !u.fsync) {
             return Ok(());
         }
-        ops::fsync(file.file.as_fd(), datasync)
+        // A deferred open not yet used is a read-only lower file: nothing of the mount's to
+        // sync (kernel overlayfs does not sync a lower file either).
+        let Some(f) = file.opened_file() else {
+            return Ok(());
+        };
+        ops::fsync(f.as_fd(), datasync)
     }
 
     /// fsync of a directory's upper copy (nothing for a directory only the lower layers hold).
