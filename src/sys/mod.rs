@@ -6,6 +6,8 @@
 mod beneath;
 pub mod c;
 pub mod dir;
+#[cfg(test)]
+pub mod heapcount;
 pub mod lockfile;
 pub mod mountinfo;
 pub mod ops;

@@ -82,10 +82,7 @@ impl Union {
             let r = st.resolve(name).ok_or(errno(c::ENOENT))?;
             self.peek_node(&src_parent, &st, name, r)?
         };
-        let src_link = Link {
-            parent: src_parent.clone(),
-            name: name.to_vec(),
-        };
+        let src_link = Link::new(&src_parent, name);
         // A file moves as a metadata-only copy when it can (the kernel's metacopy=on): its data
         // stays below, named by the redirect mark_moved writes.
         self.ensure_upper_as(&src_node, Data::Meta, Some(src_link))?;
@@ -99,10 +96,7 @@ impl Union {
         };
         if exchange {
             let dst = dst_node.as_ref().ok_or(errno(c::ENOENT))?;
-            let dst_link = Link {
-                parent: dst_parent.clone(),
-                name: newname.to_vec(),
-            };
+            let dst_link = Link::new(&dst_parent, newname);
             self.ensure_upper_as(dst, Data::Meta, Some(dst_link))?;
         } else if dst_node.is_some() {
             self.copy_up_linked_lower(&dst_parent, newname)?;
@@ -349,7 +343,7 @@ impl Union {
     fn mark_moved_hard_link(&self, node: &Node) -> io::Result<()> {
         let (lower, nlink) = {
             let inner = node.inner.read();
-            (inner.lower.clone(), inner.attr.nlink)
+            (inner.lower.clone(), inner.attr().nlink)
         };
         let Some(lower) = lower.filter(|_| nlink > 1 && self.format.redirect_dir) else {
             return Ok(());
@@ -367,7 +361,7 @@ impl Union {
     pub(super) fn redirect_metacopy(&self, node: &Node, same_dir: Option<bool>) -> io::Result<()> {
         let (lower, metacopy, nlink) = {
             let inner = node.inner.read();
-            (inner.lower.clone(), inner.metacopy, inner.attr.nlink)
+            (inner.lower.clone(), inner.metacopy, inner.attr().nlink)
         };
         let Some(lower) = lower.filter(|_| metacopy) else {
             return Ok(());

@@ -151,13 +151,13 @@ fn node(ino: u64) -> Node {
         ino,
         crate::union::attr::kind_of_mode(c::S_IFREG),
         NodeInner {
-            links: Vec::new(),
+            links: Default::default(),
             lower: None,
             upper: false,
             index: None,
             metacopy: false,
             object: None,
-            attr: crate::union::attr::Attr::default(),
+            attr: crate::union::inode::NodeAttr::Own(None),
         },
     )
 }
