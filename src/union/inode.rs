@@ -516,36 +516,33 @@ impl NodeTable {
     /// it pins it). Such a stale node is replaced by a new one of the next generation, which
     /// keeps the old one's kernel references (the kernel forgets both under the same id).
     pub fn lookup_or_insert(&self, ino: u64, make: impl FnOnce() -> Node) -> Arc<Node> {
-        let node = self.map.update(ino, |shard| match shard.get(&ino) {
-            Some(old) if old.removed.load(Ordering::Relaxed) => {
-                let mut fresh = make();
-                fresh.generation = old.generation + 1;
-                fresh
-                    .lookups
-                    .store(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
-                let fresh = Arc::new(fresh);
-                shard.insert(ino, fresh.clone());
-                fresh
-            }
-            // A file whose last name went with no file open on it: nothing holds its object, so
-            // the host may have given its number to a new object, which gets a fresh node under
-            // the same id and generation (the kernel drops its inode if the type differs; a
-            // new generation would make the kernel fail every open file of the old inode).
-            Some(old) if old.released.load(Ordering::Relaxed) => {
-                let fresh = make();
-                fresh
-                    .lookups
-                    .store(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
-                let fresh = Arc::new(fresh);
-                shard.insert(ino, fresh.clone());
-                fresh
-            }
-            Some(node) => node.clone(),
-            None => {
-                let node = Arc::new(make());
-                shard.insert(ino, node.clone());
-                node
-            }
+        let node = self.map.update(ino, |shard| {
+            let (generation, lookups) = match shard.get(&ino) {
+                Some(old) if old.removed.load(Ordering::Relaxed) => {
+                    (old.generation + 1, old.lookups.load(Ordering::Relaxed))
+                }
+                // A file whose last name went with no file open on it: nothing holds its
+                // object, so the host may have given its number to a new object, which gets a
+                // fresh node under the same id and generation (the kernel drops its inode if
+                // the type differs; a new generation would make the kernel fail every open
+                // file of the old inode).
+                Some(old) if old.released.load(Ordering::Relaxed) => {
+                    (old.generation, old.lookups.load(Ordering::Relaxed))
+                }
+                Some(node) => return node.clone(),
+                None => {
+                    let node = Arc::new(make());
+                    shard.insert(ino, node.clone());
+                    return node;
+                }
+            };
+            // The stale node is replaced: the fresh one keeps its kernel references.
+            let mut fresh = make();
+            fresh.generation = generation;
+            fresh.lookups.store(lookups, Ordering::Relaxed);
+            let fresh = Arc::new(fresh);
+            shard.insert(ino, fresh.clone());
+            fresh
         });
         node.lookups.fetch_add(1, Ordering::Relaxed);
         node

@@ -165,6 +165,9 @@ impl Union {
         };
         let name_c = sys::cstr(name)?;
         let newname_c = sys::cstr(newname)?;
+        // The one move on disk, from the source name to the target name, with rename flags.
+        let rename_in_upper =
+            |flags| ops::rename_at(src_dir.as_fd(), &name_c, dst_dir.as_fd(), &newname_c, flags);
 
         // Directories and metacopy files keep reading their lower content from where it
         // was: record it.
@@ -191,13 +194,7 @@ impl Union {
             if let Some(dn) = &dst_node {
                 self.mark_moved(dn, newname, true, same_dir)?;
             }
-            ops::rename_at(
-                src_dir.as_fd(),
-                &name_c,
-                dst_dir.as_fd(),
-                &newname_c,
-                ops::RENAME_EXCHANGE,
-            )?;
+            rename_in_upper(ops::RENAME_EXCHANGE)?;
         } else {
             let src_lower_has = src_state.lower_entry(name).is_some();
             let dst_upper_entry = match &dst_state_guard {
@@ -217,13 +214,7 @@ impl Union {
             let dst_is_whiteout = matches!(dst_upper_entry, Some(UpperEntry::Whiteout));
             if src_is_dir && dst_is_whiteout {
                 // A directory cannot replace a whiteout: swap, then keep or drop the whiteout.
-                ops::rename_at(
-                    src_dir.as_fd(),
-                    &name_c,
-                    dst_dir.as_fd(),
-                    &newname_c,
-                    ops::RENAME_EXCHANGE,
-                )?;
+                rename_in_upper(ops::RENAME_EXCHANGE)?;
                 if !src_lower_has {
                     ops::unlink_at(src_dir.as_fd(), &name_c, false)?;
                 }
@@ -233,7 +224,7 @@ impl Union {
                 } else {
                     0
                 };
-                ops::rename_at(src_dir.as_fd(), &name_c, dst_dir.as_fd(), &newname_c, fl)?;
+                rename_in_upper(fl)?;
             }
         }
 
