@@ -64,7 +64,7 @@ impl LowerStack {
     pub fn root(&self) -> LowerDir {
         LowerRef {
             slot: self.layers.len().saturating_sub(1) as u16,
-            rel: b".".to_vec(),
+            rel: b".".to_vec().into(),
             dir_layers: (0..self.layers.len() as u16).rev().collect(),
             ..LowerRef::default()
         }
@@ -72,11 +72,11 @@ impl LowerStack {
 
     /// The merged listing of `dir`.
     pub fn list(&mut self, dir: &LowerDir) -> io::Result<Arc<DirListing>> {
-        if let Some(listing) = self.listings.get(&dir.rel) {
+        if let Some(listing) = self.listings.get(&dir.rel[..]) {
             return Ok(listing.clone());
         }
         let listing = Arc::new(merge_lower_dir(&self.layers, dir)?);
-        self.listings.insert(dir.rel.clone(), listing.clone());
+        self.listings.insert(dir.rel.to_vec(), listing.clone());
         Ok(listing)
     }
 

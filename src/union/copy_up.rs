@@ -71,7 +71,7 @@ impl Union {
         // Like the kernel, a copy-up leaves the parent's times as they were: only the
         // user's own change may move them.
         let parent_times = sys::fstat(dest_dir.as_fd()).ok();
-        let hard_linked = node.kind == Kind::File && node.inner.read().attr.nlink > 1;
+        let hard_linked = node.kind == Kind::File && node.inner.read().attr().nlink > 1;
         let index_entry = if hard_linked {
             crate::union::ovl::origin_value(src.as_fd())
                 .ok()
@@ -119,7 +119,7 @@ impl Union {
                 match ops::link_at(dest_dir.as_fd(), &name_c, upper.index(), idx) {
                     Ok(()) => {
                         upper.mark_index_used();
-                        self.record_merged_nlink(idx, node.inner.read().attr.nlink);
+                        self.record_merged_nlink(idx, node.inner.read().attr().nlink);
                     }
                     Err(e) => log::warn!("copy-up: cannot record the hard link in the index: {e}"),
                 }

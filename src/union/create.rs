@@ -20,7 +20,7 @@ use crate::sys::ops;
 use crate::union::acl;
 use crate::union::attr::{kind_of_mode, Attr, Kind};
 use crate::union::dirstate::{DirState, UpperEntry};
-use crate::union::inode::{upper_ino, Node, NodeInner};
+use crate::union::inode::{upper_ino, Node, NodeAttr, NodeInner};
 use crate::union::ovl::{self, Marker};
 use crate::union::upper::Upper;
 use crate::union::whiteout;
@@ -123,13 +123,13 @@ impl Union {
                     ino,
                     kind,
                     NodeInner {
-                        links: Vec::new(),
+                        links: Default::default(),
                         lower: None,
                         upper: true,
                         object: None,
                         metacopy: false,
                         index: None,
-                        attr: Attr::from_stat(&st),
+                        attr: NodeAttr::Own(Some(Box::new(Attr::from_stat(&st)))),
                     },
                 )
             });

@@ -16,7 +16,7 @@ use crate::union::attr::{kind_of_mode, Kind};
 use crate::union::dirstate::{DirState, UpperEntry};
 use crate::union::inode::{lower_ino, upper_ino, LowerRef, Node};
 use crate::union::layer::relpath;
-use crate::union::listing::DirListing;
+use crate::union::listing::{DirListing, ListingEntry};
 use crate::union::ovl::{self, Marker};
 use crate::union::whiteout::{self, NameKind, Opacity};
 
@@ -197,38 +197,47 @@ impl Union {
         dir: &OwnedFd,
         name: &[u8],
         st: &c::stat,
-        lower: Option<(&crate::union::listing::ListingEntry, Option<&LowerRef>)>,
+        lower: Option<(&ListingEntry, Option<&LowerRef>)>,
     ) -> u64 {
+        let upper_is_dir = st.st_mode & c::S_IFMT == c::S_IFDIR;
         // Names of one hard-linked upper file must share one number, whichever is met first.
-        if st.st_nlink > 1 && st.st_mode & c::S_IFMT != c::S_IFDIR {
+        let hard_linked = st.st_nlink > 1 && !upper_is_dir;
+        if hard_linked {
             if let Some(ino) = self.upper_link_inos.lock().get(&st.st_ino) {
                 return *ino;
             }
-            let ino = self.upper_entry_ino_by_name(dir, name, st, lower);
+        }
+        let ino = match lower {
+            Some((lower, parent_lower))
+                if self.continues_lower(dir, name, upper_is_dir, lower, parent_lower) =>
+            {
+                lower_ino(lower.layer, lower.attr().host_ino)
+            }
+            _ => upper_ino(st.st_ino),
+        };
+        if hard_linked {
             return *self.upper_link_inos.lock().entry(st.st_ino).or_insert(ino);
         }
-        self.upper_entry_ino_by_name(dir, name, st, lower)
+        ino
     }
 
-    fn upper_entry_ino_by_name(
+    /// Whether upper entry `name` of `dir` continues `lower`, the lower entry of that name
+    /// (`parent_lower` its directory).
+    fn continues_lower(
         &self,
         dir: &OwnedFd,
         name: &[u8],
-        st: &c::stat,
-        lower: Option<(&crate::union::listing::ListingEntry, Option<&LowerRef>)>,
-    ) -> u64 {
-        let own = upper_ino(st.st_ino);
-        let Some((lower, parent_lower)) = lower else {
-            return own;
-        };
+        upper_is_dir: bool,
+        lower: &ListingEntry,
+        parent_lower: Option<&LowerRef>,
+    ) -> bool {
         let lower_is_dir = lower.attr().kind() == Kind::Dir;
-        let upper_is_dir = st.st_mode & c::S_IFMT == c::S_IFDIR;
         let Ok(obj) = sys::cstr(name)
             .and_then(|c| sys::open_beneath(dir.as_fd(), &c, c::O_PATH | c::O_NOFOLLOW, 0))
         else {
-            return own;
+            return false;
         };
-        let continues = if upper_is_dir {
+        if upper_is_dir {
             lower_is_dir && !is_opaque_dir(&obj)
         } else {
             // A file renamed over a lower name carries the origin of another lower file: only
@@ -240,11 +249,6 @@ impl Union {
                         .lower_origin(parent_lower, lower.layer, name)
                         .is_none_or(|value| same_origin(&stored, &value)),
                 }
-        };
-        if continues {
-            lower_ino(lower.layer, lower.attr().host_ino)
-        } else {
-            own
         }
     }
 

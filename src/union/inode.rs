@@ -26,6 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::sys::c;
 use crate::union::attr::{Attr, Kind};
 use crate::union::layer::{relpath, Layer};
+use crate::union::listing::ListedEntry;
 use crate::union::sharded::ShardedMap;
 
 pub const ROOT_INO: u64 = 1;
@@ -80,14 +81,14 @@ pub struct LowerRef {
     pub slot: u16,
     /// Path in the merged lower layers (what a redirect names); also the path in each layer
     /// except those listed in `moved`.
-    pub rel: Vec<u8>,
+    pub rel: Box<[u8]>,
     /// For directories: the lower layers merged under it, top first. Shared with the
     /// `siblings` of every file in it, so a file node costs no copy of the list.
     pub dir_layers: Arc<[u16]>,
     /// Layers where the object (or an ancestor) lies at another path: a directory renamed in
     /// a layer that was once an upper dir names its older copies by redirect. Nearly always
     /// empty.
-    pub moved: Vec<(u16, Vec<u8>)>,
+    pub moved: Box<[(u16, Vec<u8>)]>,
     /// For a regular file: the layers of its parent directory, top first (where the data of
     /// a metacopy lies).
     pub siblings: Arc<[u16]>,
@@ -102,7 +103,7 @@ pub enum LowerData {
     Own,
     /// The winning object is a metacopy (its layer was once an upper dir): the data is a
     /// regular file in layer `.0` at path `.1`.
-    At(u16, Vec<u8>),
+    At(u16, Box<[u8]>),
     /// No layer below holds it: reads fail with EIO, as in the kernel.
     Missing,
 }
@@ -153,7 +154,7 @@ impl LowerRef {
     pub fn data_source(&self) -> std::io::Result<(u16, &[u8])> {
         match &self.data {
             None | Some(LowerData::Own) => Ok((self.slot, self.path())),
-            Some(LowerData::At(slot, path)) => Ok((*slot, path)),
+            Some(LowerData::At(slot, path)) => Ok((*slot, &path[..])),
             Some(LowerData::Missing) => Err(std::io::Error::from_raw_os_error(c::EIO)),
         }
     }
@@ -167,7 +168,7 @@ impl LowerRef {
         };
         LowerRef {
             slot: self.slot,
-            rel: dirname(&self.rel),
+            rel: dirname(&self.rel).into(),
             dir_layers: self.siblings.clone(),
             moved: self.moved.iter().map(|(s, p)| (*s, dirname(p))).collect(),
             ..LowerRef::default()
@@ -199,9 +200,9 @@ impl LowerRef {
         };
         LowerRef {
             slot,
-            rel: join(&self.rel, name),
+            rel: join(&self.rel, name).into(),
             dir_layers,
-            moved,
+            moved: moved.into(),
             siblings,
             data: None,
         }
@@ -216,13 +217,117 @@ fn open_in(layers: &[Layer], slot: u16, path: &[u8], flags: i32) -> io::Result<O
 #[derive(Clone)]
 pub struct Link {
     pub parent: Arc<Node>,
-    pub name: Vec<u8>,
+    pub name: LinkName,
 }
 
 impl Link {
-    fn is(&self, parent_ino: u64, name: &[u8]) -> bool {
-        self.parent.ino == parent_ino && self.name == name
+    pub fn new(parent: &Arc<Node>, name: &[u8]) -> Link {
+        Link {
+            parent: parent.clone(),
+            name: name.into(),
+        }
     }
+
+    fn is(&self, parent_ino: u64, name: &[u8]) -> bool {
+        self.parent.ino == parent_ino && *self.name == *name
+    }
+}
+
+/// The names of a node: nearly always one, kept inline rather than in a block of its own.
+/// Reads as a slice of links.
+#[derive(Clone)]
+pub enum Links {
+    One(Link),
+    Many(Vec<Link>),
+}
+
+impl Default for Links {
+    fn default() -> Links {
+        Links::Many(Vec::new())
+    }
+}
+
+impl std::ops::Deref for Links {
+    type Target = [Link];
+
+    fn deref(&self) -> &[Link] {
+        match self {
+            Links::One(link) => std::slice::from_ref(link),
+            Links::Many(links) => links,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Links {
+    fn deref_mut(&mut self) -> &mut [Link] {
+        match self {
+            Links::One(link) => std::slice::from_mut(link),
+            Links::Many(links) => links,
+        }
+    }
+}
+
+impl Links {
+    pub fn push(&mut self, link: Link) {
+        *self = match std::mem::take(self) {
+            Links::One(first) => Links::Many(vec![first, link]),
+            Links::Many(links) if links.is_empty() => Links::One(link),
+            Links::Many(mut links) => {
+                links.push(link);
+                Links::Many(links)
+            }
+        };
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&Link) -> bool) {
+        let mut links = match std::mem::take(self) {
+            Links::One(link) => vec![link],
+            Links::Many(links) => links,
+        };
+        links.retain(keep);
+        *self = match links.len() {
+            1 => Links::One(links.pop().expect("one link")),
+            _ => Links::Many(links),
+        };
+    }
+
+    pub fn clear(&mut self) {
+        *self = Links::default();
+    }
+}
+
+/// The bytes of a link's name: those of the parent's lower listing when the name is one of
+/// its entries (most nodes, after a walk of the lower layers), else a copy.
+#[derive(Clone)]
+pub enum LinkName {
+    Listed(ListedEntry),
+    Own(Box<[u8]>),
+}
+
+impl From<&[u8]> for LinkName {
+    fn from(name: &[u8]) -> LinkName {
+        LinkName::Own(name.into())
+    }
+}
+
+impl std::ops::Deref for LinkName {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            LinkName::Listed(e) => e.name(),
+            LinkName::Own(name) => name,
+        }
+    }
+}
+
+/// Where a node's cached attributes lie: its entry in the parent's lower listing (a lower
+/// object), or a copy (the root, a new object); none for an object found in the upper layer,
+/// which is stat'ed on demand. (Two variants: the enum then takes 16 bytes, not 24.)
+#[derive(Clone)]
+pub enum NodeAttr {
+    Listed(ListedEntry),
+    Own(Option<Box<Attr>>),
 }
 
 pub struct NodeInner {
@@ -230,7 +335,7 @@ pub struct NodeInner {
     /// through, kept up to date by link, unlink, rename and exchange). A node is its backing
     /// object, not one of these: any of them may go while the others stay. Directories have
     /// one; the root has none; empty for any other node means every name is gone.
-    pub links: Vec<Link>,
+    pub links: Links,
     pub lower: Option<LowerRef>,
     /// The object exists in the upper layer.
     pub upper: bool,
@@ -245,10 +350,18 @@ pub struct NodeInner {
     /// getattr).
     pub object: Option<Arc<std::os::fd::OwnedFd>>,
     /// Attributes of the lower object (upper objects are stat'ed on demand).
-    pub attr: Attr,
+    pub attr: NodeAttr,
 }
 
 impl NodeInner {
+    /// The cached attributes (all zero where there are none).
+    pub fn attr(&self) -> Attr {
+        match &self.attr {
+            NodeAttr::Listed(e) => e.attr(),
+            NodeAttr::Own(a) => a.as_deref().copied().unwrap_or_default(),
+        }
+    }
+
     /// A live name of the node, if any is left.
     pub fn any_link(&self) -> Option<&Link> {
         self.links.first()
@@ -261,18 +374,28 @@ impl NodeInner {
 
     /// Records that the node is reachable as `name` in `parent`.
     pub fn add_link(&mut self, parent: &Arc<Node>, name: &[u8]) {
+        self.add_link_named(parent, name, || name.into());
+    }
+
+    /// `add_link` for a name that is entry `listed` of the parent's lower listing: the link
+    /// shares the listing's bytes.
+    pub fn add_listed_link(&mut self, parent: &Arc<Node>, listed: &ListedEntry) {
+        self.add_link_named(parent, listed.name(), || LinkName::Listed(listed.clone()));
+    }
+
+    fn add_link_named(
+        &mut self,
+        parent: &Arc<Node>,
+        name: &[u8],
+        owned: impl FnOnce() -> LinkName,
+    ) {
         match self.links.iter_mut().find(|l| l.is(parent.ino, name)) {
             // The directory's node may have been forgotten and made again: keep the live one.
             Some(l) => l.parent = parent.clone(),
-            None => {
-                // Nearly every node has one name: room for exactly that (a push alone
-                // reserves four).
-                self.links.reserve_exact(1);
-                self.links.push(Link {
-                    parent: parent.clone(),
-                    name: name.to_vec(),
-                })
-            }
+            None => self.links.push(Link {
+                parent: parent.clone(),
+                name: owned(),
+            }),
         }
     }
 
@@ -393,36 +516,33 @@ impl NodeTable {
     /// it pins it). Such a stale node is replaced by a new one of the next generation, which
     /// keeps the old one's kernel references (the kernel forgets both under the same id).
     pub fn lookup_or_insert(&self, ino: u64, make: impl FnOnce() -> Node) -> Arc<Node> {
-        let node = self.map.update(ino, |shard| match shard.get(&ino) {
-            Some(old) if old.removed.load(Ordering::Relaxed) => {
-                let mut fresh = make();
-                fresh.generation = old.generation + 1;
-                fresh
-                    .lookups
-                    .store(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
-                let fresh = Arc::new(fresh);
-                shard.insert(ino, fresh.clone());
-                fresh
-            }
-            // A file whose last name went with no file open on it: nothing holds its object, so
-            // the host may have given its number to a new object, which gets a fresh node under
-            // the same id and generation (the kernel drops its inode if the type differs; a
-            // new generation would make the kernel fail every open file of the old inode).
-            Some(old) if old.released.load(Ordering::Relaxed) => {
-                let fresh = make();
-                fresh
-                    .lookups
-                    .store(old.lookups.load(Ordering::Relaxed), Ordering::Relaxed);
-                let fresh = Arc::new(fresh);
-                shard.insert(ino, fresh.clone());
-                fresh
-            }
-            Some(node) => node.clone(),
-            None => {
-                let node = Arc::new(make());
-                shard.insert(ino, node.clone());
-                node
-            }
+        let node = self.map.update(ino, |shard| {
+            let (generation, lookups) = match shard.get(&ino) {
+                Some(old) if old.removed.load(Ordering::Relaxed) => {
+                    (old.generation + 1, old.lookups.load(Ordering::Relaxed))
+                }
+                // A file whose last name went with no file open on it: nothing holds its
+                // object, so the host may have given its number to a new object, which gets a
+                // fresh node under the same id and generation (the kernel drops its inode if
+                // the type differs; a new generation would make the kernel fail every open
+                // file of the old inode).
+                Some(old) if old.released.load(Ordering::Relaxed) => {
+                    (old.generation, old.lookups.load(Ordering::Relaxed))
+                }
+                Some(node) => return node.clone(),
+                None => {
+                    let node = Arc::new(make());
+                    shard.insert(ino, node.clone());
+                    return node;
+                }
+            };
+            // The stale node is replaced: the fresh one keeps its kernel references.
+            let mut fresh = make();
+            fresh.generation = generation;
+            fresh.lookups.store(lookups, Ordering::Relaxed);
+            let fresh = Arc::new(fresh);
+            shard.insert(ino, fresh.clone());
+            fresh
         });
         node.lookups.fetch_add(1, Ordering::Relaxed);
         node
@@ -466,6 +586,46 @@ mod tests {
         assert_ne!(lower_ino(0, 5), upper_ino(5));
         assert_eq!(lower_ino(0, 5) & HOST_MASK, 5);
         assert!(lower_ino(0, 1) > ROOT_INO);
+    }
+
+    fn root_node() -> Arc<Node> {
+        Arc::new(Node::new(
+            ROOT_INO,
+            Kind::Dir,
+            NodeInner {
+                links: Links::default(),
+                lower: None,
+                upper: false,
+                index: None,
+                metacopy: false,
+                object: None,
+                attr: NodeAttr::Own(None),
+            },
+        ))
+    }
+
+    /// One name inline, more in a list, back to one inline when the others go.
+    #[test]
+    fn links_grow_and_shrink_in_order() {
+        let dir = root_node();
+        let mut links = Links::default();
+        assert!(links.is_empty());
+        links.push(Link::new(&dir, b"a"));
+        assert!(matches!(links, Links::One(_)));
+        links.push(Link::new(&dir, b"b"));
+        links.push(Link::new(&dir, b"c"));
+        let names = |l: &Links| l.iter().map(|l| l.name.to_vec()).collect::<Vec<_>>();
+        assert_eq!(names(&links), [b"a", b"b", b"c"]);
+        links.retain(|l| *l.name != *b"a");
+        assert_eq!(names(&links), [b"b", b"c"]);
+        links.retain(|l| *l.name != *b"c");
+        assert!(matches!(links, Links::One(_)));
+        assert_eq!(links.first().map(|l| l.name.to_vec()), Some(b"b".to_vec()));
+        links.retain(|_| false);
+        assert!(links.is_empty());
+        links.push(Link::new(&dir, b"d"));
+        links.clear();
+        assert!(links.is_empty());
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! Layout: one sorted array of fixed-size entries plus one byte arena for all names, so a
 //! lookup is a binary search and a readdir is a walk with stable offsets.
 
+use std::sync::Arc;
+
 use crate::sys::c;
 use crate::union::attr::Attr;
 
@@ -66,6 +68,38 @@ pub struct DirListing {
 
 /// Bytes after a directory's name: the offset of its layers in `dir_layers`.
 const LAYERS_REF: usize = 4;
+
+/// One entry of a shared listing, held beyond a borrow: a node reached through a lower
+/// name points here for its name and attributes instead of copying them (the listing is
+/// kept for the life of the mount anyway, and lower layers never change).
+#[derive(Clone)]
+pub struct ListedEntry {
+    listing: Arc<DirListing>,
+    index: u32,
+}
+
+impl ListedEntry {
+    /// Entry `index` of `listing` (an index `position` returned).
+    pub fn new(listing: &Arc<DirListing>, index: usize) -> ListedEntry {
+        assert!(index < listing.len(), "entry {index} of {}", listing.len());
+        ListedEntry {
+            listing: listing.clone(),
+            index: index as u32,
+        }
+    }
+
+    pub fn entry(&self) -> &ListingEntry {
+        self.listing.entry(self.index as usize)
+    }
+
+    pub fn name(&self) -> &[u8] {
+        self.listing.name(self.entry())
+    }
+
+    pub fn attr(&self) -> Attr {
+        self.entry().attr()
+    }
+}
 
 /// One entry as produced by the merge, before packing.
 pub struct PendingEntry {

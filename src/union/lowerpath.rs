@@ -21,7 +21,7 @@ impl Union {
     fn lower_root(&self) -> LowerRef {
         LowerRef {
             slot: self.layers.len().saturating_sub(1) as u16,
-            rel: b".".to_vec(),
+            rel: b".".to_vec().into(),
             dir_layers: (0..self.layers.len() as u16).rev().collect(),
             ..LowerRef::default()
         }

@@ -12,6 +12,7 @@
 //! for the layers further down.
 
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use crate::sys;
 use crate::sys::c;
@@ -90,7 +91,13 @@ pub fn child(
         }
         break;
     }
-    parent.child(name, slot, dir_layers.into(), &moved)
+    // A file has no layers of its own: the shared empty list costs it no block.
+    let dir_layers: Arc<[u16]> = if dir_layers.is_empty() {
+        Arc::default()
+    } else {
+        dir_layers.into()
+    };
+    parent.child(name, slot, dir_layers, &moved)
 }
 
 /// What one layer's copy of a directory says about the copies below it.
@@ -142,7 +149,7 @@ pub fn metacopy_data(
 ) -> LowerData {
     let target = redirect.unwrap_or_else(|| Target::Relative(name.to_vec()));
     match walk(layers, parent, from_slot, target, Want::Data).pop() {
-        Some((slot, path)) => LowerData::At(slot, path),
+        Some((slot, path)) => LowerData::At(slot, path.into()),
         None => LowerData::Missing,
     }
 }
@@ -366,7 +373,7 @@ mod tests {
 
     fn root(n: u16) -> LowerRef {
         LowerRef {
-            rel: b".".to_vec(),
+            rel: b".".to_vec().into(),
             dir_layers: (0..n).rev().collect(),
             ..LowerRef::default()
         }
@@ -397,9 +404,9 @@ mod tests {
         std::fs::create_dir_all(l(0, "q/a")).unwrap();
         let parent = LowerRef {
             slot: 1,
-            rel: b"p".to_vec(),
+            rel: b"p".to_vec().into(),
             dir_layers: [1, 0].into(),
-            moved: vec![(0, b"q".to_vec())],
+            moved: vec![(0, b"q".to_vec())].into(),
             ..LowerRef::default()
         };
         let got = redirected_dir(&layers, &parent, 1, Target::Relative(b"a".to_vec()));
@@ -483,7 +490,7 @@ mod tests {
         std::fs::write(l(0, "f"), b"data").unwrap();
         assert_eq!(
             metacopy_data(&layers, &root(3), b"f", 2, None),
-            LowerData::At(0, b"f".to_vec())
+            LowerData::At(0, b"f".to_vec().into())
         );
     }
 }

@@ -67,7 +67,7 @@ use crate::sys;
 use crate::sys::c;
 use crate::union::attr::{Attr, Kind};
 use crate::union::dirstate::DirState;
-use crate::union::inode::{LowerRef, Node, NodeInner, NodeTable, ROOT_INO};
+use crate::union::inode::{LowerRef, Node, NodeAttr, NodeInner, NodeTable, ROOT_INO};
 use crate::union::layer::Layer;
 use crate::union::sharded::ShardedMap;
 use crate::union::upper::Upper;
@@ -163,10 +163,10 @@ impl Union {
             ROOT_INO,
             Kind::Dir,
             NodeInner {
-                links: Vec::new(),
+                links: Default::default(),
                 lower: Some(LowerRef {
                     slot: top_slot,
-                    rel: b".".to_vec(),
+                    rel: b".".to_vec().into(),
                     dir_layers: all_layers.into(),
                     ..LowerRef::default()
                 }),
@@ -174,7 +174,7 @@ impl Union {
                 object: None,
                 metacopy: false,
                 index: None,
-                attr: Attr::from_stat(&root_stat),
+                attr: NodeAttr::Own(Some(Box::new(Attr::from_stat(&root_stat)))),
             },
         ));
         Ok(union)

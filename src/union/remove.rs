@@ -107,10 +107,7 @@ impl Union {
             }
             self.peek_node(parent, &state, name, resolved)?
         };
-        let at = Link {
-            parent: parent.clone(),
-            name: name.to_vec(),
-        };
+        let at = Link::new(parent, name);
         self.ensure_upper_as(&child, Data::All, Some(at))
     }
 

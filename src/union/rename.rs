@@ -82,10 +82,7 @@ impl Union {
             let r = st.resolve(name).ok_or(errno(c::ENOENT))?;
             self.peek_node(&src_parent, &st, name, r)?
         };
-        let src_link = Link {
-            parent: src_parent.clone(),
-            name: name.to_vec(),
-        };
+        let src_link = Link::new(&src_parent, name);
         // A file moves as a metadata-only copy when it can (the kernel's metacopy=on): its data
         // stays below, named by the redirect mark_moved writes.
         self.ensure_upper_as(&src_node, Data::Meta, Some(src_link))?;
@@ -99,10 +96,7 @@ impl Union {
         };
         if exchange {
             let dst = dst_node.as_ref().ok_or(errno(c::ENOENT))?;
-            let dst_link = Link {
-                parent: dst_parent.clone(),
-                name: newname.to_vec(),
-            };
+            let dst_link = Link::new(&dst_parent, newname);
             self.ensure_upper_as(dst, Data::Meta, Some(dst_link))?;
         } else if dst_node.is_some() {
             self.copy_up_linked_lower(&dst_parent, newname)?;
@@ -171,11 +165,15 @@ impl Union {
         };
         let name_c = sys::cstr(name)?;
         let newname_c = sys::cstr(newname)?;
+        // The one move on disk, from the source name to the target name, with rename flags.
+        let rename_in_upper =
+            |flags| ops::rename_at(src_dir.as_fd(), &name_c, dst_dir.as_fd(), &newname_c, flags);
 
         // Directories and metacopy files keep reading their lower content from where it
         // was: record it.
         self.mark_moved(
             &src_node,
+            name,
             dst_now.is_some() || self.lower_has(&dst_state_guard, &src_state, newname),
             same_dir,
         )?;
@@ -194,15 +192,9 @@ impl Union {
         if exchange {
             // The other directory moves too: mark it at its place before the swap.
             if let Some(dn) = &dst_node {
-                self.mark_moved(dn, true, same_dir)?;
+                self.mark_moved(dn, newname, true, same_dir)?;
             }
-            ops::rename_at(
-                src_dir.as_fd(),
-                &name_c,
-                dst_dir.as_fd(),
-                &newname_c,
-                ops::RENAME_EXCHANGE,
-            )?;
+            rename_in_upper(ops::RENAME_EXCHANGE)?;
         } else {
             let src_lower_has = src_state.lower_entry(name).is_some();
             let dst_upper_entry = match &dst_state_guard {
@@ -222,13 +214,7 @@ impl Union {
             let dst_is_whiteout = matches!(dst_upper_entry, Some(UpperEntry::Whiteout));
             if src_is_dir && dst_is_whiteout {
                 // A directory cannot replace a whiteout: swap, then keep or drop the whiteout.
-                ops::rename_at(
-                    src_dir.as_fd(),
-                    &name_c,
-                    dst_dir.as_fd(),
-                    &newname_c,
-                    ops::RENAME_EXCHANGE,
-                )?;
+                rename_in_upper(ops::RENAME_EXCHANGE)?;
                 if !src_lower_has {
                     ops::unlink_at(src_dir.as_fd(), &name_c, false)?;
                 }
@@ -238,7 +224,7 @@ impl Union {
                 } else {
                     0
                 };
-                ops::rename_at(src_dir.as_fd(), &name_c, dst_dir.as_fd(), &newname_c, fl)?;
+                rename_in_upper(fl)?;
             }
         }
 
@@ -348,7 +334,7 @@ impl Union {
     fn mark_moved_hard_link(&self, node: &Node) -> io::Result<()> {
         let (lower, nlink) = {
             let inner = node.inner.read();
-            (inner.lower.clone(), inner.attr.nlink)
+            (inner.lower.clone(), inner.attr().nlink)
         };
         let Some(lower) = lower.filter(|_| nlink > 1 && self.format.redirect_dir) else {
             return Ok(());
@@ -366,7 +352,7 @@ impl Union {
     pub(super) fn redirect_metacopy(&self, node: &Node, same_dir: Option<bool>) -> io::Result<()> {
         let (lower, metacopy, nlink) = {
             let inner = node.inner.read();
-            (inner.lower.clone(), inner.metacopy, inner.attr.nlink)
+            (inner.lower.clone(), inner.metacopy, inner.attr().nlink)
         };
         let Some(lower) = lower.filter(|_| metacopy) else {
             return Ok(());
@@ -390,7 +376,7 @@ impl Union {
         let target = if relative {
             lower_name.to_vec()
         } else {
-            [&b"/"[..], &lower.rel].concat()
+            absolute_redirect(&lower.rel)?
         };
         ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target)
     }
@@ -452,10 +438,17 @@ impl Union {
     }
 
     /// Before an object moves, what it needs to be found again after: a directory with lower
-    /// content gets a redirect to its lower path (the kernel's redirect_dir format), and a
+    /// content gets a redirect to its lower copies (the kernel's redirect_dir format), and a
     /// pure upper directory landing where a lower name exists becomes opaque, so nothing of
     /// the new place leaks into it; files: see `redirect_metacopy`, `mark_moved_hard_link`.
-    fn mark_moved(&self, node: &Node, lands_on_lower: bool, same_dir: bool) -> io::Result<()> {
+    /// `name` is the object's name before the move.
+    fn mark_moved(
+        &self,
+        node: &Node,
+        name: &[u8],
+        lands_on_lower: bool,
+        same_dir: bool,
+    ) -> io::Result<()> {
         if node.kind == Kind::File {
             if node.inner.read().metacopy {
                 return self.redirect_metacopy(node, Some(same_dir));
@@ -471,12 +464,37 @@ impl Union {
         let fd = self.upper_object(node)?;
         match lower {
             Some(l) if !l.dir_layers.is_empty() => {
-                let mut target = b"/".to_vec();
-                target.extend_from_slice(&l.rel);
+                // As the kernel writes it: a redirect already there stays when it still
+                // names the copies (any one for a move inside the directory, an absolute one
+                // for any move); else the old name for a move inside the directory (which
+                // holds for a directory at any depth), or the absolute lower path.
+                let current = ovl::get(fd.as_fd(), Marker::Redirect);
+                if current.is_some_and(|r| same_dir || r.starts_with(b"/")) {
+                    return Ok(());
+                }
+                let target = if same_dir {
+                    name.to_vec()
+                } else {
+                    absolute_redirect(&l.rel)?
+                };
                 ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target)
             }
             _ if lands_on_lower => ovl::set(fd.as_fd(), self.format.ns, Marker::Opaque, b"y"),
             _ => Ok(()),
         }
     }
+}
+
+/// The kernel's default limit on an absolute redirect (overlay's `redirect_max`), '/'
+/// included.
+const REDIRECT_MAX: usize = 256;
+
+/// The absolute redirect naming lower path `rel`. One longer than the kernel writes is
+/// refused as the kernel refuses it, with EXDEV: `mv` then copies the tree, and every
+/// redirect stays one that kernel overlayfs reads and that fits any filesystem's xattrs.
+fn absolute_redirect(rel: &[u8]) -> io::Result<Vec<u8>> {
+    if rel.len() + 1 > REDIRECT_MAX {
+        return Err(errno(c::EXDEV));
+    }
+    Ok([&b"/"[..], rel].concat())
 }

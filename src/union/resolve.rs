@@ -12,7 +12,8 @@ use crate::sys;
 use crate::sys::c;
 use crate::union::attr::{Attr, Kind};
 use crate::union::dirstate::{DirState, Resolved};
-use crate::union::inode::{lower_ino, Node, NodeInner, ROOT_INO};
+use crate::union::inode::{lower_ino, Node, NodeAttr, NodeInner, ROOT_INO};
+use crate::union::listing::ListedEntry;
 use crate::union::ovl::{self, Marker};
 
 impl Union {
@@ -78,8 +79,16 @@ impl Union {
     ) -> io::Result<Arc<Node>> {
         let ino = resolved.ino();
         let parent_lower = parent.inner.read().lower.clone();
-        let lower_entry = state
-            .lower_entry(name)
+        // The name's entry in the lower listing: the node points there for its name and
+        // (when the lower object is what the name shows) its attributes.
+        let listed = state
+            .lower
+            .position(name)
+            .ok()
+            .map(|i| ListedEntry::new(&state.lower, i));
+        let lower_entry = listed
+            .as_ref()
+            .map(ListedEntry::entry)
             .filter(|e| lower_ino(e.layer, e.attr().host_ino) == ino);
         let lower = match (parent_lower, lower_entry) {
             _ if state.redirects.contains_key(name) => state.redirects.get(name).cloned(),
@@ -105,16 +114,17 @@ impl Union {
                 metacopy &= lower.is_some();
             }
         }
-        let attr = match resolved {
-            Resolved::Lower(e) => e.attr(),
-            Resolved::Upper { .. } => Attr::default(),
+        let attr = match (resolved, &listed) {
+            (Resolved::Lower(_), Some(listed)) => NodeAttr::Listed(listed.clone()),
+            (Resolved::Lower(e), None) => NodeAttr::Own(Some(Box::new(e.attr()))),
+            (Resolved::Upper { .. }, _) => NodeAttr::Own(None),
         };
         let node = self.nodes.lookup_or_insert(ino, || {
             Node::new(
                 ino,
                 resolved.kind(),
                 NodeInner {
-                    links: Vec::new(),
+                    links: Default::default(),
                     lower,
                     upper: is_upper,
                     object: None,
@@ -135,7 +145,10 @@ impl Union {
                 inner.object = None;
             }
         }
-        inner.add_link(parent, name);
+        match &listed {
+            Some(listed) => inner.add_listed_link(parent, listed),
+            None => inner.add_link(parent, name),
+        }
         drop(inner);
         Ok(node)
     }
@@ -170,14 +183,14 @@ impl Union {
         let mut cur = {
             let inner = node.inner.read();
             let link = inner.any_link().ok_or(errno(c::ENOENT))?;
-            parts.push(link.name.clone());
+            parts.push(link.name.to_vec());
             link.parent.clone()
         };
         while cur.ino != ROOT_INO {
             let next = {
                 let inner = cur.inner.read();
                 let link = inner.any_link().ok_or(errno(c::ENOENT))?;
-                parts.push(link.name.clone());
+                parts.push(link.name.to_vec());
                 link.parent.clone()
             };
             cur = next;
@@ -217,7 +230,7 @@ impl Union {
             let inner = node.inner.read();
             (
                 inner.upper,
-                inner.attr,
+                inner.attr(),
                 inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
             )
         };

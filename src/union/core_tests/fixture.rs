@@ -141,7 +141,7 @@ impl Stack {
     pub fn root(&self) -> LowerRef {
         LowerRef {
             slot: self.layers.len() as u16 - 1,
-            rel: b".".to_vec(),
+            rel: b".".to_vec().into(),
             dir_layers: (0..self.layers.len() as u16).rev().collect(),
             ..LowerRef::default()
         }

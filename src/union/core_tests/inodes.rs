@@ -151,13 +151,13 @@ fn node(ino: u64) -> Node {
         ino,
         crate::union::attr::kind_of_mode(c::S_IFREG),
         NodeInner {
-            links: Vec::new(),
+            links: Default::default(),
             lower: None,
             upper: false,
             index: None,
             metacopy: false,
             object: None,
-            attr: crate::union::attr::Attr::default(),
+            attr: crate::union::inode::NodeAttr::Own(None),
         },
     )
 }
@@ -197,4 +197,24 @@ fn a_reused_number_gets_a_new_generation() {
     assert!(table.get(ino).is_some());
     table.forget(ino, 1);
     assert!(table.get(ino).is_none());
+}
+
+/// A file node replaced because its object was released keeps the generation of the node it
+/// replaces, also when that one was itself a replacement of a removed directory's node: the
+/// kernel holds its inode under that generation.
+#[test]
+fn a_released_node_is_replaced_under_its_own_generation() {
+    let table = NodeTable::default();
+    let ino = upper_ino(11);
+    let dir = table.lookup_or_insert(ino, || node(ino));
+    dir.removed
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let file = table.lookup_or_insert(ino, || node(ino));
+    assert_eq!(file.generation, 1);
+    // Its last name goes with no file open: its object is released.
+    file.settle_unlinked(&mut file.inner.write(), None);
+    let fresh = table.lookup_or_insert(ino, || node(ino));
+    assert!(!Arc::ptr_eq(&file, &fresh));
+    assert_eq!(fresh.generation, 1);
+    assert_eq!(table.generation(ino), 1);
 }
