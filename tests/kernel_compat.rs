@@ -3,7 +3,9 @@
 //! - the umask does not apply where the parent directory has a default ACL (generic/099);
 //! - rewinddir shows names created and removed since opendir (generic/471);
 //! - file handles: name_to_handle_at/open_by_handle_at answer as the kernel's do (generic/426,
-//!   467, 477).
+//!   467, 477);
+//! - trees deeper than PATH_MAX, made through the mount or already in a lower layer
+//!   (pjdfstest */03.t; `deep_paths`).
 
 mod common;
 
@@ -20,6 +22,13 @@ mod ops;
 mod sysc;
 #[path = "write_union/tree.rs"]
 mod tree;
+
+#[path = "kernel_compat/at.rs"]
+mod at;
+#[path = "kernel_compat/deep_paths.rs"]
+mod deep_paths;
+#[path = "kernel_compat/deep_tree.rs"]
+mod deep_tree;
 
 use std::ffi::{CStr, CString};
 use std::fs::File;

@@ -111,26 +111,18 @@ fn lock_worker() {
 
 /// Runs the protocol from WORKERS processes at once in `dir`; returns each one's cycles.
 fn run_processes(dir: &Path, logs: &Path) -> Result<Vec<u64>, String> {
-    let mut workers = Vec::new();
-    for id in 0..WORKERS {
-        let out = logs.join(format!("result-{id}"));
-        let spec = format!(
-            "{}\t{id}\t{}\t{}",
-            dir.display(),
-            RUN_FOR.as_millis(),
-            out.display()
-        );
-        let log = logs.join(format!("worker-{id}.log"));
-        let who = format!("lock process {id}");
-        workers.push(Worker::start(
-            "lock_worker",
-            WORKER_ENV,
-            &spec,
-            out,
-            log,
-            &who,
-        )?);
-    }
+    let mut workers = Worker::start_all(
+        "lock_worker",
+        WORKER_ENV,
+        WORKERS,
+        logs,
+        "result",
+        "lock process",
+        |id, out| {
+            let millis = RUN_FOR.as_millis();
+            format!("{}\t{id}\t{millis}\t{}", dir.display(), out.display())
+        },
+    )?;
     let deadline = Instant::now() + RUN_FOR + HANG_LIMIT;
     let mut counts = Vec::new();
     let mut failures = Vec::new();

@@ -14,8 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
+use common::procfds::{io_fds_on, wait_closed_by};
 use common::rw::{require_root, KernelMount, StrataChild, StrataSpec, Tmpfs};
 use common::tmp::TempDir;
 
@@ -73,48 +73,6 @@ fn append(path: &Path, data: &[u8]) {
         .open(path)
         .and_then(|mut f| f.write_all(data))
         .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
-}
-
-/// The fds of process `pid` open on the file at `path` for I/O (O_PATH fds do not count).
-/// Matched by device and inode: the daemon reaches layers through detached mounts, whose
-/// paths /proc does not show as the test knows them.
-fn io_fds_on(pid: u32, path: &Path) -> usize {
-    const O_PATH: u32 = 0o10000000;
-    let st = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    fds.flatten()
-        .filter(|fd| {
-            std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == st.dev() && m.ino() == st.ino())
-        })
-        .filter(|fd| {
-            let info = std::fs::read_to_string(format!(
-                "/proc/{pid}/fdinfo/{}",
-                fd.file_name().to_string_lossy()
-            ))
-            .unwrap_or_default();
-            let flags = info
-                .lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
-                .unwrap_or(0);
-            flags & O_PATH == 0
-        })
-        .count()
-}
-
-/// Waits until the daemon has no fd on `path`: FUSE sends a release after close returns.
-fn wait_closed_by(pid: u32, path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while io_fds_on(pid, path) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon still has {} open 10 s after its close",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// A lower file read before is opened again with no fd of the daemon's on it: the open is
@@ -299,23 +257,6 @@ fn direct_and_mapped_reads_of_a_kept_lower_file() {
 
 const SPACE_FILE: usize = 8 << 20;
 
-fn free_bytes(path: &Path) -> u64 {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    assert_eq!(
-        rc,
-        0,
-        "statvfs {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: statvfs succeeded and filled the buffer.
-    let st = unsafe { st.assume_init() };
-    st.f_bfree * st.f_frsize
-}
-
 /// Files read again and again, then unlinked: a copied-up lower file and a file created in
 /// the upper layer. Their space is back when unlink returns.
 #[test]
@@ -329,6 +270,10 @@ fn unlink_of_files_read_before_frees_their_space_at_once() {
     let s = dirs(&scratch, &fs_dir, "s");
     let m = start_stratafs(&scratch, &lower, &s);
     let pid = m.pid().expect("daemon pid");
+    let free_bytes = || {
+        common::sys::free_bytes(&fs_dir)
+            .unwrap_or_else(|e| panic!("statvfs {}: {e}", fs_dir.display()))
+    };
 
     let lf = s.mnt.join("lf");
     for _ in 0..2 {
@@ -348,9 +293,9 @@ fn unlink_of_files_read_before_frees_their_space_at_once() {
     }
     for name in ["lf", "uf"] {
         wait_closed_by(pid, &s.upper.join(name));
-        let before = free_bytes(&fs_dir);
+        let before = free_bytes();
         std::fs::remove_file(s.mnt.join(name)).expect("unlink");
-        let after = free_bytes(&fs_dir);
+        let after = free_bytes();
         assert!(
             after >= before + SPACE_FILE as u64,
             "{name}: {} bytes came back at the unlink, not {SPACE_FILE}",

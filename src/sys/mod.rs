@@ -3,6 +3,7 @@
 //! Each wrapper takes and returns owned Rust types (`OwnedFd`, `CString`, `Vec<u8>`) and maps
 //! failures to `io::Error`, so the rest of the daemon stays safe code.
 
+mod beneath;
 pub mod c;
 pub mod dir;
 #[cfg(test)]
@@ -17,6 +18,8 @@ use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+
+pub use beneath::open_beneath;
 
 /// Converts a byte string to a `CString`, refusing interior NULs (EINVAL, as the kernel would).
 pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
@@ -36,48 +39,6 @@ fn check_size(ret: libc::ssize_t) -> io::Result<usize> {
         Err(io::Error::last_os_error())
     } else {
         Ok(ret as usize)
-    }
-}
-
-/// Resolution flags for every path walk inside a layer, volume or bind root: the walk must stay
-/// beneath the root and may not follow any symlink (a symlink inside a layer is data to show,
-/// never a path for the daemon to take).
-const RESOLVE_STRICT: u64 =
-    libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-
-/// `openat2` confined beneath `dir` without following any symlink. `path` is relative; "." is `dir`.
-pub fn open_beneath(
-    dir: BorrowedFd<'_>,
-    path: &CStr,
-    flags: i32,
-    mode: u32,
-) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain old data; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = mode as u64;
-    how.resolve = RESOLVE_STRICT;
-    loop {
-        // SAFETY: `how` is a valid open_how of the size passed; `path` is NUL-terminated; the
-        // returned fd is fresh and owned by the caller.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if ret >= 0 {
-            // SAFETY: the kernel just returned this fd to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) });
-        }
-        let err = io::Error::last_os_error();
-        // openat2 returns EAGAIN when a concurrent rename raced the walk: retry.
-        if err.raw_os_error() != Some(libc::EAGAIN) {
-            return Err(err);
-        }
     }
 }
 

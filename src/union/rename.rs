@@ -173,6 +173,7 @@ impl Union {
         // was: record it.
         self.mark_moved(
             &src_node,
+            name,
             dst_now.is_some() || self.lower_has(&dst_state_guard, &src_state, newname),
             same_dir,
         )?;
@@ -191,7 +192,7 @@ impl Union {
         if exchange {
             // The other directory moves too: mark it at its place before the swap.
             if let Some(dn) = &dst_node {
-                self.mark_moved(dn, true, same_dir)?;
+                self.mark_moved(dn, newname, true, same_dir)?;
             }
             rename_in_upper(ops::RENAME_EXCHANGE)?;
         } else {
@@ -375,7 +376,7 @@ impl Union {
         let target = if relative {
             lower_name.to_vec()
         } else {
-            [&b"/"[..], &lower.rel].concat()
+            absolute_redirect(&lower.rel)?
         };
         ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target)
     }
@@ -437,10 +438,17 @@ impl Union {
     }
 
     /// Before an object moves, what it needs to be found again after: a directory with lower
-    /// content gets a redirect to its lower path (the kernel's redirect_dir format), and a
+    /// content gets a redirect to its lower copies (the kernel's redirect_dir format), and a
     /// pure upper directory landing where a lower name exists becomes opaque, so nothing of
     /// the new place leaks into it; files: see `redirect_metacopy`, `mark_moved_hard_link`.
-    fn mark_moved(&self, node: &Node, lands_on_lower: bool, same_dir: bool) -> io::Result<()> {
+    /// `name` is the object's name before the move.
+    fn mark_moved(
+        &self,
+        node: &Node,
+        name: &[u8],
+        lands_on_lower: bool,
+        same_dir: bool,
+    ) -> io::Result<()> {
         if node.kind == Kind::File {
             if node.inner.read().metacopy {
                 return self.redirect_metacopy(node, Some(same_dir));
@@ -456,12 +464,37 @@ impl Union {
         let fd = self.upper_object(node)?;
         match lower {
             Some(l) if !l.dir_layers.is_empty() => {
-                let mut target = b"/".to_vec();
-                target.extend_from_slice(&l.rel);
+                // As the kernel writes it: a redirect already there stays when it still
+                // names the copies (any one for a move inside the directory, an absolute one
+                // for any move); else the old name for a move inside the directory (which
+                // holds for a directory at any depth), or the absolute lower path.
+                let current = ovl::get(fd.as_fd(), Marker::Redirect);
+                if current.is_some_and(|r| same_dir || r.starts_with(b"/")) {
+                    return Ok(());
+                }
+                let target = if same_dir {
+                    name.to_vec()
+                } else {
+                    absolute_redirect(&l.rel)?
+                };
                 ovl::set(fd.as_fd(), self.format.ns, Marker::Redirect, &target)
             }
             _ if lands_on_lower => ovl::set(fd.as_fd(), self.format.ns, Marker::Opaque, b"y"),
             _ => Ok(()),
         }
     }
+}
+
+/// The kernel's default limit on an absolute redirect (overlay's `redirect_max`), '/'
+/// included.
+const REDIRECT_MAX: usize = 256;
+
+/// The absolute redirect naming lower path `rel`. One longer than the kernel writes is
+/// refused as the kernel refuses it, with EXDEV: `mv` then copies the tree, and every
+/// redirect stays one that kernel overlayfs reads and that fits any filesystem's xattrs.
+fn absolute_redirect(rel: &[u8]) -> io::Result<Vec<u8>> {
+    if rel.len() + 1 > REDIRECT_MAX {
+        return Err(errno(c::EXDEV));
+    }
+    Ok([&b"/"[..], rel].concat())
 }

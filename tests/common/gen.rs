@@ -56,6 +56,14 @@ enum Touch {
     Whiteout,
 }
 
+impl Touch {
+    /// A directory copy that is neither opaque nor holds xattr whiteouts.
+    const PLAIN_DIR: Touch = Touch::Dir {
+        opaque: false,
+        x: None,
+    };
+}
+
 /// Name stems with the awkward bytes real images hold: spaces, newlines, UTF-8, dashes.
 const STEMS: &[&str] = &[
     "a",
@@ -202,13 +210,7 @@ impl Gen {
                         return false;
                     }
                     st.layer.dir(a);
-                    st.touched.insert(
-                        a.clone(),
-                        Touch::Dir {
-                            opaque: false,
-                            x: None,
-                        },
-                    );
+                    st.touched.insert(a.clone(), Touch::PLAIN_DIR);
                 }
             }
         }
@@ -291,13 +293,26 @@ impl Gen {
         self.rng.bytes(len)
     }
 
+    /// Writes a file of random content and attributes at `p` in this layer, shown by the view.
+    fn add_file(&mut self, st: &mut LayerState, p: &Path) {
+        let data = self.content();
+        st.layer.file(p, &data);
+        self.decorate(st, p, false);
+        st.touched.insert(p.to_path_buf(), Touch::NonDir);
+        self.view.insert(p.to_path_buf(), false);
+    }
+
+    /// Writes a directory copy of random attributes at `p` in this layer, shown by the view.
+    fn add_dir(&mut self, st: &mut LayerState, p: &Path) {
+        st.layer.dir(p);
+        self.decorate(st, p, true);
+        st.touched.insert(p.to_path_buf(), Touch::PLAIN_DIR);
+        self.view.insert(p.to_path_buf(), true);
+    }
+
     fn new_file(&mut self, st: &mut LayerState) {
         let Some(p) = self.new_path(st) else { return };
-        let data = self.content();
-        st.layer.file(&p, &data);
-        self.decorate(st, &p, false);
-        st.touched.insert(p.clone(), Touch::NonDir);
-        self.view.insert(p, false);
+        self.add_file(st, &p);
     }
 
     fn new_dir_chain(&mut self, st: &mut LayerState) {
@@ -309,23 +324,10 @@ impl Gen {
             if i > 0 {
                 p = p.join(self.fresh_name());
             }
-            st.layer.dir(&p);
-            self.decorate(st, &p, true);
-            st.touched.insert(
-                p.clone(),
-                Touch::Dir {
-                    opaque: false,
-                    x: None,
-                },
-            );
-            self.view.insert(p.clone(), true);
+            self.add_dir(st, &p);
             if self.rng.chance(60) {
                 let f = p.join(self.fresh_name());
-                let data = self.content();
-                st.layer.file(&f, &data);
-                self.decorate(st, &f, false);
-                st.touched.insert(f.clone(), Touch::NonDir);
-                self.view.insert(f, false);
+                self.add_file(st, &f);
             }
         }
     }
@@ -463,11 +465,7 @@ impl Gen {
         }
         for _ in 0..self.rng.below(4) {
             let f = d.join(self.fresh_name());
-            let data = self.content();
-            st.layer.file(&f, &data);
-            self.decorate(st, &f, false);
-            st.touched.insert(f.clone(), Touch::NonDir);
-            self.view.insert(f, false);
+            self.add_file(st, &f);
         }
     }
 
@@ -477,23 +475,11 @@ impl Gen {
             return;
         };
         if self.view[&p] {
-            let data = self.content();
-            st.layer.file(&p, &data);
-            self.decorate(st, &p, false);
-            st.touched.insert(p.clone(), Touch::NonDir);
+            // What was below the directory goes from the view with it.
             self.remove_from_view(&p, false);
-            self.view.insert(p, false);
+            self.add_file(st, &p);
         } else {
-            st.layer.dir(&p);
-            self.decorate(st, &p, true);
-            st.touched.insert(
-                p.clone(),
-                Touch::Dir {
-                    opaque: false,
-                    x: None,
-                },
-            );
-            self.view.insert(p.clone(), true);
+            self.add_dir(st, &p);
             let f = p.join(self.fresh_name());
             st.layer
                 .file(&f, b"inside a directory that replaced a file\n");
@@ -507,15 +493,8 @@ impl Gen {
         let Some(d) = self.untouched_path(st, Some(true)) else {
             return;
         };
-        st.layer.dir(&d);
-        self.decorate(st, &d, true);
-        st.touched.insert(
-            d,
-            Touch::Dir {
-                opaque: false,
-                x: None,
-            },
-        );
+        // Already a directory of the view: the view does not change.
+        self.add_dir(st, &d);
     }
 
     fn new_symlink(&mut self, st: &mut LayerState) {
@@ -544,11 +523,7 @@ impl Gen {
         let Some(first) = self.new_path(st) else {
             return;
         };
-        let data = self.content();
-        st.layer.file(&first, &data);
-        self.decorate(st, &first, false);
-        st.touched.insert(first.clone(), Touch::NonDir);
-        self.view.insert(first.clone(), false);
+        self.add_file(st, &first);
         for _ in 0..1 + self.rng.below(3) {
             let Some(other) = self.new_path(st) else {
                 continue;

@@ -214,22 +214,11 @@ fn show_set(set: &BTreeSet<&Path>) -> String {
 /// compared (filesystems number differently); which paths share an inode number is.
 pub fn diff(a_name: &str, a: &Snapshot, b_name: &str, b: &Snapshot) -> Vec<String> {
     let mut out = Vec::new();
-    for p in a.entries.keys() {
-        if !b.entries.contains_key(p) {
-            out.push(format!(
-                "{}: only in {a_name} ({:?})",
-                show(p),
-                a.entries[p].kind
-            ));
-        }
-    }
-    for p in b.entries.keys() {
-        if !a.entries.contains_key(p) {
-            out.push(format!(
-                "{}: only in {b_name} ({:?})",
-                show(p),
-                b.entries[p].kind
-            ));
+    for (name, here, other) in [(a_name, a, b), (b_name, b, a)] {
+        for (p, e) in &here.entries {
+            if !other.entries.contains_key(p) {
+                out.push(format!("{}: only in {name} ({:?})", show(p), e.kind));
+            }
         }
     }
     let a_peers = ino_peers(a);

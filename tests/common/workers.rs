@@ -2,7 +2,7 @@
 //! ignored tests, told what to do through an environment variable, with its output in a log
 //! file; and the wait for all of them with a deadline, killing any that hangs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,33 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts workers 0..`count` at once, each this test binary on its ignored test
+    /// `test_name`: worker i writes its result to `out` = LOGS/RESULT-i, gets `env` set to
+    /// `spec(i, out)`, and logs to LOGS/worker-i.log. `who` and the number name a worker in
+    /// an error.
+    pub fn start_all(
+        test_name: &str,
+        env: &str,
+        count: usize,
+        logs: &Path,
+        result: &str,
+        who: &str,
+        spec: impl Fn(usize, &Path) -> String,
+    ) -> Result<Vec<Worker>, String> {
+        (0..count)
+            .map(|i| {
+                let out = logs.join(format!("{result}-{i}"));
+                let spec = spec(i, &out);
+                let log = logs.join(format!("worker-{i}.log"));
+                Worker::start(test_name, env, &spec, out, log, &format!("{who} {i}"))
+            })
+            .collect()
+    }
+
     /// Starts this test binary on its ignored test `test_name` with `env=spec`; stdout and
     /// stderr go to `log`, and the worker is expected to write its result to `out`. `who`
     /// names the worker in the error.
-    pub fn start(
+    fn start(
         test_name: &str,
         env: &str,
         spec: &str,

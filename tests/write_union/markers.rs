@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::common::rw::require_root;
 use crate::common::tmp::TempDir;
-use crate::differential::{mount_both, run, side, Options};
+use crate::differential::{mount_both, run, side, Options, Report};
 use crate::fixture::{build_template, Extras};
 use crate::ops::{apply, describe, Mode, Op, RenameFlags::*};
 
@@ -76,18 +76,14 @@ fn device_and_xattr_markers_stay_data() {
         "{}",
         outcome(Op::Xattrs { path: "d" })
     );
-    for (path, name) in [
-        ("f", "trusted.overlay.overlay.metacopy"),
-        ("xd/z", "trusted.overlay.overlay.whiteout"),
-        ("sub", "trusted.overlay.overlay.redirect"),
-    ] {
-        let e = &report.strata_upper[path];
-        assert!(
-            e.xattrs.contains_key(name),
-            "{path}: a user's attribute stored as {:?}, want {name}",
-            e.xattrs.keys()
-        );
-    }
+    assert_stored_as(
+        &report,
+        &[
+            ("f", "trusted.overlay.overlay.metacopy"),
+            ("xd/z", "trusted.overlay.overlay.whiteout"),
+            ("sub", "trusted.overlay.overlay.redirect"),
+        ],
+    );
 }
 
 /// Names that are markers in the OCI/AUFS format (`.wh.NAME`, `.wh..wh..opq`). Kernel
@@ -181,15 +177,24 @@ fn user_overlay_xattrs_stay_data() {
     };
     let report = run(&template, &ops, &opts).unwrap_or_else(|e| panic!("{e}"));
     assert!(describe(&report.outcomes[6]).contains("user.overlay.opaque=y"));
-    for (path, name) in [
-        ("d", "user.overlay.overlay.opaque"),
-        ("f", "user.overlay.overlay.metacopy"),
-        ("xd/z", "user.overlay.overlay.whiteout"),
-    ] {
-        let e = &report.strata_upper[path];
+    assert_stored_as(
+        &report,
+        &[
+            ("d", "user.overlay.overlay.opaque"),
+            ("f", "user.overlay.overlay.metacopy"),
+            ("xd/z", "user.overlay.overlay.whiteout"),
+        ],
+    );
+}
+
+/// Each (path, name): stratafs's upper dir holds the user's attribute on `path` under the
+/// escaped `name`, not as the marker it is named like.
+fn assert_stored_as(report: &Report, stored: &[(&str, &str)]) {
+    for (path, name) in stored {
+        let e = &report.strata_upper[*path];
         assert!(
-            e.xattrs.contains_key(name),
-            "{path}: stored as {:?}, want {name}",
+            e.xattrs.contains_key(*name),
+            "{path}: a user's attribute stored as {:?}, want {name}",
             e.xattrs.keys()
         );
     }

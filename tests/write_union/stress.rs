@@ -85,21 +85,15 @@ pub fn worker_main() {
 
 /// Starts every worker on `root` at once and waits for all; returns each one's outcomes.
 fn run_workers(root: &Path, seed: u64, logs: &Path) -> Result<Vec<Vec<String>>, String> {
-    let mut workers = Vec::new();
-    for w in 0..WORKERS {
-        let out = logs.join(format!("outcomes-{w}"));
-        let spec = format!("{}\t{w}\t{seed}\t{}", root.display(), out.display());
-        let log = logs.join(format!("worker-{w}.log"));
-        let who = format!("worker {w}");
-        workers.push(Worker::start(
-            "stress_worker",
-            WORKER_ENV,
-            &spec,
-            out,
-            log,
-            &who,
-        )?);
-    }
+    let mut workers = Worker::start_all(
+        "stress_worker",
+        WORKER_ENV,
+        WORKERS,
+        logs,
+        "outcomes",
+        "worker",
+        |w, out| format!("{}\t{w}\t{seed}\t{}", root.display(), out.display()),
+    )?;
     let deadline = Instant::now() + WORKERS_TIMEOUT;
     let mut failures = Vec::new();
     for (w, worker) in workers.iter_mut().enumerate() {
