@@ -109,6 +109,47 @@ pub fn chown_at(dir: BorrowedFd<'_>, name: &CStr, uid: u32, gid: u32) -> io::Res
     Ok(())
 }
 
+/// chmod of `name` in `dir` ("": `dir` itself, an O_PATH fd included), never following a
+/// symlink: one fchmodat2 call (Linux 6.6) with no path walk beyond the name. Older kernels
+/// (ENOSYS) take an O_PATH fd of the object and chmod through its magic link.
+pub fn chmod_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    let flags = libc::AT_SYMLINK_NOFOLLOW
+        | if name.is_empty() {
+            libc::AT_EMPTY_PATH
+        } else {
+            0
+        };
+    // SAFETY: NUL-terminated name; plain integer arguments.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            mode,
+            flags,
+        )
+    };
+    match check(ret as libc::c_int) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            let obj = if name.is_empty() {
+                None
+            } else {
+                Some(super::open_beneath(
+                    dir,
+                    name,
+                    libc::O_PATH | libc::O_NOFOLLOW,
+                    0,
+                )?)
+            };
+            let fd = obj.as_ref().map_or(dir, |o| std::os::fd::AsFd::as_fd(o));
+            let path = super::cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+            chmod_at(fd, &path, mode)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// chmod of a non-symlink (symlink modes cannot change on Linux).
 pub fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
     // SAFETY: NUL-terminated name.

@@ -49,7 +49,7 @@ pub enum NewObject<'a> {
 
 /// A free name in an upper directory, with its directory's state locked for writing.
 struct NewName {
-    dir: OwnedFd,
+    dir: Arc<OwnedFd>,
     name: CString,
     /// The name hides a lower one: the object replaces the whiteout.
     over_whiteout: bool,
@@ -225,7 +225,7 @@ impl Union {
         name: &[u8],
         make: impl FnOnce(&mut DirState, &NewName) -> io::Result<R>,
     ) -> io::Result<R> {
-        let upper = self.writable_upper()?;
+        self.writable_upper()?;
         let state = self.dir_state(parent)?;
         let mut state = state.write();
         if state.resolve(name).is_some() {
@@ -233,7 +233,7 @@ impl Union {
         }
         let new = NewName {
             over_whiteout: matches!(state.upper.get(name), Some(UpperEntry::Whiteout)),
-            dir: upper.open_dir(&self.upper_rel(parent)?)?,
+            dir: self.upper_dir(parent)?,
             name: sys::cstr(name)?,
         };
         make(&mut state, &new)

@@ -54,6 +54,7 @@ mod resolve;
 mod setattr;
 #[cfg(test)]
 mod tests;
+mod upper_at;
 mod xattr;
 
 use std::io;
@@ -127,6 +128,8 @@ pub struct Union {
     ownership: crate::union::idmap::Ownership,
     /// Upper host inode -> inode number, for hard-linked upper files (see upper_entry_ino).
     upper_link_inos: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    /// Fds of upper directories the kernel holds nodes of (see `upper_at`).
+    upper_dirs: ShardedMap<upper_at::HeldDir>,
     /// Set once sub-mounts are in place on a --read-only mount: the union refuses writes.
     deny_writes: Arc<AtomicBool>,
 }
@@ -154,6 +157,7 @@ impl Union {
             format,
             ownership,
             upper_link_inos: Default::default(),
+            upper_dirs: ShardedMap::default(),
             deny_writes: Arc::new(AtomicBool::new(false)),
             layers,
             upper,
@@ -203,7 +207,11 @@ impl Union {
     /// Drops `n` kernel references to `ino`; true when the kernel no longer knows the node.
     pub fn forget(&self, ino: u64, n: u64) -> bool {
         self.nodes.forget(ino, n);
-        self.nodes.get(ino).is_none()
+        let gone = self.nodes.get(ino).is_none();
+        if gone {
+            self.drop_upper_dir(ino);
+        }
+        gone
     }
 
     /// The generation of node `ino` (0 if unknown).

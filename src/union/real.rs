@@ -96,10 +96,7 @@ impl Union {
             Real::Held(obj) if flags & c::O_PATH != 0 => obj.try_clone(),
             // The object itself, whatever its names.
             Real::Held(obj) => ops::reopen(obj.as_fd(), flags & !c::O_NOFOLLOW),
-            Real::Upper => {
-                let rel = self.upper_rel(node)?;
-                sys::open_beneath(self.upper()?.root(), &sys::cstr(&rel)?, flags, 0)
-            }
+            Real::Upper => self.open_upper(node, flags),
             Real::Index(idx) => sys::open_beneath(self.upper()?.index(), &idx, flags, 0),
             Real::Lower(lower) => lower.open(&self.layers, flags),
             Real::Gone => Err(errno(c::ENOENT)),

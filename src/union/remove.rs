@@ -58,7 +58,7 @@ impl Union {
                 return Err(errno(c::ENOTEMPTY));
             }
         }
-        let dir = upper.open_dir(&self.upper_rel(&parent_node)?)?;
+        let dir = self.upper_dir(&parent_node)?;
         let name_c = sys::cstr(name)?;
         let lower_has = state.lower_entry(name).is_some();
         let indexed_name = if matches!(resolved, Resolved::Upper { .. }) {
@@ -148,6 +148,7 @@ impl Union {
         drop(inner);
         if gone && node.kind == Kind::Dir {
             self.dirs.remove(node.ino);
+            self.drop_upper_dir(node.ino);
             // A directory never comes back by another name: its number may now be reused.
             node.removed
                 .store(true, std::sync::atomic::Ordering::Relaxed);

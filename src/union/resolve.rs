@@ -1,6 +1,7 @@
 //! Name resolution: a name of a merged directory to its node (made on first lookup, with
 //! where its lower and upper objects are), the node's upper path, and its attributes.
 
+use std::ffi::CStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -205,9 +206,7 @@ impl Union {
         if let Some(obj) = node.inner.read().object.clone() {
             return Ok(obj);
         }
-        let rel = self.upper_rel(node)?;
-        let fd = self.upper()?.open_path(&rel)?;
-        Ok(Arc::new(fd))
+        Ok(Arc::new(self.open_upper(node, c::O_PATH)?))
     }
 
     /// Keeps the upper object of a hard-linked file open, so that it stays reachable whichever
@@ -236,36 +235,49 @@ impl Union {
         };
         let attr = match self.path_real(node) {
             Real::Held(obj) => self.object_attr(obj.as_fd(), cached.nlink)?,
-            Real::Upper => {
-                let obj = self.upper_object(node)?;
-                let attr = self.object_attr(obj.as_fd(), cached.nlink)?;
-                self.hold_if_linked(node, &obj, attr.nlink as u64);
-                attr
-            }
+            Real::Upper => self.upper_attr_at(node, cached.nlink)?,
             Real::Index(idx) => Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx)?),
             Real::Lower(_) | Real::Gone => cached,
         };
         Ok(self.merged_dir_nlink(node, is_upper, lower_dirs, attr))
     }
 
+    /// Attributes of an upper object reached by its name: one stat relative to its
+    /// directory's held fd. A hard-linked file is held open from then on (and its link count
+    /// is the one the kernel's nlink marker records).
+    fn upper_attr_at(&self, node: &Node, lower_nlink: u32) -> io::Result<Attr> {
+        let (at, name) = self.upper_at(node)?;
+        let st = sys::stat_at(at.as_fd(), &name)?;
+        if node.kind == Kind::Dir || st.st_nlink < 2 {
+            return Ok(Attr::from_stat(&st));
+        }
+        let obj = self.upper_object(node)?;
+        let attr = self.object_attr(obj.as_fd(), lower_nlink)?;
+        self.hold_if_linked(node, &obj, attr.nlink as u64);
+        Ok(attr)
+    }
+
     /// The attributes of a node whose upper object (held, or reached by its name) was just
-    /// changed through `obj`: stat'ed through that fd rather than reached again.
-    pub(super) fn upper_attr_through(&self, node: &Node, obj: BorrowedFd<'_>) -> io::Result<Attr> {
-        let (is_upper, cached, lower_dirs, held) = {
+    /// changed through (`at`, `name`): stat'ed there rather than reached again.
+    pub(super) fn upper_attr_through(
+        &self,
+        node: &Node,
+        at: BorrowedFd<'_>,
+        name: &CStr,
+    ) -> io::Result<Attr> {
+        let (is_upper, lower_dirs) = {
             let inner = node.inner.read();
             (
                 inner.upper,
-                inner.attr(),
                 inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
-                inner.object.is_some(),
             )
         };
-        let attr = self.object_attr(obj, cached.nlink)?;
-        if !held && node.kind != Kind::Dir && attr.nlink > 1 {
-            // A hard link not held yet: node_attr holds its object.
+        let st = sys::stat_at(at, name)?;
+        if node.kind != Kind::Dir && st.st_nlink > 1 {
+            // A hard link: node_attr holds its object and reads its nlink marker.
             return self.node_attr(node);
         }
-        Ok(self.merged_dir_nlink(node, is_upper, lower_dirs, attr))
+        Ok(self.merged_dir_nlink(node, is_upper, lower_dirs, Attr::from_stat(&st)))
     }
 
     /// Like the kernel: a directory merged from several layers reports one link, since

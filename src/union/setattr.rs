@@ -1,9 +1,10 @@
 //! setattr: chmod, chown, truncate, utimens. A lower object is copied up first (truncate to
 //! zero copies no data).
 
+use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use super::copy_up::Data;
 use super::real::Real;
@@ -70,16 +71,22 @@ impl Union {
             None => Data::Meta,
         };
         self.ensure_upper(&node, data)?;
-        // The object is opened once: the change and the attributes returned both go through
-        // this fd (three setattrs per file in an untar: each walk saved counts).
+        // The object is reached once, and with no walk from the upper root: by its name in
+        // its directory's held fd when a name identifies it, else through one fd (three
+        // setattrs per file in an untar: each walk saved counts).
         let real = self.path_real(&node);
-        let upper_object = matches!(real, Real::Upper | Real::Held(_));
-        let opened;
-        let obj = match open {
-            Some(file) => file.as_fd(),
+        let by_name = open.is_none() && matches!(real, Real::Upper);
+        let held = matches!(real, Real::Held(_));
+        let (dir, name, opened);
+        let (at, at_name): (BorrowedFd<'_>, &CStr) = match open {
+            Some(file) => (file.as_fd(), c""),
+            None if by_name => {
+                (dir, name) = self.upper_at(&node)?;
+                (dir.as_fd(), &name)
+            }
             None => {
                 opened = self.open_at(&node, real, c::O_PATH)?;
-                opened.as_fd()
+                (opened.as_fd(), c"")
             }
         };
         if change.uid.is_some() || change.gid.is_some() {
@@ -87,30 +94,30 @@ impl Union {
                 change.uid.unwrap_or(u32::MAX),
                 change.gid.unwrap_or(u32::MAX),
             );
-            ops::chown_at(obj, c"", uid, gid)?;
+            ops::chown_at(at, at_name, uid, gid)?;
         }
         if let Some(mode) = change.mode {
             if node.kind != Kind::Symlink {
-                // fchmod does not work on O_PATH fds: go through the magic link.
-                let path = sys::cstr(
-                    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&obj)).as_bytes(),
-                )?;
-                ops::chmod_at(obj, &path, mode & 0o7777)?;
+                ops::chmod_nofollow(at, at_name, mode & 0o7777)?;
             }
         }
         if let Some(size) = change.size {
             let truncated = open.is_some_and(|file| ops::ftruncate(file.as_fd(), size).is_ok());
             if !truncated {
-                let f = ops::reopen(obj, c::O_WRONLY)?;
+                let f = if at_name.is_empty() {
+                    ops::reopen(at, c::O_WRONLY)?
+                } else {
+                    sys::open_beneath(at, at_name, c::O_WRONLY | c::O_NOFOLLOW, 0)?
+                };
                 ops::ftruncate(f.as_fd(), size)?;
             }
         }
         if change.touches_times() {
-            ops::utimens_at(obj, c"", timespec(change.atime), timespec(change.mtime))?;
+            ops::utimens_at(at, at_name, timespec(change.atime), timespec(change.mtime))?;
         }
         match open {
             Some(file) if node.is_unlinked() => Ok(Attr::from_stat(&sys::fstat(file.as_fd())?)),
-            None if upper_object => self.upper_attr_through(&node, obj),
+            None if by_name || held => self.upper_attr_through(&node, at, at_name),
             _ => self.node_attr(&node),
         }
     }

@@ -414,3 +414,50 @@ fn a_looked_up_lower_file_keeps_few_heap_bytes() {
     // 251 with the node at 184 bytes.
     assert!(per_node <= 260, "{per_node} heap bytes per looked-up file");
 }
+
+/// Entries are made and changed through the held fd of their directory's upper copy: it
+/// follows the directory through a rename, and a removed directory's fd is never used for a
+/// new directory, even one the host gives the same inode number.
+#[test]
+fn entries_land_in_their_directory_after_a_rename_or_a_reuse_of_its_number() {
+    let s = Stack::new("held-dirs", 1);
+    let u = s.union();
+    let dir = NewObject::Dir {
+        mode: 0o755,
+        umask: 0,
+    };
+    let file = || NewObject::File {
+        mode: 0o644,
+        umask: 0,
+        flags: c::O_WRONLY,
+    };
+    let d = u.create(ROOT_INO, b"d", dir, me()).unwrap().0.ino;
+    let f = u.create(d, b"f", file(), me()).unwrap().0.ino;
+    u.rename(ROOT_INO, b"d", ROOT_INO, b"moved", RenameMode::default())
+        .unwrap();
+    u.create(d, b"g", file(), me()).unwrap();
+    let chmod = Change {
+        mode: Some(0o600),
+        ..Change::default()
+    };
+    assert_eq!(u.setattr(f, None, chmod).unwrap().mode & 0o7777, 0o600);
+    let f_mode = fs::metadata(s.upper().join("moved/f"))
+        .unwrap()
+        .permissions();
+    assert_eq!(f_mode.mode() & 0o7777, 0o600);
+    assert!(s.upper().join("moved/g").exists());
+
+    // Removed and made again, many times: the host reuses inode numbers of removed dirs.
+    for round in 0..20 {
+        let dir = NewObject::Dir {
+            mode: 0o755,
+            umask: 0,
+        };
+        let e = u.create(ROOT_INO, b"e", dir, me()).unwrap().0;
+        u.create(e.ino, b"x", file(), me())
+            .unwrap_or_else(|err| panic!("round {round}: {err}"));
+        assert!(s.upper().join("e/x").exists(), "round {round}");
+        u.remove(e.ino, b"x", false).unwrap();
+        u.remove(ROOT_INO, b"e", true).unwrap();
+    }
+}
