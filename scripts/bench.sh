@@ -298,19 +298,27 @@ cleanup() {
 # ---------------------------------------------------------------------------------------------
 # Measurements: bench_NAME FS MNT prints one number per run (seconds, or KiB for RSS).
 
-# Mount, then the first stat of a deep path; timed from the start of the mount command.
-bench_mount_stat() {
-    local fs=$1 mnt=$2 deep t0 t1 r
-    deep=$(cat "$STACK/deep_path.txt")
+# time_mount_stat FS MNT PATH MOUNT_CMD...: REPEAT times, MOUNT_CMD mounts FS at MNT and
+# MNT/PATH is stat'ed, timed from the start of the mount command; then FS is unmounted.
+time_mount_stat() {
+    local fs=$1 mnt=$2 path=$3 t0 t1 r
+    shift 3
     for ((r = 0; r < REPEAT; r++)); do
         t0=$(now)
-        mount_fs "$fs" "$mnt"
-        stat "$mnt/$deep" >/dev/null
+        "$@"
+        stat "$mnt/$path" >/dev/null
         t1=$(now)
         umount_fs "$fs" "$mnt"
         elapsed "$t0" "$t1"
         echo
     done
+}
+
+# Mount, then the first stat of a deep path.
+bench_mount_stat() {
+    local deep
+    deep=$(cat "$STACK/deep_path.txt")
+    time_mount_stat "$1" "$2" "$deep" mount_fs "$1" "$2"
 }
 
 # Cold caches, fresh mount, then a timed find. The mount plus find time goes to the
@@ -603,19 +611,9 @@ bench_sweep_walk_100() { sweep_walk 100 "$@"; }
 bench_sweep_walk_200() { sweep_walk 200 "$@"; }
 bench_sweep_walk_400() { sweep_walk 400 "$@"; }
 
-# Mount of the 400-layer stack, then the first stat of a file in its top layer's last dir;
-# timed from the start of the mount command, as mount_stat.
+# Mount of the 400-layer stack, then the first stat of a file in its top layer's last dir.
 bench_mount_stat_400() {
-    local fs=$1 mnt=$2 t0 t1 r
-    for ((r = 0; r < REPEAT; r++)); do
-        t0=$(now)
-        mount_sweep 400 "$fs" "$mnt"
-        stat "$mnt/$SWEEP_DEEP_PATH" >/dev/null
-        t1=$(now)
-        umount_fs "$fs" "$mnt"
-        elapsed "$t0" "$t1"
-        echo
-    done
+    time_mount_stat "$1" "$2" "$SWEEP_DEEP_PATH" mount_sweep 400 "$1" "$2"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -1175,26 +1173,25 @@ bench_oci_unpack() {
     rm -rf "$out"
 }
 
+# oci_mount FS MNT: stack:l20 by `stratafs image mount` in the stratafs column, by its
+# unpacked store dirs (MOUNT_LAYERS) in the others.
+oci_mount() {
+    local fs=$1 mnt=$2
+    if [ "$fs" = stratafs ]; then
+        "$STRATAFS" image mount --daemon --state-dir "$OCI_STATE" \
+            "$OCI_DIR/stack:l$OCI_STACK_LAYERS" "$mnt"
+    else
+        mount_fs "$fs" "$mnt"
+    fi
+}
+
 bench_oci_mount_20() {
-    local fs=$1 mnt=$2 r t0 t1 deep
+    local fs=$1 mnt=$2 deep
     local -a MOUNT_LAYERS
     mapfile -t MOUNT_LAYERS < <(oci_diff_ids "$OCI_DIR/stack" "l$OCI_STACK_LAYERS" | sed "s#^#$OCI_STATE/layers/sha256/#")
     deep=usr/share/$(find "${MOUNT_LAYERS[0]}/usr/share" -mindepth 2 -maxdepth 2 -type f -printf '%P\n' | sort | tail -n1)
     mkdir -p "$mnt"
-    for ((r = 0; r < REPEAT; r++)); do
-        t0=$(now)
-        if [ "$fs" = stratafs ]; then
-            "$STRATAFS" image mount --daemon --state-dir "$OCI_STATE" \
-                "$OCI_DIR/stack:l$OCI_STACK_LAYERS" "$mnt"
-        else
-            mount_fs "$fs" "$mnt"
-        fi
-        stat "$mnt/$deep" >/dev/null
-        t1=$(now)
-        umount_fs "$fs" "$mnt"
-        elapsed "$t0" "$t1"
-        echo
-    done
+    time_mount_stat "$fs" "$mnt" "$deep" oci_mount "$fs" "$mnt"
 }
 
 # name|label|unit; unit "s" = seconds (ratios of times), "GB/s" = seconds shown as throughput

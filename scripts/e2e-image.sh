@@ -27,21 +27,14 @@ skip_all() {
 }
 
 [ "$(id -u)" -eq 0 ] || skip_all "needs root (rootful podman, owners in the layers)"
+# shellcheck disable=SC2317 # called by e2e_tools
 have_tools() {
     command -v podman >/dev/null && command -v runc >/dev/null && command -v skopeo >/dev/null &&
         command -v jq >/dev/null && command -v getfattr >/dev/null && [ -x /bin/busybox ] &&
         dpkg -s busybox-static >/dev/null 2>&1
 }
-if ! have_tools; then
-    command -v apt-get >/dev/null || skip_all "no apt-get to install podman with"
-    export DEBIAN_FRONTEND=noninteractive
-    pkgs=(podman runc buildah busybox-static skopeo jq attr uidmap)
-    if ! apt-get install -y -q "${pkgs[@]}" >/dev/null 2>&1; then
-        apt-get update -q >/dev/null 2>&1
-        out=$(apt-get install -y -q "${pkgs[@]}" 2>&1) || skip_all "apt-get install failed: $(tail_of "$out")"
-    fi
-    have_tools || skip_all "installed packages still lack podman, runc, skopeo, jq, getfattr or busybox-static"
-fi
+e2e_tools have_tools "podman, runc, skopeo, jq, getfattr or busybox-static" \
+    podman runc buildah busybox-static skopeo jq attr uidmap
 grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null
 grep -qw overlay /proc/filesystems || skip_all "no kernel overlayfs for podman's reference store"
 

@@ -30,6 +30,22 @@ finish() {
     exit $?
 }
 
+# e2e_tools CHECK WHAT PKG...: when the function CHECK fails, installs PKG... with apt-get (updating the
+# package lists if the first try fails) and checks again; calls the script's skip_all, naming WHAT (the tools
+# CHECK wants), when they cannot be had.
+e2e_tools() {
+    local check=$1 what=$2 out
+    shift 2
+    "$check" && return 0
+    command -v apt-get >/dev/null || skip_all "no apt-get to install $what with"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q "$@" >/dev/null 2>&1; then
+        apt-get update -q >/dev/null 2>&1
+        out=$(apt-get install -y -q "$@" 2>&1) || skip_all "apt-get install failed: $(tail_of "$out")"
+    fi
+    "$check" || skip_all "installed packages still lack $what"
+}
+
 # e2e_temp_dir PREFIX: sets T to a new private dir PREFIX-HEX. Lower case only: `podman pull oci:DIR` names
 # the image after DIR, and image names must be lower case.
 e2e_temp_dir() {

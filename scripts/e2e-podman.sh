@@ -63,20 +63,12 @@ skip_all() {
 # Tools.
 [ "$(id -u)" -eq 0 ] || skip_all "rootful podman needs root"
 
+# shellcheck disable=SC2317 # called by e2e_tools
 have_tools() {
     command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null &&
         command -v newuidmap >/dev/null && dpkg -s busybox-static >/dev/null 2>&1
 }
-if ! have_tools; then
-    command -v apt-get >/dev/null || skip_all "no apt-get to install it with"
-    export DEBIAN_FRONTEND=noninteractive
-    pkgs=(podman runc buildah busybox-static uidmap)
-    if ! apt-get install -y -q "${pkgs[@]}" >/dev/null 2>&1; then
-        apt-get update -q >/dev/null 2>&1
-        out=$(apt-get install -y -q "${pkgs[@]}" 2>&1) || skip_all "apt-get install failed: $(tail_of "$out")"
-    fi
-    have_tools || skip_all "installed packages still lack podman, buildah, runc or busybox-static"
-fi
+e2e_tools have_tools "podman, buildah, runc or busybox-static" podman runc buildah busybox-static uidmap
 command -v fusermount3 >/dev/null || command -v fusermount >/dev/null ||
     skip_all "no fusermount3 to unmount FUSE mounts with"
 

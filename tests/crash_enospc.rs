@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::procfds::wait_closed_by;
 use common::rw::{require_root, umount, StrataChild, StrataSpec, Tmpfs};
 use common::tmp::TempDir;
 
@@ -623,24 +624,6 @@ fn enospc_on_the_upper_fs() {
     m.unmount().expect("clean unmount");
 }
 
-/// Free bytes of the filesystem holding `path`.
-fn free_bytes(path: &Path) -> u64 {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    assert_eq!(
-        rc,
-        0,
-        "statvfs {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: statvfs succeeded and filled the buffer.
-    let st = unsafe { st.assume_init() };
-    st.f_bfree * st.f_frsize
-}
-
 /// When the space of a file unlinked through the mount comes back on the upper fs.
 #[derive(Debug, PartialEq)]
 struct SpaceReport {
@@ -666,43 +649,12 @@ fn write_big(path: &Path) -> File {
     f
 }
 
-/// Waits until process `pid` has no file open for reading or writing on `path` (O_PATH fds
-/// do not count): FUSE sends the release of a closed file after close returns.
-fn wait_closed_by(pid: u32, path: &Path) {
-    const O_PATH: u32 = 0o10000000;
-    let open_on_path = || {
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-            return false;
-        };
-        fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path()).is_ok_and(|t| t == path) && {
-                let info = std::fs::read_to_string(format!(
-                    "/proc/{pid}/fdinfo/{}",
-                    fd.file_name().to_string_lossy()
-                ))
-                .unwrap_or_default();
-                let flags = info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("flags:"))
-                    .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
-                    .unwrap_or(0);
-                flags & O_PATH == 0
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while open_on_path() {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon still has {} open 10 s after its close",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// `settle(name)` waits until what serves the mount has released the closed file `name`.
 fn space_report(mnt: &Path, upper_fs: &Path, settle: &dyn Fn(&str)) -> SpaceReport {
+    let free_bytes = || {
+        common::sys::free_bytes(upper_fs)
+            .unwrap_or_else(|e| panic!("statvfs {}: {e}", upper_fs.display()))
+    };
     // A file that is not open: its space is free when unlink returns, every time.
     let mut back_at_unlink = true;
     for i in 0..SPACE_TRIES {
@@ -710,24 +662,24 @@ fn space_report(mnt: &Path, upper_fs: &Path, settle: &dyn Fn(&str)) -> SpaceRepo
         let path = mnt.join(&name);
         drop(write_big(&path));
         settle(&name);
-        let before = free_bytes(upper_fs);
+        let before = free_bytes();
         std::fs::remove_file(&path).expect("unlink big file");
-        let after = free_bytes(upper_fs);
+        let after = free_bytes();
         back_at_unlink &= after >= before + SPACE_FILE;
     }
     // An open file keeps its space until the close.
     let path = mnt.join("open-big");
     let f = write_big(&path);
-    let before = free_bytes(upper_fs);
+    let before = free_bytes();
     std::fs::remove_file(&path).expect("unlink open big file");
     std::thread::sleep(Duration::from_millis(100));
-    let held_while_open = free_bytes(upper_fs) < before + SPACE_FILE / 2;
+    let held_while_open = free_bytes() < before + SPACE_FILE / 2;
     let md = f.metadata().expect("fstat the open unlinked file");
     let fstat_while_open = (std::os::unix::fs::MetadataExt::nlink(&md), md.len());
     drop(f);
     let deadline = Instant::now() + Duration::from_secs(2);
     let back_after_close = loop {
-        if free_bytes(upper_fs) >= before + SPACE_FILE {
+        if free_bytes() >= before + SPACE_FILE {
             break true;
         }
         if Instant::now() > deadline {

@@ -14,8 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
+use common::procfds::{io_fds_on, wait_closed_by};
 use common::rw::{require_root, KernelMount, StrataChild, StrataSpec, Tmpfs};
 use common::tmp::TempDir;
 
@@ -49,12 +49,13 @@ fn start_stratafs(scratch: &TempDir, lower: &Path, d: &Dirs) -> StrataChild {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Kernel overlayfs in the format stratafs writes: chmod copies up metadata only.
 fn mount_kernel(lower: &Path, d: &Dirs) -> KernelMount {
     KernelMount::mount(
         &[lower.to_path_buf()],
         Some((&d.upper, &d.work)),
         &d.mnt,
-        "",
+        "redirect_dir=on,index=on,metacopy=on",
     )
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -73,48 +74,6 @@ fn append(path: &Path, data: &[u8]) {
         .open(path)
         .and_then(|mut f| f.write_all(data))
         .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
-}
-
-/// The fds of process `pid` open on the file at `path` for I/O (O_PATH fds do not count).
-/// Matched by device and inode: the daemon reaches layers through detached mounts, whose
-/// paths /proc does not show as the test knows them.
-fn io_fds_on(pid: u32, path: &Path) -> usize {
-    const O_PATH: u32 = 0o10000000;
-    let st = std::fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return 0;
-    };
-    fds.flatten()
-        .filter(|fd| {
-            std::fs::metadata(fd.path()).is_ok_and(|m| m.dev() == st.dev() && m.ino() == st.ino())
-        })
-        .filter(|fd| {
-            let info = std::fs::read_to_string(format!(
-                "/proc/{pid}/fdinfo/{}",
-                fd.file_name().to_string_lossy()
-            ))
-            .unwrap_or_default();
-            let flags = info
-                .lines()
-                .find_map(|l| l.strip_prefix("flags:"))
-                .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
-                .unwrap_or(0);
-            flags & O_PATH == 0
-        })
-        .count()
-}
-
-/// Waits until the daemon has no fd on `path`: FUSE sends a release after close returns.
-fn wait_closed_by(pid: u32, path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while io_fds_on(pid, path) > 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the daemon still has {} open 10 s after its close",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
 }
 
 /// A lower file read before is opened again with no fd of the daemon's on it: the open is
@@ -187,6 +146,22 @@ fn copy_up_story(mnt: &Path) -> (Vec<String>, String) {
         .open(&h)
         .expect("open h with O_TRUNC");
     log.push(format!("truncated: {:?}", read(&h)));
+    // Copied up by truncate(2) and by chmod(2) (metadata only where the format allows it):
+    // the next read-only open reads the copy.
+    let t = mnt.join("t");
+    log.push(read(&t));
+    let path = std::ffi::CString::new(t.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: truncate(2) of a NUL-terminated path.
+    let rc = unsafe { libc::truncate(path.as_ptr(), 3) };
+    assert_eq!(rc, 0, "truncate: {}", std::io::Error::last_os_error());
+    log.push(format!("truncate(2): {:?}", read(&t)));
+    let c = mnt.join("c");
+    log.push(read(&c));
+    std::fs::set_permissions(&c, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod c");
+    log.push(format!("chmod: {:?}", read(&c)));
+    append(&c, b"+new\n");
+    log.push(format!("chmod, then append: {:?}", read(&c)));
     (log, opened_before)
 }
 
@@ -195,7 +170,7 @@ fn opens_around_a_copy_up_see_what_the_kernel_shows() {
     require_root();
     let scratch = TempDir::new("open-cache-copyup");
     let lower = scratch.subdir("lower");
-    for name in ["f", "g", "h"] {
+    for name in ["f", "g", "h", "t", "c"] {
         std::fs::write(lower.join(name), format!("lower {name}\n")).expect("lower file");
     }
     let k = dirs(&scratch, scratch.path(), "k");
@@ -299,23 +274,6 @@ fn direct_and_mapped_reads_of_a_kept_lower_file() {
 
 const SPACE_FILE: usize = 8 << 20;
 
-fn free_bytes(path: &Path) -> u64 {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: a NUL-terminated path and a buffer of the size statvfs writes.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    assert_eq!(
-        rc,
-        0,
-        "statvfs {}: {}",
-        path.display(),
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: statvfs succeeded and filled the buffer.
-    let st = unsafe { st.assume_init() };
-    st.f_bfree * st.f_frsize
-}
-
 /// Files read again and again, then unlinked: a copied-up lower file and a file created in
 /// the upper layer. Their space is back when unlink returns.
 #[test]
@@ -329,6 +287,10 @@ fn unlink_of_files_read_before_frees_their_space_at_once() {
     let s = dirs(&scratch, &fs_dir, "s");
     let m = start_stratafs(&scratch, &lower, &s);
     let pid = m.pid().expect("daemon pid");
+    let free_bytes = || {
+        common::sys::free_bytes(&fs_dir)
+            .unwrap_or_else(|e| panic!("statvfs {}: {e}", fs_dir.display()))
+    };
 
     let lf = s.mnt.join("lf");
     for _ in 0..2 {
@@ -348,9 +310,9 @@ fn unlink_of_files_read_before_frees_their_space_at_once() {
     }
     for name in ["lf", "uf"] {
         wait_closed_by(pid, &s.upper.join(name));
-        let before = free_bytes(&fs_dir);
+        let before = free_bytes();
         std::fs::remove_file(s.mnt.join(name)).expect("unlink");
-        let after = free_bytes(&fs_dir);
+        let after = free_bytes();
         assert!(
             after >= before + SPACE_FILE as u64,
             "{name}: {} bytes came back at the unlink, not {SPACE_FILE}",

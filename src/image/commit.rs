@@ -13,7 +13,6 @@
 //! access or change times), xattrs in name order; whiteouts and opaque markers with fixed
 //! fields. Committing the same upper twice gives the same tar, so the same digests.
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
@@ -27,7 +26,7 @@ use super::upper_dir::{UpperDir, UpperEntry};
 use crate::sys::c;
 use crate::sys::{self, xattr};
 use crate::tarball::error::ArchiveError;
-use crate::tarball::pack::{append_file, header_for, special_header, write_error};
+use crate::tarball::pack::{append_file, header_for, special_header, write_error, HardLinks};
 use crate::tarball::Progress;
 use crate::union::ovl;
 use crate::union::whiteout::{OPAQUE_MARKER, WH_PREFIX};
@@ -51,7 +50,7 @@ pub fn commit<W: Write>(
     let mut c = Committer {
         builder: Builder::new(out),
         stack,
-        first_names: HashMap::new(),
+        links: HardLinks::default(),
         report: Committed::default(),
         progress,
     };
@@ -71,8 +70,7 @@ pub fn commit<W: Write>(
 struct Committer<'s, 'p, W: Write> {
     builder: Builder<W>,
     stack: &'s mut LowerStack,
-    /// Archive name of the first link of each multiply linked inode, by (dev, ino).
-    first_names: HashMap<(u64, u64), Vec<u8>>,
+    links: HardLinks,
     report: Committed,
     progress: &'p mut Progress,
 }
@@ -184,18 +182,9 @@ impl<W: Write> Committer<'_, '_, W> {
             ));
             return Ok(());
         }
-        if st.st_nlink > 1 {
-            if let Some(first) = self.first_names.get(&(st.st_dev, st.st_ino)) {
-                let first = first.clone();
-                let mut header = header_for(st, EntryType::Link, 0);
-                self.builder
-                    .append_link(&mut header, as_path(path), as_path(&first))
-                    .map_err(|e| write_error(path, e))?;
-                self.counted();
-                return Ok(());
-            }
-            self.first_names
-                .insert((st.st_dev, st.st_ino), path.to_vec());
+        if self.links.append_if_seen(&mut self.builder, path, st)? {
+            self.counted();
+            return Ok(());
         }
         self.pax_xattrs(obj, path)?;
         match kind {

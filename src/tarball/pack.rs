@@ -48,7 +48,7 @@ pub fn pack<W: Write>(
 ) -> Result<(W, Packed)> {
     let mut p = Packer {
         builder: Builder::new(out),
-        first_names: HashMap::new(),
+        links: HardLinks::default(),
         report: Packed::default(),
         progress,
     };
@@ -63,8 +63,7 @@ pub fn pack<W: Write>(
 
 struct Packer<'p, W: Write> {
     builder: Builder<W>,
-    /// Archive name of the first link of each multiply linked inode, by (dev, ino).
-    first_names: HashMap<(u64, u64), Vec<u8>>,
+    links: HardLinks,
     report: Packed,
     progress: &'p mut Progress,
 }
@@ -158,18 +157,9 @@ impl<W: Write> Packer<'_, W> {
         st: &c::stat,
     ) -> Result<()> {
         let kind = st.st_mode & c::S_IFMT;
-        if st.st_nlink > 1 {
-            if let Some(first) = self.first_names.get(&(st.st_dev, st.st_ino)) {
-                let first = first.clone();
-                let mut header = header_for(st, EntryType::Link, 0);
-                self.builder
-                    .append_link(&mut header, as_path(path), as_path(&first))
-                    .map_err(|e| self.write_error(path, e))?;
-                self.counted(0);
-                return Ok(());
-            }
-            self.first_names
-                .insert((st.st_dev, st.st_ino), path.to_vec());
+        if self.links.append_if_seen(&mut self.builder, path, st)? {
+            self.counted(0);
+            return Ok(());
         }
         let flags = if kind == c::S_IFREG {
             // O_NONBLOCK: should the name have become a FIFO since the stat, do not hang on it.
@@ -274,6 +264,37 @@ impl<W: Write> Packer<'_, W> {
 
     fn write_error(&self, path: &[u8], e: io::Error) -> ArchiveError {
         write_error(path, e)
+    }
+}
+
+/// The archive name of the first link of each multiply linked inode, by (dev, ino): its
+/// other names go in as hard links to it.
+#[derive(Default)]
+pub(crate) struct HardLinks(HashMap<(u64, u64), Vec<u8>>);
+
+impl HardLinks {
+    /// Appends `path` (stat'ed as `st`) as a hard link when another name of its inode is in
+    /// the archive already (true); otherwise remembers `path` as that inode's first name
+    /// when it has other links (false: the caller appends the object itself).
+    pub(crate) fn append_if_seen<W: Write>(
+        &mut self,
+        builder: &mut Builder<W>,
+        path: &[u8],
+        st: &c::stat,
+    ) -> Result<bool> {
+        if st.st_nlink <= 1 {
+            return Ok(false);
+        }
+        let inode = (st.st_dev, st.st_ino);
+        let Some(first) = self.0.get(&inode) else {
+            self.0.insert(inode, path.to_vec());
+            return Ok(false);
+        };
+        let mut header = header_for(st, EntryType::Link, 0);
+        builder
+            .append_link(&mut header, as_path(path), as_path(first))
+            .map_err(|e| write_error(path, e))?;
+        Ok(true)
     }
 }
 

@@ -88,12 +88,40 @@ pub struct LowerRef {
     /// Layers where the object (or an ancestor) lies at another path: a directory renamed in
     /// a layer that was once an upper dir names its older copies by redirect. Nearly always
     /// empty.
-    pub moved: Box<[(u16, Vec<u8>)]>,
+    pub moved: Moved,
     /// For a regular file: the layers of its parent directory, top first (where the data of
     /// a metacopy lies).
     pub siblings: Arc<[u16]>,
     /// For a regular file: where its data lies, once looked at (None: not yet).
     pub data: Option<LowerData>,
+}
+
+/// The layers where an object lies at another path than its own (see `LowerRef::moved`):
+/// nearly always none, so a thin pointer, empty without a block.
+#[derive(Clone, Debug, Default)]
+pub struct Moved(Option<Box<MovedPaths>>);
+
+/// (layer, path in that layer) pairs.
+type MovedPaths = Box<[(u16, Vec<u8>)]>;
+
+impl std::ops::Deref for Moved {
+    type Target = [(u16, Vec<u8>)];
+
+    fn deref(&self) -> &[(u16, Vec<u8>)] {
+        self.0.as_deref().map_or(&[], |v| &v[..])
+    }
+}
+
+impl From<Vec<(u16, Vec<u8>)>> for Moved {
+    fn from(paths: Vec<(u16, Vec<u8>)>) -> Moved {
+        Moved((!paths.is_empty()).then(|| Box::new(paths.into_boxed_slice())))
+    }
+}
+
+impl FromIterator<(u16, Vec<u8>)> for Moved {
+    fn from_iter<I: IntoIterator<Item = (u16, Vec<u8>)>>(paths: I) -> Moved {
+        paths.into_iter().collect::<Vec<_>>().into()
+    }
 }
 
 /// Where the data of a lower regular file lies.
@@ -103,7 +131,7 @@ pub enum LowerData {
     Own,
     /// The winning object is a metacopy (its layer was once an upper dir): the data is a
     /// regular file in layer `.0` at path `.1`.
-    At(u16, Box<[u8]>),
+    At(u16, Box<Box<[u8]>>),
     /// No layer below holds it: reads fail with EIO, as in the kernel.
     Missing,
 }
@@ -233,17 +261,18 @@ impl Link {
     }
 }
 
-/// The names of a node: nearly always one, kept inline rather than in a block of its own.
-/// Reads as a slice of links.
+/// The names of a node: nearly always one, kept inline rather than in a block of its own
+/// (a hard link's several names in a boxed slice, which keeps the enum at 24 bytes). Reads
+/// as a slice of links.
 #[derive(Clone)]
 pub enum Links {
     One(Link),
-    Many(Vec<Link>),
+    Many(Box<[Link]>),
 }
 
 impl Default for Links {
     fn default() -> Links {
-        Links::Many(Vec::new())
+        Links::Many(Box::default())
     }
 }
 
@@ -268,27 +297,30 @@ impl std::ops::DerefMut for Links {
 }
 
 impl Links {
+    fn into_vec(self) -> Vec<Link> {
+        match self {
+            Links::One(link) => vec![link],
+            Links::Many(links) => links.into_vec(),
+        }
+    }
+
+    fn from_vec(mut links: Vec<Link>) -> Links {
+        match links.len() {
+            1 => Links::One(links.pop().expect("one link")),
+            _ => Links::Many(links.into_boxed_slice()),
+        }
+    }
+
     pub fn push(&mut self, link: Link) {
-        *self = match std::mem::take(self) {
-            Links::One(first) => Links::Many(vec![first, link]),
-            Links::Many(links) if links.is_empty() => Links::One(link),
-            Links::Many(mut links) => {
-                links.push(link);
-                Links::Many(links)
-            }
-        };
+        let mut links = std::mem::take(self).into_vec();
+        links.push(link);
+        *self = Links::from_vec(links);
     }
 
     pub fn retain(&mut self, keep: impl FnMut(&Link) -> bool) {
-        let mut links = match std::mem::take(self) {
-            Links::One(link) => vec![link],
-            Links::Many(links) => links,
-        };
+        let mut links = std::mem::take(self).into_vec();
         links.retain(keep);
-        *self = match links.len() {
-            1 => Links::One(links.pop().expect("one link")),
-            _ => Links::Many(links),
-        };
+        *self = Links::from_vec(links);
     }
 
     pub fn clear(&mut self) {
@@ -301,12 +333,12 @@ impl Links {
 #[derive(Clone)]
 pub enum LinkName {
     Listed(ListedEntry),
-    Own(Box<[u8]>),
+    Own(Box<Box<[u8]>>),
 }
 
 impl From<&[u8]> for LinkName {
     fn from(name: &[u8]) -> LinkName {
-        LinkName::Own(name.into())
+        LinkName::Own(Box::new(name.into()))
     }
 }
 
@@ -316,7 +348,7 @@ impl std::ops::Deref for LinkName {
     fn deref(&self) -> &[u8] {
         match self {
             LinkName::Listed(e) => e.name(),
-            LinkName::Own(name) => name,
+            LinkName::Own(name) => &name[..],
         }
     }
 }
@@ -341,7 +373,7 @@ pub struct NodeInner {
     pub upper: bool,
     /// A hard-linked lower file whose copy lives in the index (by this entry name): reads go
     /// there, and a change links it in place instead of copying.
-    pub index: Option<std::ffi::CString>,
+    pub index: Option<Box<std::ffi::CString>>,
     /// The upper copy holds metadata only; data is read from `lower` until the first write.
     pub metacopy: bool,
     /// The object itself, held open (O_PATH) where no single name identifies it: a

@@ -149,7 +149,7 @@ pub fn metacopy_data(
 ) -> LowerData {
     let target = redirect.unwrap_or_else(|| Target::Relative(name.to_vec()));
     match walk(layers, parent, from_slot, target, Want::Data).pop() {
-        Some((slot, path)) => LowerData::At(slot, path.into()),
+        Some((slot, path)) => LowerData::At(slot, Box::new(path.into())),
         None => LowerData::Missing,
     }
 }
@@ -490,7 +490,7 @@ mod tests {
         std::fs::write(l(0, "f"), b"data").unwrap();
         assert_eq!(
             metacopy_data(&layers, &root(3), b"f", 2, None),
-            LowerData::At(0, b"f".to_vec().into())
+            LowerData::At(0, Box::new(b"f".to_vec().into()))
         );
     }
 }

@@ -44,7 +44,7 @@ impl Union {
             (Some(obj), _) if inner.upper || unlinked => Real::Held(obj.clone()),
             (None, true) if !unlinked => Real::Upper,
             _ => match (&inner.index, &inner.lower) {
-                (Some(idx), _) => Real::Index(idx.clone()),
+                (Some(idx), _) => Real::Index((**idx).clone()),
                 (None, Some(lower)) => Real::Lower(lower.clone()),
                 (None, None) if unlinked => Real::Gone,
                 (None, None) => Real::Upper,
@@ -60,7 +60,7 @@ impl Union {
             (
                 inner.upper && !inner.metacopy,
                 inner.object.clone(),
-                inner.index.clone(),
+                inner.index.as_deref().cloned(),
             )
         };
         if upper_data {

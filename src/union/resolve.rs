@@ -99,7 +99,7 @@ impl Union {
         let index = if is_upper {
             None
         } else {
-            state.indexed.get(name).cloned()
+            state.indexed.get(name).cloned().map(Box::new)
         };
         // A copied-up file may hold metadata only: its data is then the lower file's.
         let mut lower = lower;

@@ -384,6 +384,7 @@ fn a_looked_up_lower_file_keeps_few_heap_bytes() {
             .unwrap();
     }
     let per_node = (crate::sys::heapcount::live_bytes() - before) / (FILES as isize - 1);
-    // 414 when each node copied its attributes and name and had a block for its one link.
-    assert!(per_node <= 300, "{per_node} heap bytes per looked-up file");
+    // 414 when each node copied its attributes and name and had a block for its one link;
+    // 251 with the node at 184 bytes.
+    assert!(per_node <= 260, "{per_node} heap bytes per looked-up file");
 }

@@ -9,6 +9,7 @@ pub mod layers;
 pub mod model;
 pub mod mount;
 pub mod mountinfo;
+pub mod procfds;
 pub mod rw;
 pub mod sys;
 pub mod tmp;

@@ -144,6 +144,18 @@ pub fn truncate(path: &Path, len: i64) -> io::Result<()> {
     check(ret as libc::ssize_t).map(|_| ())
 }
 
+/// Free bytes of the filesystem holding `path` (statvfs(2): free blocks times fragment size).
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let p = cpath(path);
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
+    // SAFETY: p is NUL-terminated and st is a buffer of the size statvfs writes.
+    let ret = unsafe { libc::statvfs(p.as_ptr(), st.as_mut_ptr()) };
+    check(ret as libc::ssize_t)?;
+    // SAFETY: statvfs succeeded and filled the buffer.
+    let st = unsafe { st.assume_init() };
+    Ok(st.f_bfree * st.f_frsize)
+}
+
 /// Sends signal `sig` to process `pid`.
 pub fn send_signal(pid: u32, sig: i32) -> io::Result<()> {
     // SAFETY: kill has no memory-safety preconditions.

@@ -9,19 +9,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::sysc::{errno_name, Sys};
-
-fn last() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn check(ret: libc::c_int) -> Sys<libc::c_int> {
-    if ret < 0 {
-        Err(last())
-    } else {
-        Ok(ret)
-    }
-}
+use crate::sysc::{check, errno_name, last, Sys};
 
 fn c(name: &[u8]) -> CString {
     CString::new(name).expect("test names hold no NUL")

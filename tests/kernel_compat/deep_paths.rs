@@ -4,6 +4,7 @@
 //! longer than PATH_MAX, made and used only through directory fds; then the merged trees, the
 //! upper dirs, stratafs remounted on its upper dir and the kernel mounted on it are compared.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::at::{outcome, show, Dir};
@@ -128,16 +129,13 @@ impl DeepPair {
         let merged = |mnt: &PathBuf| snapshot(&Dir::open(mnt), View::Merged, &none);
         let kernel_tree = merged(&self.k.mnt).expect("walk the kernel mount");
         let strata_tree = merged(&self.s.mnt);
-        let mut compare = |stage: &str, b_name: &str, b: &Result<_, String>| match b {
-            Ok(b) => {
-                let d = diff("kernel", &kernel_tree, b_name, b);
-                if !d.is_empty() {
-                    found.push(format!("{stage}:\n  {}", d.join("\n  ")));
-                }
-            }
-            Err(e) => found.push(format!("{stage}: {e}")),
-        };
-        compare("merged trees differ", "stratafs", &strata_tree);
+        differences(
+            &mut found,
+            "merged trees differ",
+            &kernel_tree,
+            "stratafs",
+            &strata_tree,
+        );
         kernel.unmount().expect("unmount kernel overlayfs");
         strata.unmount().expect("unmount stratafs");
 
@@ -150,31 +148,22 @@ impl DeepPair {
             )
         };
         let kernel_upper = upper(&self.k).expect("walk the kernel's upper dir");
-        match upper(&self.s) {
-            Ok(s) => {
-                let d = diff("kernel", &kernel_upper, "stratafs", &s);
-                if !d.is_empty() {
-                    found.push(format!("upper dirs differ:\n  {}", d.join("\n  ")));
-                }
-            }
-            Err(e) => found.push(format!("stratafs's upper dir: {e}")),
-        }
+        differences(
+            &mut found,
+            "upper dirs differ",
+            &kernel_upper,
+            "stratafs",
+            &upper(&self.s),
+        );
 
-        let mut compare = |stage: &str, b_name: &str, b: &Result<_, String>| match b {
-            Ok(b) => {
-                let d = diff("kernel", &kernel_tree, b_name, b);
-                if !d.is_empty() {
-                    found.push(format!("{stage}:\n  {}", d.join("\n  ")));
-                }
-            }
-            Err(e) => found.push(format!("{stage}: {e}")),
-        };
         // Nothing lives only in the daemon's memory: remounted, stratafs shows the same tree.
         let again = self.strata();
         let remounted = merged(&self.s.mnt);
         again.unmount().expect("unmount stratafs");
-        compare(
+        differences(
+            &mut found,
             "stratafs remounted differs",
+            &kernel_tree,
             "stratafs-remounted",
             &remounted,
         );
@@ -182,12 +171,37 @@ impl DeepPair {
         let kernel_on_s = self.kernel_on(&self.s);
         let cross = merged(&self.s.mnt);
         kernel_on_s.unmount().expect("unmount kernel overlayfs");
-        compare(
+        differences(
+            &mut found,
             "the kernel on stratafs's upper dir differs",
+            &kernel_tree,
             "kernel-on-stratafs-upper",
             &cross,
         );
         assert!(found.is_empty(), "{}", found.join("\n"));
+    }
+}
+
+/// A tree as `snapshot` reads it, or why it could not be read.
+type Snapshot = Result<BTreeMap<String, String>, String>;
+
+/// Adds to `found` how `b` (named `b_name`) differs from the kernel's tree `kernel`, under
+/// the heading `stage`; or why it could not be read.
+fn differences(
+    found: &mut Vec<String>,
+    stage: &str,
+    kernel: &BTreeMap<String, String>,
+    b_name: &str,
+    b: &Snapshot,
+) {
+    match b {
+        Ok(b) => {
+            let d = diff("kernel", kernel, b_name, b);
+            if !d.is_empty() {
+                found.push(format!("{stage}:\n  {}", d.join("\n  ")));
+            }
+        }
+        Err(e) => found.push(format!("{stage}: {e}")),
     }
 }
 

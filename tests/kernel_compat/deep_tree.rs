@@ -9,27 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::at::{show, Dir};
-use crate::common::Ns;
 use crate::sysc::errno_name;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum View {
-    Merged,
-    /// An upper dir read directly, with its overlay markers in namespace `Ns`.
-    Upper(Ns),
-}
-
-const SKIPPED_OVERLAY_XATTRS: &[&str] = &["origin", "impure", "uuid", "index"];
-
-fn keep_xattr(view: View, name: &str) -> bool {
-    match view {
-        View::Merged => name.starts_with("user."),
-        View::Upper(ns) => {
-            let skipped = SKIPPED_OVERLAY_XATTRS.iter().any(|x| name == ns.name(x));
-            !skipped && (name.starts_with("user.") || name.starts_with(&ns.name("")))
-        }
-    }
-}
+use crate::tree::keep_xattr;
+pub use crate::tree::View;
 
 struct Entry {
     kind: &'static str,

@@ -11,11 +11,13 @@ fn c(path: &Path) -> CString {
     CString::new(path.as_os_str().as_bytes()).expect("test paths hold no NUL")
 }
 
-fn last() -> i32 {
+/// The errno of the call that just failed.
+pub fn last() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn check(ret: libc::c_int) -> Sys<libc::c_int> {
+/// A call's int return: the errno when it is negative.
+pub fn check(ret: libc::c_int) -> Sys<libc::c_int> {
     if ret < 0 {
         Err(last())
     } else {

@@ -87,7 +87,8 @@ pub enum View {
 /// Overlay xattrs (without their namespace prefix) the comparison skips; see the module doc.
 const SKIPPED_OVERLAY_XATTRS: &[&str] = &["origin", "impure", "uuid", "index"];
 
-fn keep_xattr(view: View, name: &str) -> bool {
+/// Whether the comparison of a tree read in `view` keeps the xattr `name`.
+pub fn keep_xattr(view: View, name: &str) -> bool {
     match view {
         // Merged views show no overlay marker of either namespace: one leaking shows up as
         // a difference (the kernel hides them).
