@@ -49,12 +49,13 @@ fn start_stratafs(scratch: &TempDir, lower: &Path, d: &Dirs) -> StrataChild {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Kernel overlayfs in the format stratafs writes: chmod copies up metadata only.
 fn mount_kernel(lower: &Path, d: &Dirs) -> KernelMount {
     KernelMount::mount(
         &[lower.to_path_buf()],
         Some((&d.upper, &d.work)),
         &d.mnt,
-        "",
+        "redirect_dir=on,index=on,metacopy=on",
     )
     .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -145,6 +146,22 @@ fn copy_up_story(mnt: &Path) -> (Vec<String>, String) {
         .open(&h)
         .expect("open h with O_TRUNC");
     log.push(format!("truncated: {:?}", read(&h)));
+    // Copied up by truncate(2) and by chmod(2) (metadata only where the format allows it):
+    // the next read-only open reads the copy.
+    let t = mnt.join("t");
+    log.push(read(&t));
+    let path = std::ffi::CString::new(t.as_os_str().as_encoded_bytes()).expect("no NUL");
+    // SAFETY: truncate(2) of a NUL-terminated path.
+    let rc = unsafe { libc::truncate(path.as_ptr(), 3) };
+    assert_eq!(rc, 0, "truncate: {}", std::io::Error::last_os_error());
+    log.push(format!("truncate(2): {:?}", read(&t)));
+    let c = mnt.join("c");
+    log.push(read(&c));
+    std::fs::set_permissions(&c, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod c");
+    log.push(format!("chmod: {:?}", read(&c)));
+    append(&c, b"+new\n");
+    log.push(format!("chmod, then append: {:?}", read(&c)));
     (log, opened_before)
 }
 
@@ -153,7 +170,7 @@ fn opens_around_a_copy_up_see_what_the_kernel_shows() {
     require_root();
     let scratch = TempDir::new("open-cache-copyup");
     let lower = scratch.subdir("lower");
-    for name in ["f", "g", "h"] {
+    for name in ["f", "g", "h", "t", "c"] {
         std::fs::write(lower.join(name), format!("lower {name}\n")).expect("lower file");
     }
     let k = dirs(&scratch, scratch.path(), "k");

@@ -160,8 +160,10 @@ impl Filesystem for StrataFs {
         let offered = config.capabilities();
         let wanted = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_CACHE_SYMLINKS
+            // Every readdir chunk carries attributes, not only the first one (no
+            // READDIRPLUS_AUTO): a walk that stats what it listed (find, ls -l, du, tar)
+            // then sends no LOOKUP per name (the attributes come from the in-memory listing).
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2
             // The daemon applies the umask: not where the parent has a default ACL (POSIX).
             | InitFlags::FUSE_DONT_MASK

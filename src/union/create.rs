@@ -55,25 +55,41 @@ struct NewName {
     over_whiteout: bool,
 }
 
+/// How to create an object in the upper directory `dir`.
+struct Creation {
+    mode: u32,
+    /// ACLs to set on an object made away from `dir` (see `creation_mode`).
+    acls: Option<acl::Inherited>,
+    /// `dir` has a default ACL: the new object gets ACLs of its own.
+    inherits_acl: bool,
+}
+
 /// The mode to create an object with in the upper directory `dir`: the caller's umask applies
 /// unless `dir` has a default ACL, which decides instead (POSIX). The host filesystem applies
 /// that ACL to an object made in `dir` itself; one made `away` from it (in the work dir, to be
 /// renamed over a whiteout) gets the ACLs returned here.
-fn creation_mode(
-    dir: BorrowedFd<'_>,
-    mode: u32,
-    umask: u32,
-    is_dir: bool,
-    away: bool,
-) -> (u32, Option<acl::Inherited>) {
+fn creation_mode(dir: BorrowedFd<'_>, mode: u32, umask: u32, is_dir: bool, away: bool) -> Creation {
+    let plain = |mode| Creation {
+        mode,
+        acls: None,
+        inherits_acl: false,
+    };
     match sys::xattr::get(dir, acl::DEFAULT_XATTR) {
         Ok(Some(default)) if away => match acl::inherit(&default, mode, is_dir) {
-            Some(inherited) => (inherited.mode, Some(inherited)),
+            Some(inherited) => Creation {
+                mode: inherited.mode,
+                acls: Some(inherited),
+                inherits_acl: true,
+            },
             // Not an ACL the kernel would have stored: as if there were none.
-            None => (mode & !umask, None),
+            None => plain(mode & !umask),
         },
-        Ok(Some(_)) => (mode, None),
-        _ => (mode & !umask, None),
+        Ok(Some(_)) => Creation {
+            mode,
+            acls: None,
+            inherits_acl: true,
+        },
+        _ => plain(mode & !umask),
     }
 }
 
@@ -113,7 +129,7 @@ impl Union {
         }
         let parent_node = self.prepare_new_name(parent, name)?;
         let (st, node, file) = self.with_new_name(&parent_node, name, |state, new| {
-            let file = self.create_in_upper(caller, new, &spec)?;
+            let (file, bare) = self.create_in_upper(caller, new, &spec)?;
             let st = sys::stat_at(new.dir.as_fd(), &new.name)?;
             let ino = upper_ino(st.st_ino);
             let kind = kind_of_mode(st.st_mode);
@@ -134,6 +150,7 @@ impl Union {
                 )
             });
             node.inner.write().add_link(&parent_node, name);
+            node.bare.store(bare, std::sync::atomic::Ordering::Relaxed);
             Ok((st, node, file))
         })?;
         if node.kind == Kind::Dir {
@@ -290,13 +307,14 @@ impl Union {
         }
     }
 
-    /// Creates one object under the free name `new`, owned by the caller.
+    /// Creates one object under the free name `new`, owned by the caller; with whether it is
+    /// known to carry no xattr (see `Node::bare`).
     fn create_in_upper(
         &self,
         caller: Caller,
         new: &NewName,
         spec: &NewObject<'_>,
-    ) -> io::Result<Option<File>> {
+    ) -> io::Result<(Option<File>, bool)> {
         let dir = new.dir.as_fd();
         let parent_st = sys::fstat(dir)?;
         // In a setgid directory the new object takes the directory's group, as on any fs.
@@ -306,12 +324,19 @@ impl Union {
             caller.gid
         };
         let away = new.over_whiteout;
-        let (mode, acls) = match spec {
+        let how = match spec {
             NewObject::File { mode, umask, .. } => creation_mode(dir, *mode, *umask, false, away),
             NewObject::Dir { mode, umask } => creation_mode(dir, *mode, *umask, true, away),
             NewObject::Node { mode, umask, .. } => creation_mode(dir, *mode, *umask, false, away),
-            NewObject::Symlink { .. } => (0, None),
+            // Symlinks take no ACL.
+            NewObject::Symlink { .. } => Creation {
+                mode: 0,
+                acls: None,
+                inherits_acl: false,
+            },
         };
+        let (mode, acls) = (how.mode, how.acls);
+        let bare = !how.inherits_acl && self.writable_upper()?.new_objects_bare;
         let mut file = None;
         let is_dir = matches!(spec, NewObject::Dir { .. });
         let make = |at: BorrowedFd<'_>, at_name: &CStr| match spec {
@@ -346,6 +371,6 @@ impl Union {
             Ok(())
         };
         self.make_entry_then(new, is_dir, make, finish)?;
-        Ok(file)
+        Ok((file, bare))
     }
 }

@@ -458,6 +458,10 @@ pub struct Node {
     lookups: AtomicU64,
     /// File handles open on the node (see `OpenCount`).
     open_files: AtomicU32,
+    /// The object has no xattr to show: the daemon made it with none (no inherited ACL, no
+    /// label from the host) and none was set since. Its getxattr and listxattr (the kernel
+    /// asks for security.capability before each write and chown) then need no system call.
+    pub bare: AtomicBool,
     pub inner: RwLock<NodeInner>,
     /// Serialises copy-up of this node; held only by the copy-up itself.
     pub copy_up: parking_lot::Mutex<()>,
@@ -473,6 +477,7 @@ impl Node {
             released: AtomicBool::new(false),
             lookups: AtomicU64::new(0),
             open_files: AtomicU32::new(0),
+            bare: AtomicBool::new(false),
             inner: RwLock::new(inner),
             copy_up: parking_lot::Mutex::new(()),
         }

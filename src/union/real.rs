@@ -90,7 +90,7 @@ impl Union {
         }
     }
 
-    fn open_at(&self, node: &Node, real: Real, flags: i32) -> io::Result<OwnedFd> {
+    pub(super) fn open_at(&self, node: &Node, real: Real, flags: i32) -> io::Result<OwnedFd> {
         let flags = flags | c::O_NOFOLLOW;
         match real {
             Real::Held(obj) if flags & c::O_PATH != 0 => obj.try_clone(),

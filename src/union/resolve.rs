@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 use super::real::Real;
@@ -156,8 +156,8 @@ impl Union {
     /// The link count of a hard-linked upper file as the kernel's nlink marker
     /// records it ("U+n"/"U-n" relative to the upper count, "L+n"/"L-n" to the lower one),
     /// so an upper dir written by kernel overlayfs with index=on shows the same counts.
-    fn merged_nlink(&self, fd: &OwnedFd, upper_nlink: u32, lower_nlink: u32) -> u32 {
-        let (base, delta) = match ovl::get(fd.as_fd(), Marker::Nlink)
+    fn merged_nlink(&self, fd: BorrowedFd<'_>, upper_nlink: u32, lower_nlink: u32) -> u32 {
+        let (base, delta) = match ovl::get(fd, Marker::Nlink)
             .as_deref()
             .and_then(ovl::parse_nlink)
         {
@@ -234,33 +234,63 @@ impl Union {
                 inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
             )
         };
-        let mut attr = match self.path_real(node) {
-            Real::Held(obj) => self.object_attr(&obj, cached.nlink)?,
+        let attr = match self.path_real(node) {
+            Real::Held(obj) => self.object_attr(obj.as_fd(), cached.nlink)?,
             Real::Upper => {
                 let obj = self.upper_object(node)?;
-                let attr = self.object_attr(&obj, cached.nlink)?;
+                let attr = self.object_attr(obj.as_fd(), cached.nlink)?;
                 self.hold_if_linked(node, &obj, attr.nlink as u64);
                 attr
             }
             Real::Index(idx) => Attr::from_stat(&sys::stat_at(self.upper()?.index(), &idx)?),
             Real::Lower(_) | Real::Gone => cached,
         };
+        Ok(self.merged_dir_nlink(node, is_upper, lower_dirs, attr))
+    }
+
+    /// The attributes of a node whose upper object (held, or reached by its name) was just
+    /// changed through `obj`: stat'ed through that fd rather than reached again.
+    pub(super) fn upper_attr_through(&self, node: &Node, obj: BorrowedFd<'_>) -> io::Result<Attr> {
+        let (is_upper, cached, lower_dirs, held) = {
+            let inner = node.inner.read();
+            (
+                inner.upper,
+                inner.attr(),
+                inner.lower.as_ref().map_or(0, |l| l.dir_layers.len()),
+                inner.object.is_some(),
+            )
+        };
+        let attr = self.object_attr(obj, cached.nlink)?;
+        if !held && node.kind != Kind::Dir && attr.nlink > 1 {
+            // A hard link not held yet: node_attr holds its object.
+            return self.node_attr(node);
+        }
+        Ok(self.merged_dir_nlink(node, is_upper, lower_dirs, attr))
+    }
+
+    /// Like the kernel: a directory merged from several layers reports one link, since
+    /// counting its subdirectories would mean reading every layer.
+    fn merged_dir_nlink(
+        &self,
+        node: &Node,
+        is_upper: bool,
+        lower_dirs: usize,
+        mut attr: Attr,
+    ) -> Attr {
         if node.kind == Kind::Dir {
-            // Like the kernel: a directory merged from several layers reports one link, since
-            // counting its subdirectories would mean reading every layer.
             let opaque = self.dirs.get(node.ino).is_some_and(|s| s.read().opaque);
             let sources = usize::from(is_upper) + if opaque { 0 } else { lower_dirs };
             if sources >= 2 {
                 attr.nlink = 1;
             }
         }
-        Ok(attr)
+        attr
     }
 
     /// Attributes of an upper object, with the link count the kernel's nlink xattr records
     /// for hard-linked copies of lower files.
-    fn object_attr(&self, obj: &OwnedFd, lower_nlink: u32) -> io::Result<Attr> {
-        let mut attr = Attr::from_stat(&sys::fstat(obj.as_fd())?);
+    fn object_attr(&self, obj: BorrowedFd<'_>, lower_nlink: u32) -> io::Result<Attr> {
+        let mut attr = Attr::from_stat(&sys::fstat(obj)?);
         let is_file = attr.mode & c::S_IFMT == c::S_IFREG;
         if is_file && attr.nlink > 1 {
             attr.nlink = self.merged_nlink(obj, attr.nlink, lower_nlink);

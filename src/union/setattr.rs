@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::AsFd;
 
 use super::copy_up::Data;
+use super::real::Real;
 use super::Union;
 use crate::sys;
 use crate::sys::c;
@@ -69,11 +70,18 @@ impl Union {
             None => Data::Meta,
         };
         self.ensure_upper(&node, data)?;
+        // The object is opened once: the change and the attributes returned both go through
+        // this fd (three setattrs per file in an untar: each walk saved counts).
+        let real = self.path_real(&node);
+        let upper_object = matches!(real, Real::Upper | Real::Held(_));
+        let opened;
         let obj = match open {
-            Some(file) => file.as_fd().try_clone_to_owned()?,
-            None => self.open_node_path(&node)?,
+            Some(file) => file.as_fd(),
+            None => {
+                opened = self.open_at(&node, real, c::O_PATH)?;
+                opened.as_fd()
+            }
         };
-        let obj = obj.as_fd();
         if change.uid.is_some() || change.gid.is_some() {
             let (uid, gid) = self.ownership.stored(
                 change.uid.unwrap_or(u32::MAX),
@@ -102,6 +110,7 @@ impl Union {
         }
         match open {
             Some(file) if node.is_unlinked() => Ok(Attr::from_stat(&sys::fstat(file.as_fd())?)),
+            None if upper_object => self.upper_attr_through(&node, obj),
             _ => self.node_attr(&node),
         }
     }

@@ -364,6 +364,32 @@ fn xattrs_of_the_file_hide_the_union_markers() {
     );
 }
 
+/// The upper dir is the daemon's while mounted (as with kernel overlayfs, a change made behind
+/// its back is undefined): the xattrs of an object the daemon made itself are answered from
+/// what it knows, with no call on disk (the kernel asks for security.capability before every
+/// write and chown), until an xattr is set through the union.
+#[test]
+fn a_new_object_answers_xattr_calls_without_reading_the_disk() {
+    let s = Stack::new("bare", 1);
+    let u = s.union();
+    let file = NewObject::File {
+        mode: 0o644,
+        umask: 0,
+        flags: c::O_WRONLY,
+    };
+    let f = u.create(ROOT_INO, b"f", file, me()).unwrap().0.ino;
+    // Set on disk behind the union's back: not read, so not seen.
+    let behind = fs::File::open(s.upper().join("f")).unwrap();
+    crate::sys::xattr::set(behind.as_fd(), c"user.behind", b"1", 0).unwrap();
+    assert_eq!(errno_of(u.getxattr(f, b"user.behind")), c::ENODATA);
+    assert!(u.listxattr(f).unwrap().is_empty());
+    // Once one is set through the union, the object's own xattrs are read again.
+    u.setxattr(f, b"user.mine", Some((b"v", 0))).unwrap();
+    assert_eq!(u.getxattr(f, b"user.mine").unwrap(), b"v");
+    assert_eq!(u.getxattr(f, b"user.behind").unwrap(), b"1");
+    assert_eq!(u.listxattr(f).unwrap(), b"user.behind\0user.mine\0");
+}
+
 /// What the daemon keeps per name after a walk: the node of each looked-up lower file, with
 /// its name, path and attributes (the listing of the directory is counted apart). Over a
 /// directory merged from two layers, as most are in an image.

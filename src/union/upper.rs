@@ -26,6 +26,9 @@ pub struct Upper {
     index_used: std::sync::atomic::AtomicBool,
     /// False for volatile mounts (fsync=0): skip every fsync.
     pub fsync: bool,
+    /// Objects made here start with no xattrs (no security label from the host, as the
+    /// daemon's fresh work dir shows): a new object of the daemon's is known bare.
+    pub new_objects_bare: bool,
     /// The shared whiteout inode (see `make_whiteout`), once made.
     shared_whiteout: Mutex<Option<Arc<OwnedFd>>>,
 }
@@ -54,12 +57,14 @@ impl Upper {
         })?;
         let index_reader = sys::open_beneath(index.as_fd(), c".", c::O_RDONLY | c::O_DIRECTORY, 0)?;
         let index_used = !sys::dir::read_all(index_reader)?.is_empty();
+        let new_objects_bare = sys::xattr::list(work.as_fd()).is_ok_and(|n| n.is_empty());
         Ok(Upper {
             root,
             work,
             index,
             index_used: std::sync::atomic::AtomicBool::new(index_used),
             fsync,
+            new_objects_bare,
             shared_whiteout: Mutex::new(None),
         })
     }

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
 
 use super::copy_up::Data;
 use super::{errno, Union};
@@ -39,6 +40,8 @@ impl Union {
             _ => {}
         }
         self.ensure_upper(&node, Data::Meta)?;
+        // Known bare no longer, whatever comes of the call.
+        node.bare.store(false, Ordering::Relaxed);
         let fd = self.open_node_path(&node)?;
         match set {
             Some((value, flags)) => sys::xattr::set(fd.as_fd(), &cname, value, flags),
@@ -49,6 +52,9 @@ impl Union {
     /// The value of the file's xattr `name`; ENODATA when it has none.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> io::Result<Vec<u8>> {
         let node = self.node(ino)?;
+        if node.bare.load(Ordering::Relaxed) {
+            return Err(errno(c::ENODATA));
+        }
         let fd = self.open_node_path(&node)?;
         // A name reserved to the union is never the file's: it has no value to show.
         let cname = stored_cname(name).map_err(|_| errno(c::ENODATA))?;
@@ -58,6 +64,9 @@ impl Union {
     /// The names of the file's own xattrs, each followed by a NUL (as listxattr(2) gives them).
     pub fn listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
         let node = self.node(ino)?;
+        if node.bare.load(Ordering::Relaxed) {
+            return Ok(Vec::new());
+        }
         let fd = self.open_node_path(&node)?;
         let mut out = Vec::new();
         for n in sys::xattr::list(fd.as_fd())?
