@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 
 use crate::sys;
 use crate::sys::c;
@@ -20,6 +21,7 @@ use crate::union::attr::Attr;
 use crate::union::inode::LowerRef;
 use crate::union::layer::{relpath, Layer};
 use crate::union::listing::{DirListing, PendingEntry};
+use crate::union::statpool;
 use crate::union::whiteout::{self, NameKind, Opacity};
 
 enum Decision {
@@ -57,11 +59,11 @@ pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirList
         };
         let opacity = whiteout::dir_opacity(dir.as_fd());
         let raw_entries = sys::dir::read_all(dir.try_clone()?)?;
+        let dir = Arc::new(dir);
         let mut whiteouts: Vec<Vec<u8>> = Vec::new();
         let mut opaque_marker = false;
 
-        // The names this layer wins need a stat each: issue them in parallel, since on a cold
-        // cache each is a disk read and the disk serves several at once.
+        // The names this layer wins need a stat each: issued in parallel (statpool.rs).
         let to_stat: Vec<&[u8]> = raw_entries
             .iter()
             .filter(|r| {
@@ -70,7 +72,7 @@ pub fn merge_lower_dir(layers: &[Layer], lower: &LowerRef) -> io::Result<DirList
             })
             .map(|r| r.name.as_slice())
             .collect();
-        let stats = stat_many(&dir, &to_stat);
+        let stats = statpool::stat_many(&dir, &to_stat);
         let mut stats: HashMap<&[u8], io::Result<c::stat>> =
             to_stat.into_iter().zip(stats).collect();
         for raw in &raw_entries {
@@ -161,29 +163,6 @@ fn merge_entry(
             );
         }
     }
-}
-
-/// Below this many names a directory is stat'ed on the calling thread.
-const PARALLEL_STAT_MIN: usize = 32;
-const STAT_THREADS: usize = 4;
-
-fn stat_many(dir: &std::os::fd::OwnedFd, names: &[&[u8]]) -> Vec<io::Result<c::stat>> {
-    if names.len() < PARALLEL_STAT_MIN {
-        return names.iter().map(|n| stat_entry(dir, n)).collect();
-    }
-    let chunk = names.len().div_ceil(STAT_THREADS);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = names
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || part.iter().map(|n| stat_entry(dir, n)).collect::<Vec<_>>())
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap_or_else(|_| vec![]))
-            .collect()
-    })
 }
 
 fn stat_entry(dir: &std::os::fd::OwnedFd, name: &[u8]) -> io::Result<c::stat> {

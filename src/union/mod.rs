@@ -36,6 +36,7 @@ pub(crate) mod ovl;
 pub(crate) mod private_dir;
 pub(crate) mod rootless;
 pub(crate) mod sharded;
+pub(crate) mod statpool;
 pub(crate) mod tempname;
 pub(crate) mod treecopy;
 pub(crate) mod upper;
