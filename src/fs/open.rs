@@ -86,6 +86,10 @@ impl StrataFs {
     /// A read-only open of `ino` served from its kept lower backing, with no system call:
     /// the handle and the backing id to reply with. None when there is nothing kept or the
     /// inode's data is no longer that lower file (then the kept backing goes).
+    ///
+    /// The OPEN request itself stays: the backing id reaches the kernel only in an open
+    /// reply (FUSE_NO_OPEN_SUPPORT would send every read through the daemon), and the
+    /// kernel fails a passthrough open that also asks for FOPEN_KEEP_CACHE (EIO).
     pub(super) fn open_kept(
         &self,
         ino: u64,
