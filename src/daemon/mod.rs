@@ -77,6 +77,7 @@ fn mount_and_serve(spec: &MountSpec, detach: bool) -> Result<Role, Error> {
     }
     process::raise_nofile_limit();
     process::use_one_malloc_arena();
+    process::map_large_blocks();
     let mut volumes = spec.volume_provider()?;
     let fs = StrataFs::new(
         layers,
