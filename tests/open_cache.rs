@@ -60,6 +60,27 @@ fn mount_kernel(lower: &Path, d: &Dirs) -> KernelMount {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Runs `story` on kernel overlayfs, then on stratafs, each over `lower` with an upper of its
+/// own under `scratch`; returns (kernel, stratafs). Each mount is gone before the next starts.
+fn on_kernel_then_stratafs<T>(
+    scratch: &TempDir,
+    lower: &Path,
+    story: impl Fn(&Path) -> T,
+) -> (T, T) {
+    let k = dirs(scratch, scratch.path(), "k");
+    let kernel = {
+        let m = mount_kernel(lower, &k);
+        let seen = story(&k.mnt);
+        m.unmount().expect("unmount kernel overlay");
+        seen
+    };
+    let s = dirs(scratch, scratch.path(), "s");
+    let m = start_stratafs(scratch, lower, &s);
+    let strata = story(&s.mnt);
+    m.unmount().expect("clean unmount");
+    (kernel, strata)
+}
+
 fn read(path: &Path) -> String {
     let mut s = String::new();
     File::open(path)
@@ -173,20 +194,7 @@ fn opens_around_a_copy_up_see_what_the_kernel_shows() {
     for name in ["f", "g", "h", "t", "c"] {
         std::fs::write(lower.join(name), format!("lower {name}\n")).expect("lower file");
     }
-    let k = dirs(&scratch, scratch.path(), "k");
-    let kernel = {
-        let m = mount_kernel(&lower, &k);
-        let story = copy_up_story(&k.mnt);
-        m.unmount().expect("unmount kernel overlay");
-        story
-    };
-    let s = dirs(&scratch, scratch.path(), "s");
-    let strata = {
-        let m = start_stratafs(&scratch, &lower, &s);
-        let story = copy_up_story(&s.mnt);
-        m.unmount().expect("clean unmount");
-        story
-    };
+    let (kernel, strata) = on_kernel_then_stratafs(&scratch, &lower, copy_up_story);
     assert_eq!(
         kernel.0[2], "after copy-up: lower f\n+new\n",
         "kernel overlayfs"
@@ -255,20 +263,7 @@ fn direct_and_mapped_reads_of_a_kept_lower_file() {
     let lower = scratch.subdir("lower");
     let data: Vec<u8> = (0..8192u32).map(|i| (i / 4096 + i % 7) as u8).collect();
     std::fs::write(lower.join("big"), &data).expect("lower file");
-    let k = dirs(&scratch, scratch.path(), "k");
-    let kernel = {
-        let m = mount_kernel(&lower, &k);
-        let story = direct_and_mapped_reads(&k.mnt);
-        m.unmount().expect("unmount kernel overlay");
-        story
-    };
-    let s = dirs(&scratch, scratch.path(), "s");
-    let strata = {
-        let m = start_stratafs(&scratch, &lower, &s);
-        let story = direct_and_mapped_reads(&s.mnt);
-        m.unmount().expect("clean unmount");
-        story
-    };
+    let (kernel, strata) = on_kernel_then_stratafs(&scratch, &lower, direct_and_mapped_reads);
     assert_eq!(strata, kernel, "stratafs against kernel overlayfs");
 }
 
